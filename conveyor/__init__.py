@@ -1,0 +1,3 @@
+"""Conveyor: self-hosted release orchestration."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,668 @@
+"""Documents to and from plain data (the shape of config-as-code YAML and of the API's JSON).
+
+Decoding never stops at the first problem: it collects every problem with the path of the bad
+field, so a person fixes a file in one pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from conveyor.domain.documents import (
+    Action,
+    DeploymentCondition,
+    DeployReleaseAction,
+    Environment,
+    GuidedFailureMode,
+    Lifecycle,
+    ManualInterventionAction,
+    NotificationAction,
+    PackageAction,
+    Phase,
+    Process,
+    Project,
+    ProjectGroup,
+    RunCondition,
+    ScopedRole,
+    ScriptAction,
+    ScriptSyntax,
+    StartTrigger,
+    Step,
+    StepType,
+    Target,
+    Team,
+    User,
+    UserRole,
+    Variable,
+    Webhook,
+)
+from conveyor.domain.errors import Problem
+from conveyor.domain.model import KINDS, Document, Kind
+
+Path = tuple[str | int, ...]
+E = TypeVar("E")
+
+# The key that names a document of each kind in a file.
+NAME_FIELD: dict[str, str] = {kind: "name" for kind in KINDS} | {"users": "username"}
+
+
+class Reader:
+    """Reads fields out of one mapping, recording a problem for each wrong or unknown field."""
+
+    def __init__(self, data: Any, path: Path, problems: list[Problem], what: str) -> None:
+        self.path = path
+        self.problems = problems
+        self.seen: set[str] = set()
+        self.ok = isinstance(data, Mapping)
+        self.data: Mapping[str, Any] = data if isinstance(data, Mapping) else {}
+        if not self.ok:
+            problems.append(Problem(path, f"expected a mapping describing {what}"))
+
+    def _get(self, name: str) -> Any:
+        self.seen.add(name)
+        return self.data.get(name)
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def problem(self, name: str | None, message: str) -> None:
+        self.problems.append(Problem((*self.path, name) if name else self.path, message))
+
+    def text(self, name: str, *, required: bool = False, default: str = "") -> str:
+        value = self._get(name)
+        if value is None:
+            if required:
+                self.problem(name, "is required")
+            return default
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self.problem(name, "must be text")
+            return default
+        text = str(value)
+        if required and not text.strip():
+            self.problem(name, "must not be empty")
+        return text
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        value = self._get(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.problem(name, "must be true or false")
+            return default
+        return value
+
+    def integer(self, name: str, default: int | None = None, minimum: int = 0) -> int | None:
+        value = self._get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(name, "must be a whole number")
+            return default
+        if value < minimum:
+            self.problem(name, f"must be at least {minimum}")
+            return default
+        return value
+
+    def names(self, name: str) -> tuple[str, ...]:
+        value = self._get(name)
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            self.problem(name, "must be a list of names")
+            return ()
+        out: list[str] = []
+        for i, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, str | int | float) or not str(item):
+                self.problems.append(Problem((*self.path, name, i), "must be a name"))
+            else:
+                out.append(str(item))
+        return tuple(out)
+
+    def choice(self, name: str, enum: type[E], default: E) -> E:
+        value = self._get(name)
+        if value is None:
+            return default
+        try:
+            return enum(str(value).lower().replace("-", "_").replace(" ", "_"))  # type: ignore[call-arg]
+        except ValueError:
+            options = ", ".join(str(getattr(m, "value", m)) for m in enum)  # type: ignore[attr-defined]
+            self.problem(name, f'"{value}" is not one of: {options}')
+            return default
+
+    def mapping(self, name: str) -> tuple[tuple[str, str], ...]:
+        value = self._get(name)
+        if value is None:
+            return ()
+        if not isinstance(value, Mapping):
+            self.problem(name, "must be a mapping of names to values")
+            return ()
+        out = []
+        for k, v in value.items():
+            if v is None or isinstance(v, list | Mapping):
+                self.problems.append(Problem((*self.path, name, str(k)), "must be text"))
+                continue
+            out.append((str(k), _scalar_text(v)))
+        return tuple(out)
+
+    def items(self, name: str) -> list[tuple[Path, Any]]:
+        value = self._get(name)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problem(name, "must be a list")
+            return []
+        return [((*self.path, name, i), item) for i, item in enumerate(value)]
+
+    def raw(self, name: str) -> Any:
+        return self._get(name)
+
+    def finish(self, allowed: set[str] | None = None) -> None:
+        known = self.seen | (allowed or set())
+        for name in self.data:
+            if name not in known:
+                expected = ", ".join(sorted(known))
+                self.problem(str(name), f"is not a known field here (expected one of: {expected})")
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def decode(kind: Kind, data: Any, path: Path, problems: list[Problem]) -> Document | None:
+    before = len(problems)
+    doc = _DECODERS[kind](data, path, problems)
+    return doc if len(problems) == before else None
+
+
+def _environment(data: Any, path: Path, problems: list[Problem]) -> Environment:
+    r = Reader(data, path, problems, "an environment")
+    env = Environment(
+        name=r.text("name", required=True),
+        description=r.text("description"),
+        guided_failure=r.flag("guided_failure"),
+    )
+    r.finish()
+    return env
+
+
+def _lifecycle(data: Any, path: Path, problems: list[Problem]) -> Lifecycle:
+    r = Reader(data, path, problems, "a lifecycle")
+    phases = []
+    for p_path, item in r.items("phases"):
+        pr = Reader(item, p_path, problems, "a phase")
+        phases.append(
+            Phase(
+                name=pr.text("name", required=True),
+                environments=pr.names("environments"),
+                automatic=pr.names("automatic"),
+                optional=pr.flag("optional"),
+                minimum_environments=pr.integer("minimum_environments", 0) or 0,
+            )
+        )
+        pr.finish()
+    lc = Lifecycle(
+        name=r.text("name", required=True),
+        description=r.text("description"),
+        phases=tuple(phases),
+    )
+    if not r.has("phases"):
+        r.problem("phases", "is required: list the phases in promotion order")
+    r.finish()
+    return lc
+
+
+def _project_group(data: Any, path: Path, problems: list[Problem]) -> ProjectGroup:
+    r = Reader(data, path, problems, "a project group")
+    group = ProjectGroup(name=r.text("name", required=True), description=r.text("description"))
+    r.finish()
+    return group
+
+
+def _user_role(data: Any, path: Path, problems: list[Problem]) -> UserRole:
+    r = Reader(data, path, problems, "a user role")
+    role = UserRole(
+        name=r.text("name", required=True),
+        description=r.text("description"),
+        permissions=r.names("permissions"),
+    )
+    r.finish({"built_in"})
+    return role
+
+
+def _user(data: Any, path: Path, problems: list[Problem]) -> User:
+    r = Reader(data, path, problems, "a user")
+    user = User(
+        username=r.text("username", required=True),
+        display_name=r.text("display_name"),
+        email=r.text("email"),
+        service_account=r.flag("service_account"),
+        active=r.flag("active", True),
+    )
+    r.finish()
+    return user
+
+
+def _target(data: Any, path: Path, problems: list[Problem]) -> Target:
+    r = Reader(data, path, problems, "a deployment target")
+    target = Target(
+        name=r.text("name", required=True),
+        kind=r.text("kind", default="local"),
+        description=r.text("description"),
+        environments=r.names("environments"),
+        roles=r.names("roles"),
+    )
+    r.finish()
+    return target
+
+
+def _team(data: Any, path: Path, problems: list[Problem]) -> Team:
+    r = Reader(data, path, problems, "a team")
+    roles = []
+    for s_path, item in r.items("roles"):
+        sr = Reader(item, s_path, problems, "a scoped role")
+        roles.append(
+            ScopedRole(
+                role=sr.text("role", required=True),
+                projects=sr.names("projects"),
+                project_groups=sr.names("project_groups"),
+                environments=sr.names("environments"),
+            )
+        )
+        sr.finish()
+    team = Team(
+        name=r.text("name", required=True),
+        description=r.text("description"),
+        members=r.names("members"),
+        roles=tuple(roles),
+    )
+    r.finish()
+    return team
+
+
+def decode_variables(data: Any, path: Path, problems: list[Problem]) -> tuple[Variable, ...]:
+    if not isinstance(data, list):
+        problems.append(Problem(path, "must be a list of variables"))
+        return ()
+    out = []
+    for i, item in enumerate(data):
+        r = Reader(item, (*path, i), problems, "a variable")
+        sensitive = r.flag("sensitive")
+        value = r.raw("value")
+        if value is not None and (isinstance(value, list | Mapping)):
+            r.problem("value", "must be text")
+            value = None
+        out.append(
+            Variable(
+                name=r.text("name", required=True),
+                value=_scalar_text(value) if value is not None else "",
+                sensitive=sensitive,
+                environments=r.names("environments"),
+            )
+        )
+        r.finish()
+    return tuple(out)
+
+
+def decode_process(data: Any, path: Path, problems: list[Problem]) -> Process:
+    r = Reader(data, path, problems, "a deployment process")
+    steps = tuple(decode_step(item, s_path, problems) for s_path, item in r.items("steps"))
+    version = r.integer("version", 0) or 0
+    r.finish()
+    return Process(steps=steps, version=version)
+
+
+def decode_step(data: Any, path: Path, problems: list[Problem]) -> Step:
+    r = Reader(data, path, problems, "a step")
+    name = r.text("name", required=True)
+    step_type = r.choice("type", StepType, StepType.SCRIPT)
+    if not r.has("type"):
+        r.problem("type", f"is required: one of {', '.join(t.value for t in StepType)}")
+    action = _ACTION_DECODERS[step_type](r)
+    condition = r.choice("condition", RunCondition, RunCondition.SUCCESS)
+    step = Step(
+        name=name,
+        action=action,
+        environments=r.names("environments"),
+        excluded_environments=r.names("excluded_environments"),
+        condition=condition,
+        condition_expression=r.text("condition_expression"),
+        start=r.choice("start", StartTrigger, StartTrigger.AFTER_PREVIOUS),
+        timeout_seconds=r.integer("timeout", None, minimum=1),
+        disabled=r.flag("disabled"),
+        required=r.flag("required"),
+    )
+    r.finish()
+    return step
+
+
+def _script(r: Reader) -> Action:
+    return ScriptAction(
+        body=r.text("script", required=True),
+        syntax=r.choice("syntax", ScriptSyntax, ScriptSyntax.BASH),
+        target_roles=r.names("target_roles"),
+    )
+
+
+def _package(r: Reader) -> Action:
+    return PackageAction(
+        package=r.text("package", required=True),
+        target_roles=r.names("target_roles"),
+        post_deploy_script=r.text("post_deploy_script"),
+        post_deploy_syntax=r.choice("post_deploy_syntax", ScriptSyntax, ScriptSyntax.BASH),
+    )
+
+
+def _manual(r: Reader) -> Action:
+    return ManualInterventionAction(
+        instructions=r.text("instructions", required=True),
+        responsible_teams=r.names("responsible_teams"),
+        block_deployments=r.flag("block_deployments"),
+        prevent_self_approval=r.flag("prevent_self_approval"),
+        required_approvals=r.integer("required_approvals", 1, minimum=1) or 1,
+        approval_teams=r.names("approval_teams"),
+    )
+
+
+def _notification(r: Reader) -> Action:
+    hooks = []
+    for h_path, item in r.items("webhooks"):
+        hr = Reader(item, h_path, r.problems, "a webhook")
+        hooks.append(
+            Webhook(
+                url=hr.text("url", required=True),
+                headers=hr.mapping("headers"),
+                secret_variable=hr.text("secret_variable"),
+            )
+        )
+        hr.finish()
+    return NotificationAction(
+        subject=r.text("subject", required=True),
+        body=r.text("body", required=True),
+        to_teams=r.names("to_teams"),
+        to_users=r.names("to_users"),
+        to_addresses=r.names("to_addresses"),
+        webhooks=tuple(hooks),
+        warn_only=r.flag("warn_only"),
+    )
+
+
+def _deploy_release(r: Reader) -> Action:
+    return DeployReleaseAction(
+        project=r.text("project", required=True),
+        condition=r.choice(
+            "deployment_condition", DeploymentCondition, DeploymentCondition.ALWAYS
+        ),
+        variables=r.mapping("variables"),
+    )
+
+
+_ACTION_DECODERS: dict[StepType, Callable[[Reader], Action]] = {
+    StepType.SCRIPT: _script,
+    StepType.PACKAGE: _package,
+    StepType.MANUAL_INTERVENTION: _manual,
+    StepType.NOTIFICATION: _notification,
+    StepType.DEPLOY_RELEASE: _deploy_release,
+}
+
+
+def _project(data: Any, path: Path, problems: list[Problem]) -> Project:
+    r = Reader(data, path, problems, "a project")
+    process = (
+        decode_process(r.raw("process"), (*path, "process"), problems)
+        if r.has("process")
+        else Process()
+    )
+    variables = (
+        decode_variables(r.raw("variables"), (*path, "variables"), problems)
+        if r.has("variables")
+        else ()
+    )
+    project = Project(
+        name=r.text("name", required=True),
+        description=r.text("description"),
+        group=r.text("group", required=True),
+        lifecycle=r.text("lifecycle", required=True),
+        watch_paths=r.names("watch_paths"),
+        disabled=r.flag("disabled"),
+        guided_failure=r.choice(
+            "guided_failure", GuidedFailureMode, GuidedFailureMode.ENVIRONMENT_DEFAULT
+        ),
+        process=process,
+        variables=variables,
+    )
+    r.finish()
+    return project
+
+
+_DECODERS: dict[str, Callable[[Any, Path, list[Problem]], Any]] = {
+    "environments": _environment,
+    "lifecycles": _lifecycle,
+    "project_groups": _project_group,
+    "user_roles": _user_role,
+    "users": _user,
+    "projects": _project,
+    "targets": _target,
+    "teams": _team,
+}
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def encode(kind: Kind, doc: Document, *, with_secrets: bool = False) -> dict[str, Any]:
+    """The plain-data form; defaults are left out so exported files stay short and readable."""
+    return _ENCODERS[kind](doc, with_secrets)
+
+
+def _compact(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if v not in (None, "", (), [], {}, False)}
+
+
+def _enc_environment(env: Any, _: bool) -> dict[str, Any]:
+    return _compact(
+        {"name": env.name, "description": env.description, "guided_failure": env.guided_failure}
+    )
+
+
+def _enc_lifecycle(lc: Any, _: bool) -> dict[str, Any]:
+    return _compact(
+        {
+            "name": lc.name,
+            "description": lc.description,
+            "phases": [
+                _compact(
+                    {
+                        "name": ph.name,
+                        "environments": list(ph.environments),
+                        "automatic": list(ph.automatic),
+                        "optional": ph.optional,
+                        "minimum_environments": ph.minimum_environments or None,
+                    }
+                )
+                for ph in lc.phases
+            ],
+        }
+    )
+
+
+def _enc_group(group: Any, _: bool) -> dict[str, Any]:
+    return _compact({"name": group.name, "description": group.description})
+
+
+def _enc_role(role: Any, _: bool) -> dict[str, Any]:
+    return _compact(
+        {
+            "name": role.name,
+            "description": role.description,
+            "permissions": list(role.permissions),
+            "built_in": role.built_in,
+        }
+    )
+
+
+def _enc_user(user: Any, _: bool) -> dict[str, Any]:
+    out = _compact(
+        {
+            "username": user.username,
+            "display_name": user.display_name,
+            "email": user.email,
+            "service_account": user.service_account,
+        }
+    )
+    if not user.active:
+        out["active"] = False
+    return out
+
+
+def _enc_target(target: Any, _: bool) -> dict[str, Any]:
+    return _compact(
+        {
+            "name": target.name,
+            "kind": target.kind,
+            "description": target.description,
+            "environments": list(target.environments),
+            "roles": list(target.roles),
+        }
+    )
+
+
+def _enc_team(team: Any, _: bool) -> dict[str, Any]:
+    return _compact(
+        {
+            "name": team.name,
+            "description": team.description,
+            "members": list(team.members),
+            "roles": [
+                _compact(
+                    {
+                        "role": r.role,
+                        "projects": list(r.projects),
+                        "project_groups": list(r.project_groups),
+                        "environments": list(r.environments),
+                    }
+                )
+                for r in team.roles
+            ],
+        }
+    )
+
+
+def encode_variables(variables: tuple[Variable, ...], with_secrets: bool) -> list[dict[str, Any]]:
+    out = []
+    for v in variables:
+        item: dict[str, Any] = {"name": v.name}
+        if not v.sensitive or with_secrets:
+            item["value"] = v.value
+        if v.sensitive:
+            item["sensitive"] = True
+        if v.environments:
+            item["environments"] = list(v.environments)
+        out.append(item)
+    return out
+
+
+def encode_step(step: Step) -> dict[str, Any]:
+    head: dict[str, Any] = {"name": step.name, "type": step.type.value}
+    a = step.action
+    body: dict[str, Any]
+    if isinstance(a, ScriptAction):
+        body = {
+            "syntax": a.syntax.value if a.syntax != ScriptSyntax.BASH else None,
+            "target_roles": list(a.target_roles),
+            "script": a.body,
+        }
+    elif isinstance(a, PackageAction):
+        body = {
+            "package": a.package,
+            "target_roles": list(a.target_roles),
+            "post_deploy_syntax": a.post_deploy_syntax.value
+            if a.post_deploy_syntax != ScriptSyntax.BASH
+            else None,
+            "post_deploy_script": a.post_deploy_script,
+        }
+    elif isinstance(a, ManualInterventionAction):
+        body = {
+            "instructions": a.instructions,
+            "responsible_teams": list(a.responsible_teams),
+            "block_deployments": a.block_deployments,
+            "prevent_self_approval": a.prevent_self_approval,
+            "required_approvals": a.required_approvals if a.required_approvals != 1 else None,
+            "approval_teams": list(a.approval_teams),
+        }
+    elif isinstance(a, NotificationAction):
+        body = {
+            "to_teams": list(a.to_teams),
+            "to_users": list(a.to_users),
+            "to_addresses": list(a.to_addresses),
+            "webhooks": [
+                _compact(
+                    {"url": h.url, "headers": dict(h.headers), "secret_variable": h.secret_variable}
+                )
+                for h in a.webhooks
+            ],
+            "warn_only": a.warn_only,
+            "subject": a.subject,
+            "body": a.body,
+        }
+    else:
+        body = {
+            "project": a.project,
+            "deployment_condition": a.condition.value,
+            "variables": dict(a.variables),
+        }
+    tail = {
+        "environments": list(step.environments),
+        "excluded_environments": list(step.excluded_environments),
+        "condition": step.condition.value if step.condition != RunCondition.SUCCESS else None,
+        "condition_expression": step.condition_expression,
+        "start": step.start.value if step.start != StartTrigger.AFTER_PREVIOUS else None,
+        "timeout": step.timeout_seconds,
+        "disabled": step.disabled,
+        "required": step.required,
+    }
+    return _compact(head | body | tail)
+
+
+def encode_process(process: Process) -> dict[str, Any]:
+    return {"steps": [encode_step(s) for s in process.steps]}
+
+
+def _enc_project(project: Any, with_secrets: bool) -> dict[str, Any]:
+    out = _compact(
+        {
+            "name": project.name,
+            "description": project.description,
+            "group": project.group,
+            "lifecycle": project.lifecycle,
+            "watch_paths": list(project.watch_paths),
+            "disabled": project.disabled,
+            "guided_failure": project.guided_failure.value
+            if project.guided_failure != GuidedFailureMode.ENVIRONMENT_DEFAULT
+            else None,
+        }
+    )
+    if project.process.steps:
+        out["process"] = encode_process(project.process)
+    if project.variables:
+        out["variables"] = encode_variables(project.variables, with_secrets)
+    return out
+
+
+_ENCODERS: dict[str, Callable[[Any, bool], dict[str, Any]]] = {
+    "environments": _enc_environment,
+    "lifecycles": _enc_lifecycle,
+    "project_groups": _enc_group,
+    "user_roles": _enc_role,
+    "users": _enc_user,
+    "projects": _enc_project,
+    "targets": _enc_target,
+    "teams": _enc_team,
+}

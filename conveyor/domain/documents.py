@@ -1,0 +1,260 @@
+"""The configuration documents, as plain frozen values.
+
+Documents refer to each other by name (case-insensitive), exactly as a person writes them in
+config as code and reads them in the API. The store keeps the same shapes; a rename is a pure
+rewrite of the references (``conveyor.domain.model.rename``).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+def slugify(name: str) -> str:
+    """``"Deploy All"`` -> ``"deploy-all"``; used for URLs and case-insensitive identity."""
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    text = re.sub(r"[^a-zA-Z0-9]+", "-", text).strip("-").lower()
+    return text or "x"
+
+
+def key(name: str) -> str:
+    """Identity of a named document: names match case-insensitively and by slug."""
+    return slugify(name)
+
+
+class StepType(StrEnum):
+    SCRIPT = "script"
+    PACKAGE = "package"
+    MANUAL_INTERVENTION = "manual_intervention"
+    NOTIFICATION = "notification"
+    DEPLOY_RELEASE = "deploy_release"
+
+
+class RunCondition(StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ALWAYS = "always"
+    VARIABLE = "variable"
+
+
+class StartTrigger(StrEnum):
+    AFTER_PREVIOUS = "after_previous"
+    WITH_PREVIOUS = "with_previous"
+
+
+class DeploymentCondition(StrEnum):
+    ALWAYS = "always"
+    IF_NOT_CURRENT = "if_not_current"
+    IF_NEWER = "if_newer"
+
+
+class ScriptSyntax(StrEnum):
+    BASH = "bash"
+    PYTHON = "python"
+
+
+class GuidedFailureMode(StrEnum):
+    ENVIRONMENT_DEFAULT = "environment_default"
+    ON = "on"
+    OFF = "off"
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    description: str = ""
+    guided_failure: bool = False
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    environments: tuple[str, ...]
+    automatic: tuple[str, ...] = ()
+    optional: bool = False
+    # 0 means every environment of the phase must be reached before promotion.
+    minimum_environments: int = 0
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    name: str
+    phases: tuple[Phase, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ProjectGroup:
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ScriptAction:
+    body: str
+    syntax: ScriptSyntax = ScriptSyntax.BASH
+    # Empty: run once on the server. Otherwise: once on every target with one of these roles.
+    target_roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PackageAction:
+    package: str
+    target_roles: tuple[str, ...] = ()
+    post_deploy_script: str = ""
+    post_deploy_syntax: ScriptSyntax = ScriptSyntax.BASH
+
+
+@dataclass(frozen=True)
+class ManualInterventionAction:
+    instructions: str
+    responsible_teams: tuple[str, ...] = ()
+    block_deployments: bool = False
+    # Four eyes and quorum: beyond what Octopus's manual intervention offers.
+    prevent_self_approval: bool = False
+    required_approvals: int = 1
+    approval_teams: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Webhook:
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    # Name of a sensitive project variable whose value signs the body (HMAC-SHA256).
+    secret_variable: str = ""
+
+
+@dataclass(frozen=True)
+class NotificationAction:
+    subject: str
+    body: str
+    to_teams: tuple[str, ...] = ()
+    to_users: tuple[str, ...] = ()
+    to_addresses: tuple[str, ...] = ()
+    webhooks: tuple[Webhook, ...] = ()
+    # A failed delivery fails the step unless the step says it should only warn.
+    warn_only: bool = False
+
+
+@dataclass(frozen=True)
+class DeployReleaseAction:
+    project: str
+    condition: DeploymentCondition = DeploymentCondition.ALWAYS
+    variables: tuple[tuple[str, str], ...] = ()
+
+
+Action = ScriptAction | PackageAction | ManualInterventionAction | NotificationAction | DeployReleaseAction
+
+ACTION_TYPES: dict[type, StepType] = {
+    ScriptAction: StepType.SCRIPT,
+    PackageAction: StepType.PACKAGE,
+    ManualInterventionAction: StepType.MANUAL_INTERVENTION,
+    NotificationAction: StepType.NOTIFICATION,
+    DeployReleaseAction: StepType.DEPLOY_RELEASE,
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    action: Action
+    # Environment scope: run only in these (empty: all of the lifecycle) and never in those.
+    environments: tuple[str, ...] = ()
+    excluded_environments: tuple[str, ...] = ()
+    condition: RunCondition = RunCondition.SUCCESS
+    condition_expression: str = ""
+    start: StartTrigger = StartTrigger.AFTER_PREVIOUS
+    timeout_seconds: int | None = None
+    disabled: bool = False
+    # A required step cannot be skipped at deploy time; a manual intervention with responsible
+    # teams is always required (as in Octopus).
+    required: bool = False
+
+    @property
+    def type(self) -> StepType:
+        return ACTION_TYPES[type(self.action)]
+
+    @property
+    def is_required(self) -> bool:
+        if self.required:
+            return True
+        return isinstance(self.action, ManualInterventionAction) and bool(
+            self.action.responsible_teams
+        )
+
+
+@dataclass(frozen=True)
+class Process:
+    steps: tuple[Step, ...] = ()
+    # Optimistic concurrency: an edit must name the version it was made from.
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    value: str
+    sensitive: bool = False
+    environments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    group: str
+    lifecycle: str
+    description: str = ""
+    watch_paths: tuple[str, ...] = ()
+    disabled: bool = False
+    guided_failure: GuidedFailureMode = GuidedFailureMode.ENVIRONMENT_DEFAULT
+    process: Process = field(default_factory=Process)
+    variables: tuple[Variable, ...] = ()
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    environments: tuple[str, ...]
+    roles: tuple[str, ...]
+    kind: str = "local"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    display_name: str = ""
+    email: str = ""
+    service_account: bool = False
+    active: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.username
+
+
+@dataclass(frozen=True)
+class UserRole:
+    name: str
+    permissions: tuple[str, ...]
+    description: str = ""
+    built_in: bool = False
+
+
+@dataclass(frozen=True)
+class ScopedRole:
+    role: str
+    projects: tuple[str, ...] = ()
+    project_groups: tuple[str, ...] = ()
+    environments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Team:
+    name: str
+    members: tuple[str, ...] = ()
+    roles: tuple[ScopedRole, ...] = ()
+    description: str = ""

@@ -1,0 +1,278 @@
+"""Load the configuration model from the store, and write the changes a service decided on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from conveyor.domain.codec import decode, decode_process, encode, encode_process
+from conveyor.domain.diff import Change
+from conveyor.domain.documents import Process, Project, User, Variable, key, slugify
+from conveyor.domain.errors import ConveyorError, Problem
+from conveyor.domain.model import KINDS, Kind, Model, doc_name
+from conveyor.store import tables as t
+
+
+class Box(Protocol):
+    def encrypt(self, plain: str) -> str: ...
+    def decrypt(self, cipher: str) -> str: ...
+
+
+@dataclass
+class Loaded:
+    """The model plus what the store needs to write it back: row ids and process versions."""
+
+    model: Model
+    ids: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def id_of(self, kind: str, name: str) -> int | None:
+        return self.ids.get((kind, key(name)))
+
+    def name_of(self, kind: str, row_id: int) -> str | None:
+        for (k, _), value in self.ids.items():
+            if k == kind and value == row_id:
+                doc = next(
+                    (d for d in self.model.docs(kind) if self.ids.get((kind, key(doc_name(d)))) == value),  # type: ignore[arg-type]
+                    None,
+                )
+                return doc_name(doc) if doc is not None else None
+        return None
+
+
+def _corrupt(kind: str, name: str, problems: list[Problem]) -> ConveyorError:
+    return ConveyorError(
+        f"stored {kind} {name!r} cannot be read: " + "; ".join(str(p) for p in problems)
+    )
+
+
+async def load_model(session: AsyncSession, box: Box) -> Loaded:
+    loaded = Loaded(Model())
+    docs: dict[str, list[Any]] = {kind: [] for kind in KINDS}
+    for kind, table in t.DOCUMENT_TABLES.items():
+        rows = (await session.execute(select(table).order_by(table.c.position, table.c.id))).all()
+        for row in rows:
+            problems: list[Problem] = []
+            doc = decode(kind, row.body, (kind, row.name), problems)  # type: ignore[arg-type]
+            if doc is None:
+                raise _corrupt(kind, row.name, problems)
+            docs[kind].append((row.id, doc))
+            loaded.ids[(kind, key(row.name))] = row.id
+    processes = {
+        r.project_id: r for r in (await session.execute(select(t.processes))).all()
+    }
+    variable_sets = {
+        r.project_id: r for r in (await session.execute(select(t.variable_sets))).all()
+    }
+    projects = []
+    for row_id, project in docs["projects"]:
+        proc_row = processes.get(row_id)
+        process = Process()
+        if proc_row is not None:
+            problems = []
+            process = decode_process(proc_row.body, ("projects", project.name, "process"), problems)
+            if problems:
+                raise _corrupt("process of", project.name, problems)
+            process = replace(process, version=proc_row.version)
+        var_row = variable_sets.get(row_id)
+        variables = _read_variables(var_row.body, box) if var_row is not None else ()
+        projects.append((row_id, replace(project, process=process, variables=variables)))
+    docs["projects"] = projects
+    user_rows = (await session.execute(select(t.users).order_by(t.users.c.position, t.users.c.id))).all()
+    for row in user_rows:
+        loaded.ids[("users", key(row.username))] = row.id
+    model = Model(
+        **{kind: tuple(doc for _, doc in docs[kind]) for kind in KINDS if kind != "users"},
+        users=tuple(
+            User(
+                username=r.username,
+                display_name=r.display_name,
+                email=r.email,
+                service_account=r.service_account,
+                active=r.active,
+            )
+            for r in user_rows
+        ),
+    )
+    loaded.model = model
+    return loaded
+
+
+def _read_variables(body: list[dict[str, Any]], box: Box) -> tuple[Variable, ...]:
+    out = []
+    for item in body:
+        value = box.decrypt(item["cipher"]) if item.get("sensitive") else item.get("value", "")
+        out.append(
+            Variable(
+                name=item["name"],
+                value=value,
+                sensitive=bool(item.get("sensitive")),
+                environments=tuple(item.get("environments", ())),
+            )
+        )
+    return tuple(out)
+
+
+def _write_variables(variables: tuple[Variable, ...], box: Box) -> list[dict[str, Any]]:
+    out = []
+    for v in variables:
+        item: dict[str, Any] = {"name": v.name, "environments": list(v.environments)}
+        if v.sensitive:
+            item["sensitive"] = True
+            item["cipher"] = box.encrypt(v.value)
+        else:
+            item["value"] = v.value
+        out.append(item)
+    return out
+
+
+def _body(kind: str, doc: Any) -> dict[str, Any]:
+    body = encode(kind, doc)  # type: ignore[arg-type]
+    body.pop("process", None)
+    body.pop("variables", None)
+    return body
+
+
+async def rename_row(session: AsyncSession, loaded: Loaded, kind: Kind, old: str, new: str) -> None:
+    """Give a stored document a new name in place, so its id and history stay."""
+    row_id = loaded.id_of(kind, old)
+    if row_id is None:
+        return
+    table = t.users if kind == "users" else t.DOCUMENT_TABLES[kind]
+    name_col = "username" if kind == "users" else "name"
+    await session.execute(
+        update(table).where(table.c.id == row_id).values({name_col: new, "slug": slugify(new)})
+    )
+    del loaded.ids[(kind, key(old))]
+    loaded.ids[(kind, key(new))] = row_id
+
+
+async def persist(
+    session: AsyncSession,
+    box: Box,
+    loaded: Loaded,
+    desired: Model,
+    changes: list[Change],
+    now: datetime,
+) -> dict[tuple[str, str], int]:
+    """Write ``changes`` (computed from ``loaded.model`` to ``desired``); returns ids of new rows."""
+    created: dict[tuple[str, str], int] = {}
+    positions = {
+        (kind, key(doc_name(d))): i for kind in KINDS for i, d in enumerate(desired.docs(kind))
+    }
+    for change in changes:
+        if change.op == "delete":
+            continue
+        if change.aspect == "order":
+            for env in desired.environments:
+                row_id = loaded.id_of("environments", env.name)
+                if row_id is not None:
+                    await session.execute(
+                        update(t.environments)
+                        .where(t.environments.c.id == row_id)
+                        .values(position=positions[("environments", key(env.name))])
+                    )
+            continue
+        doc = change.after
+        assert doc is not None
+        position = positions.get((change.kind, key(change.name)), 0)
+        if change.aspect == "document":
+            row_id = await _upsert_document(
+                session, loaded, change.kind, doc, position, now, change.op == "create"
+            )
+            if change.op == "create":
+                created[(change.kind, key(change.name))] = row_id
+                loaded.ids[(change.kind, key(change.name))] = row_id
+        elif isinstance(doc, Project):
+            project_id = loaded.id_of("projects", doc.name)
+            assert project_id is not None, "a project's own row is written before its parts"
+            if change.aspect == "process":
+                await _write_part(session, t.processes, project_id, encode_process(doc.process), now)
+            else:
+                await _write_part(
+                    session, t.variable_sets, project_id, _write_variables(doc.variables, box), now
+                )
+    for change in reversed(changes):
+        if change.op != "delete":
+            continue
+        row_id = loaded.id_of(change.kind, change.name)
+        if row_id is None:
+            continue
+        if change.kind == "users":
+            # Users are deactivated, never deleted, so the audit log keeps its meaning.
+            await session.execute(
+                update(t.users).where(t.users.c.id == row_id).values(active=False, updated_at=now)
+            )
+            continue
+        table = t.DOCUMENT_TABLES[change.kind]
+        await session.execute(delete(table).where(table.c.id == row_id))
+    return created
+
+
+async def _upsert_document(
+    session: AsyncSession,
+    loaded: Loaded,
+    kind: Kind,
+    doc: Any,
+    position: int,
+    now: datetime,
+    create: bool,
+) -> int:
+    name = doc_name(doc)
+    if kind == "users":
+        values: dict[str, Any] = {
+            "username": doc.username,
+            "slug": slugify(doc.username),
+            "display_name": doc.display_name,
+            "email": doc.email,
+            "service_account": doc.service_account,
+            "active": doc.active,
+            "position": position,
+            "updated_at": now,
+        }
+        table = t.users
+    else:
+        table = t.DOCUMENT_TABLES[kind]
+        values = {
+            "name": name,
+            "slug": slugify(name),
+            "position": position,
+            "body": _body(kind, doc),
+            "updated_at": now,
+        }
+        if kind == "user_roles":
+            values["built_in"] = bool(doc.built_in)
+    if create:
+        result = await session.execute(
+            insert(table).values(**values, created_at=now, version=1).returning(table.c.id)
+        )
+        return int(result.scalar_one())
+    row_id = loaded.id_of(kind, name)
+    assert row_id is not None
+    await session.execute(
+        update(table)
+        .where(table.c.id == row_id)
+        .values(**values, version=table.c.version + 1)
+    )
+    return row_id
+
+
+async def _write_part(
+    session: AsyncSession, table: t.Table, project_id: int, body: Any, now: datetime
+) -> None:
+    current = (
+        await session.execute(select(table.c.version).where(table.c.project_id == project_id))
+    ).scalar_one_or_none()
+    if current is None:
+        await session.execute(
+            insert(table).values(project_id=project_id, version=1, body=body, updated_at=now)
+        )
+    else:
+        await session.execute(
+            update(table)
+            .where(table.c.project_id == project_id)
+            .values(version=current + 1, body=body, updated_at=now)
+        )
