@@ -232,8 +232,9 @@ def _user_role(data: Any, path: Path, problems: list[Problem]) -> UserRole:
         name=r.text("name", required=True),
         description=r.text("description"),
         permissions=r.names("permissions"),
+        built_in=r.flag("built_in"),
     )
-    r.finish({"built_in"})
+    r.finish()
     return role
 
 

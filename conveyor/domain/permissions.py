@@ -391,28 +391,35 @@ def _keys(names: frozenset[str]) -> frozenset[str]:
     return frozenset(key(name) for name in names)
 
 
-def _misses(
+def _outside(names: frozenset[str], value: str | None) -> bool:
+    """A restricted list that does not name an asked-about value (empty = all; None = any)."""
+    return value is not None and bool(names) and key(value) not in _keys(names)
+
+
+def _missed(
     grant: Grant,
     dims: frozenset[Dimension],
     project: ProjectRef | None,
     group: str | None,
     environment: str | None,
-) -> int:
-    """How many of the permission's dimensions this grant fails to cover (0 = it applies)."""
-    covered: list[bool] = []
-    if Dimension.PROJECT in dims and project is not None:
-        # Both empty = all projects; otherwise the two lists unite. A listed group covers only
-        # its own projects, so a group without projects covers nothing (#3728).
-        covered.append(
-            not (grant.projects or grant.project_groups)
-            or key(project.name) in _keys(grant.projects)
-            or key(project.group) in _keys(grant.project_groups)
-        )
-    if Dimension.PROJECT_GROUP in dims and group is not None:
-        covered.append(not grant.project_groups or key(group) in _keys(grant.project_groups))
-    if Dimension.ENVIRONMENT in dims and environment is not None:
-        covered.append(not grant.environments or key(environment) in _keys(grant.environments))
-    return covered.count(False)
+) -> list[Dimension]:
+    """The permission's dimensions this grant fails to cover (none: the grant applies)."""
+    missed: list[Dimension] = []
+    # Both empty = all projects; otherwise the two lists unite. A listed group covers only its
+    # own projects, so a group without projects covers nothing (#3728).
+    if (
+        Dimension.PROJECT in dims
+        and project is not None
+        and (grant.projects or grant.project_groups)
+        and key(project.name) not in _keys(grant.projects)
+        and key(project.group) not in _keys(grant.project_groups)
+    ):
+        missed.append(Dimension.PROJECT)
+    if Dimension.PROJECT_GROUP in dims and _outside(grant.project_groups, group):
+        missed.append(Dimension.PROJECT_GROUP)
+    if Dimension.ENVIRONMENT in dims and _outside(grant.environments, environment):
+        missed.append(Dimension.ENVIRONMENT)
+    return missed
 
 
 def _named(kind: str, names: Iterable[str]) -> str:
@@ -420,23 +427,17 @@ def _named(kind: str, names: Iterable[str]) -> str:
     return f"{kind}{'s' if len(ordered) > 1 else ''} {', '.join(ordered)}"
 
 
-def _scope(grant: Grant, dims: frozenset[Dimension]) -> str:
-    """Where a grant applies, on the dimensions the permission takes."""
+def _scope(grant: Grant, missed: Iterable[Dimension]) -> str:
+    """Where a grant applies, on the dimensions where it missed the question."""
     parts: list[str] = []
-    if Dimension.PROJECT in dims and (grant.projects or grant.project_groups):
-        alternatives = [
-            _named(kind, names)
-            for kind, names in (
-                ("project", grant.projects),
-                ("project group", grant.project_groups),
-            )
-            if names
-        ]
-        parts.append("for " + " or ".join(alternatives))
-    if Dimension.PROJECT_GROUP in dims and grant.project_groups:
-        parts.append("in " + _named("project group", grant.project_groups))
-    if Dimension.ENVIRONMENT in dims and grant.environments:
-        parts.append("in " + _named("environment", grant.environments))
+    for dim in missed:
+        if dim is Dimension.PROJECT:
+            named = [("project", grant.projects), ("project group", grant.project_groups)]
+            parts.append("for " + " or ".join(_named(k, names) for k, names in named if names))
+        elif dim is Dimension.PROJECT_GROUP:
+            parts.append("in " + _named("project group", grant.project_groups))
+        else:
+            parts.append("in " + _named("environment", grant.environments))
     return " ".join(parts)
 
 
@@ -466,7 +467,9 @@ def _where(
         if dim in dims:
             value = values[dim]
             parts.append(
-                f"{preposition} {noun} {value}" if value else f"{preposition} {some} {noun}"
+                f"{preposition} {noun} {value}"
+                if value is not None
+                else f"{preposition} {some} {noun}"
             )
     return " " + " ".join(parts)
 
@@ -503,8 +506,8 @@ def authorize(
 
     # Each grant is judged whole: never one grant's scope with another grant's permission (#947).
     holders = [g for g in principal.grants if perm in g.permissions]
-    misses = [_misses(g, dims, project, group, environment) for g in holders]
-    matched = [g for g, m in zip(holders, misses, strict=True) if m == 0]
+    missed = [_missed(g, dims, project, group, environment) for g in holders]
+    matched = [g for g, m in zip(holders, missed, strict=True) if not m]
     if matched:
         by = _granted_by(matched)
         via = ", ".join(f"team {b.team} through role {b.role}" for b in by)
@@ -514,9 +517,11 @@ def authorize(
     where = _where(dims, project, group, environment, allowed=False)
     if holders:
         # Name the nearest misses: the grants that fail on the fewest dimensions.
-        nearest = [g for g, m in zip(holders, misses, strict=True) if m == min(misses)]
+        fewest = min(len(m) for m in missed)
         detail = "; ".join(
-            f"team {g.team} grants it through role {g.role} only {_scope(g, dims)}" for g in nearest
+            f"team {g.team} grants it through role {g.role} only {_scope(g, m)}"
+            for g, m in zip(holders, missed, strict=True)
+            if len(m) == fewest
         )
         return Decision(False, perm, f"{user} may not {perm}{where}: {detail}.")
     teams = list(dict.fromkeys(g.team for g in principal.grants))

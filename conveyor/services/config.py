@@ -1,0 +1,225 @@
+"""Changing the configuration: the one path shared by the API, config as code and the web forms.
+
+load the model -> compute the desired model -> validate it -> diff -> authorise only what
+differs -> write -> audit each change, all in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.domain import permissions as perms
+from conveyor.domain.audit import Category
+from conveyor.domain.codec import encode
+from conveyor.domain.diff import Change, diff, needs
+from conveyor.domain.documents import Project, UserRole, key
+from conveyor.domain.errors import PermissionDenied, ValidationFailed
+from conveyor.domain.model import Kind, Model
+from conveyor.domain.validation import validate
+from conveyor.services.core import Caller, PendingEvent, Services, Tx
+from conveyor.store import tables as t
+from conveyor.store.documents import Loaded, load_model, persist, rename_row
+
+KNOWN_PERMISSIONS = [p.value for p in perms.Permission]
+
+
+@dataclass
+class ConfigResult:
+    changes: list[Change]
+    dry_run: bool
+    # Public ids of the documents the change touched, by (kind, name key).
+    ids: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+def project_ref(model: Model, name: str) -> perms.ProjectRef:
+    project = model.get("projects", name)
+    return perms.ProjectRef(name=project.name if project else name, group=project.group if project else "")
+
+
+def public_id(kind: str, row_id: int | None) -> str:
+    return f"{t.ID_PREFIXES[kind]}-{row_id}" if row_id is not None else ""
+
+
+def built_in_roles() -> tuple[UserRole, ...]:
+    return tuple(
+        UserRole(
+            name=r.name,
+            description=r.description,
+            permissions=tuple(sorted(p.value for p in r.permissions)),
+            built_in=True,
+        )
+        for r in perms.BUILT_IN_ROLES
+    )
+
+
+def _authorise(tx: Tx, changes: list[Change], current: Model, desired: Model) -> None:
+    """Check every permission the changes need; refuse with every missing one at once."""
+    refused: list[str] = []
+    seen: set[tuple[str, str | None, str | None, str | None]] = set()
+    for change in changes:
+        for need in needs(change, current, desired):
+            ident = (need.permission, need.project, need.project_group, need.environment)
+            if ident in seen:
+                continue
+            seen.add(ident)
+            project = None
+            if need.project is not None:
+                model = desired if desired.has("projects", need.project) else current
+                project = project_ref(model, need.project)
+            decision = tx.check(
+                need.permission,
+                project=project,
+                project_group=need.project_group,
+                environment=need.environment,
+            )
+            if not decision.allowed:
+                refused.append(f"{change.render().splitlines()[0]}: {decision.reason}")
+    if refused:
+        message = (
+            refused[0]
+            if len(refused) == 1
+            else f"{len(refused)} changes are not allowed: " + "; ".join(refused)
+        )
+        tx.refusals.append(
+            PendingEvent(
+                Category.ACCESS_DENIED,
+                f"{tx.caller.username} was refused a configuration change: {message}",
+                [],
+                {"refused": refused},
+                None,
+                None,
+            )
+        )
+        raise PermissionDenied(message, refused=refused)
+
+
+def _audit_details(change: Change) -> dict[str, Any]:
+    details: dict[str, Any] = {
+        "kind": change.kind,
+        "name": change.name,
+        "aspect": change.aspect,
+        "fields": [
+            {"field": f.field, "before": f.before, "after": f.after} for f in change.fields
+        ],
+    }
+    if change.op == "create" and change.after is not None and change.aspect == "document":
+        details["after"] = _masked_doc(change.kind, change.after)
+    if change.op == "delete" and change.before is not None:
+        details["before"] = _masked_doc(change.kind, change.before)
+    return details
+
+
+def _masked_doc(kind: Kind, doc: Any) -> dict[str, Any]:
+    data = encode(kind, doc)
+    data.pop("process", None)
+    data.pop("variables", None)
+    return data
+
+
+_CATEGORY = {
+    "create": Category.DOCUMENT_CREATED,
+    "update": Category.DOCUMENT_MODIFIED,
+    "delete": Category.DOCUMENT_DELETED,
+}
+
+
+async def change_config(
+    services: Services,
+    caller: Caller,
+    mutate: Callable[[Model], Model],
+    *,
+    renames: tuple[tuple[Kind, str, str], ...] = (),
+    dry_run: bool = False,
+    summary: str | None = None,
+    problem_locator: Callable[[ValidationFailed], ValidationFailed] | None = None,
+) -> ConfigResult:
+    async with services.tx(caller, config=True) as tx:
+        loaded = await load_model(tx.session, services.box)
+        current = loaded.model
+        desired = mutate(current)
+        problems = validate(desired, KNOWN_PERMISSIONS)
+        if problems:
+            error = ValidationFailed(problems)
+            raise problem_locator(error) if problem_locator else error
+        changes = diff(_renamed(current, renames), desired)
+        _authorise(tx, changes, current, desired)
+        result = ConfigResult(changes, dry_run)
+        if dry_run or not changes:
+            if not dry_run and summary and changes:
+                await tx.audit(Category.CONFIG_APPLIED, summary)
+            _collect_ids(result, loaded, desired)
+            return result
+        for kind, old, new in renames:
+            await rename_row(tx.session, loaded, kind, old, new)
+        await persist(tx.session, services.box, loaded, desired, changes, tx.now)
+        for change in changes:
+            row_id = loaded.id_of(change.kind, change.name) if change.aspect != "order" else None
+            doc_id = public_id(change.kind, row_id) if row_id is not None else ""
+            project_id = None
+            if change.kind == "projects" and row_id is not None:
+                project_id = row_id
+            await tx.audit(
+                _CATEGORY[change.op],
+                _message(caller, change),
+                documents=[doc_id] if doc_id else [],
+                details=_audit_details(change),
+                project_id=project_id,
+            )
+        if summary:
+            await tx.audit(
+                Category.CONFIG_APPLIED,
+                summary,
+                details={"changes": [c.render() for c in changes]},
+            )
+        _collect_ids(result, loaded, desired)
+        return result
+
+
+def _renamed(model: Model, renames: tuple[tuple[Kind, str, str], ...]) -> Model:
+    """The current model as if only the names had changed, so a rename diffs as an update."""
+    from dataclasses import replace
+
+    for kind, old, new in renames:
+        doc = model.get(kind, old)
+        if doc is None:
+            continue
+        field_name = "username" if kind == "users" else "name"
+        model = model.with_doc(kind, replace(doc, **{field_name: new}), previous_name=old)
+    return model
+
+
+def _collect_ids(result: ConfigResult, loaded: Loaded, desired: Model) -> None:
+    for kind, doc in desired.all_docs():
+        name = doc.username if kind == "users" else doc.name  # type: ignore[union-attr]
+        row_id = loaded.id_of(kind, name)
+        if row_id is not None:
+            result.ids[(kind, key(name))] = row_id
+
+
+def _message(caller: Caller, change: Change) -> str:
+    verb = {"create": "created", "update": "changed", "delete": "deleted"}[change.op]
+    if change.aspect == "order":
+        return f"{caller.username} reordered the environments"
+    if change.aspect == "process":
+        return f'{caller.username} changed the deployment process of project "{change.name}"'
+    if change.aspect == "variables":
+        return f'{caller.username} changed the variables of project "{change.name}"'
+    if change.kind == "users" and change.op == "delete":
+        return f'{caller.username} deactivated user "{change.name}"'
+    return f'{caller.username} {verb} {change.label} "{change.name}"'
+
+
+async def load(services: Services) -> Loaded:
+    async with services.read() as session:
+        return await load_model(session, services.box)
+
+
+def project_of(model: Model, name: str) -> Project | None:
+    project = model.get("projects", name)
+    return project if isinstance(project, Project) else None

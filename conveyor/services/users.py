@@ -1,0 +1,244 @@
+"""Users, passwords and API keys; and the first set-up of a database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+
+from conveyor.domain import permissions as perms
+from conveyor.domain.audit import Category
+from conveyor.domain.documents import ScopedRole, Team, User, key
+from conveyor.domain.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from conveyor.domain.model import Model
+from conveyor.services.access import get_user
+from conveyor.services.config import built_in_roles, change_config, public_id
+from conveyor.services.core import Caller, Services, system_caller
+from conveyor.services.credentials import (
+    MIN_PASSWORD,
+    hash_api_key,
+    hash_password,
+    new_api_key,
+    new_password,
+)
+from conveyor.store import tables as t
+
+ADMIN_TEAM = "Administrators"
+ADMIN_ROLE = "System Administrator"
+
+
+@dataclass(frozen=True)
+class InitResult:
+    created: bool
+    username: str | None = None
+    password: str | None = None
+    api_key: str | None = None
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "prefix": self.prefix,
+            "created": self.created_at.isoformat(),
+            "last_used": self.last_used_at.isoformat() if self.last_used_at else None,
+            "revoked": self.revoked_at.isoformat() if self.revoked_at else None,
+        }
+
+
+async def sync_built_in_roles(services: Services) -> None:
+    """Built-in roles are managed by the product: bring them to this version's definition."""
+    roles = built_in_roles()
+
+    def mutate(model: Model) -> Model:
+        for role in roles:
+            model = model.with_doc("user_roles", role)
+        return model
+
+    await change_config(services, system_caller(), mutate)
+
+
+async def initialise(services: Services) -> InitResult:
+    """Create built-in roles, and on a new database the admin user, team and API key."""
+    await sync_built_in_roles(services)
+    async with services.read() as session:
+        count = (await session.execute(select(func.count()).select_from(t.users))).scalar_one()
+    if count:
+        return InitResult(created=False)
+    password = new_password()
+
+    def mutate(model: Model) -> Model:
+        model = model.with_doc(
+            "users", User(username="admin", display_name="Administrator", email="")
+        )
+        return model.with_doc(
+            "teams",
+            Team(
+                name=ADMIN_TEAM,
+                description="Administers Conveyor: every permission, everywhere.",
+                members=("admin",),
+                roles=(ScopedRole(role=ADMIN_ROLE),),
+            ),
+        )
+
+    await change_config(services, system_caller(), mutate)
+    await set_password(services, system_caller(), "admin", password)
+    api_key = await create_api_key(services, system_caller(), "admin", "created by admin init")
+    return InitResult(created=True, username="admin", password=password, api_key=api_key)
+
+
+def _may_manage(caller: Caller, username: str) -> None:
+    if key(caller.username) == key(username):
+        return
+    decision = perms.authorize(caller.principal, perms.Permission.UserEdit)
+    if not decision.allowed:
+        raise PermissionDenied(
+            f"only {username} or someone with UserEdit may do this: {decision.reason}",
+            permission="UserEdit",
+        )
+
+
+async def add_user(
+    services: Services,
+    caller: Caller,
+    username: str,
+    *,
+    email: str = "",
+    display_name: str = "",
+    service_account: bool = False,
+    password: str | None = None,
+) -> None:
+    def mutate(model: Model) -> Model:
+        if model.has("users", username):
+            raise Conflict(f'user "{username}" already exists')
+        return model.with_doc(
+            "users",
+            User(
+                username=username,
+                email=email,
+                display_name=display_name,
+                service_account=service_account,
+            ),
+        )
+
+    await change_config(services, caller, mutate)
+    if password is not None:
+        await set_password(services, caller, username, password)
+
+
+async def set_password(services: Services, caller: Caller, username: str, password: str) -> None:
+    _may_manage(caller, username)
+    if len(password) < MIN_PASSWORD:
+        raise ValidationFailed(f"a password needs at least {MIN_PASSWORD} characters")
+    async with services.tx(caller) as tx:
+        user = await get_user(tx.session, username)
+        if user.service_account:
+            raise ValidationFailed(
+                f'"{username}" is a service account: it signs in with API keys only'
+            )
+        await tx.session.execute(
+            update(t.users)
+            .where(t.users.c.id == user.id)
+            .values(password_hash=hash_password(password), updated_at=tx.now)
+        )
+        await tx.audit(
+            Category.PASSWORD_CHANGED,
+            f'{caller.username} set the password of "{user.username}"',
+            documents=[public_id("users", user.id)],
+        )
+
+
+async def create_api_key(services: Services, caller: Caller, username: str, name: str) -> str:
+    """A new API key for a user; the key is returned once and only its hash is kept."""
+    _may_manage(caller, username)
+    api_key = new_api_key()
+    async with services.tx(caller) as tx:
+        user = await get_user(tx.session, username)
+        if not user.active:
+            raise ValidationFailed(f'user "{username}" is inactive')
+        result = await tx.session.execute(
+            insert(t.api_keys)
+            .values(
+                user_id=user.id,
+                name=name or "API key",
+                key_hash=hash_api_key(api_key),
+                prefix=api_key[:8],
+                created_at=tx.now,
+            )
+            .returning(t.api_keys.c.id)
+        )
+        key_id = int(result.scalar_one())
+        await tx.audit(
+            Category.API_KEY_CREATED,
+            f'{caller.username} created API key "{name}" ({api_key[:8]}…) for "{user.username}"',
+            documents=[public_id("users", user.id), public_id("api_keys", key_id)],
+        )
+    return api_key
+
+
+async def list_api_keys(services: Services, caller: Caller, username: str) -> list[ApiKeyInfo]:
+    _may_manage(caller, username)
+    async with services.read() as session:
+        user = await get_user(session, username)
+        rows = (
+            await session.execute(
+                select(t.api_keys).where(t.api_keys.c.user_id == user.id).order_by(t.api_keys.c.id)
+            )
+        ).all()
+    return [
+        ApiKeyInfo(
+            id=public_id("api_keys", r.id),
+            name=r.name,
+            prefix=r.prefix,
+            created_at=r.created_at,
+            last_used_at=r.last_used_at,
+            revoked_at=r.revoked_at,
+        )
+        for r in rows
+    ]
+
+
+async def revoke_api_key(services: Services, caller: Caller, username: str, key_id: str) -> None:
+    _may_manage(caller, username)
+    number = key_id.rsplit("-", 1)[-1]
+    if not number.isdigit():
+        raise NotFound(f'"{key_id}" is not an API key id (they look like ApiKeys-12)')
+    async with services.tx(caller) as tx:
+        user = await get_user(tx.session, username)
+        row = (
+            await tx.session.execute(
+                select(t.api_keys).where(
+                    t.api_keys.c.id == int(number), t.api_keys.c.user_id == user.id
+                )
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f'user "{username}" has no API key {key_id}')
+        if row.revoked_at is not None:
+            return
+        await tx.session.execute(
+            update(t.api_keys).where(t.api_keys.c.id == row.id).values(revoked_at=tx.now)
+        )
+        await tx.audit(
+            Category.API_KEY_REVOKED,
+            f'{caller.username} revoked API key "{row.name}" ({row.prefix}…) of "{user.username}"',
+            documents=[public_id("users", user.id), public_id("api_keys", row.id)],
+        )
+
+
+def deactivated(model: Model, username: str) -> Model:
+    user = model.get("users", username)
+    if user is None:
+        raise NotFound(f'user "{username}" does not exist')
+    return model.with_doc("users", replace(user, active=False))

@@ -1,0 +1,127 @@
+"""Shared fixtures: a fresh database per test, on SQLite and (when configured) PostgreSQL.
+
+PostgreSQL tests create their own database named after the test run, so runs never collide,
+and drop it at the end. When CONVEYOR_TEST_POSTGRES_URL is unset they are skipped with a
+visible notice in the summary.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from conveyor.services.core import Caller, Services, bootstrap
+from conveyor.services.users import initialise
+from conveyor.settings import Settings
+from conveyor.store.db import upgrade
+
+POSTGRES_URL = os.environ.get("CONVEYOR_TEST_POSTGRES_URL")
+SKIP_PG = "PostgreSQL tests skipped: set CONVEYOR_TEST_POSTGRES_URL to run them"
+
+
+def _pg_admin_url() -> str:
+    assert POSTGRES_URL
+    url = make_url(POSTGRES_URL)
+    return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """One PostgreSQL database per test session; each test gets its own schema-free copy by
+    truncation-free isolation: a fresh database per test would be slow, so tests get a fresh
+    database from a template."""
+    if not POSTGRES_URL:
+        pytest.skip(SKIP_PG)
+    name = f"conveyor_test_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = create_engine(_pg_admin_url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    template_url = make_url(_pg_admin_url()).set(database=name).render_as_string(
+        hide_password=False
+    )
+    upgrade(template_url)
+    try:
+        yield name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname LIKE :prefix"
+                ),
+                {"prefix": f"{name}%"},
+            )
+            rows = conn.execute(
+                text("SELECT datname FROM pg_database WHERE datname LIKE :prefix"),
+                {"prefix": f"{name}%"},
+            ).all()
+            for (db,) in rows:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{db}"'))
+        admin.dispose()
+
+
+def _fresh_pg_database(template: str) -> str:
+    name = f"{template}_{secrets.token_hex(4)}"
+    admin = create_engine(_pg_admin_url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    admin.dispose()
+    return make_url(_pg_admin_url()).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'conveyor.db'}"
+        upgrade(url)
+        return url
+    if not POSTGRES_URL:
+        pytest.skip(SKIP_PG)
+    template: str = request.getfixturevalue("pg_database")
+    return _fresh_pg_database(template)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=database_url, run_engine=False)
+
+
+@pytest.fixture
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    svc = bootstrap(settings)
+    await initialise(svc)
+    try:
+        yield svc
+    finally:
+        await svc.close()
+
+
+@pytest.fixture
+async def admin(services: Services) -> Caller:
+    from conveyor.services.access import caller_for_user, get_user
+
+    async with services.read() as session:
+        return await caller_for_user(session, await get_user(session, "admin"))
+
+
+async def caller_of(services: Services, username: str) -> Caller:
+    from conveyor.services.access import caller_for_user, get_user
+
+    async with services.read() as session:
+        return await caller_for_user(session, await get_user(session, username))
+
+
+def pytest_report_header(config: Any) -> str:
+    if POSTGRES_URL:
+        return "PostgreSQL: tests run on SQLite and PostgreSQL"
+    return "PostgreSQL: NOT configured; " + SKIP_PG
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "octopetshop" / "conveyor.yaml"
