@@ -43,8 +43,8 @@ def pg_database() -> Iterator[str]:
     admin = create_engine(_pg_admin_url(), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    template_url = make_url(_pg_admin_url()).set(database=name).render_as_string(
-        hide_password=False
+    template_url = (
+        make_url(_pg_admin_url()).set(database=name).render_as_string(hide_password=False)
     )
     upgrade(template_url)
     try:

@@ -41,7 +41,7 @@ class Category(StrEnum):
 
 DESCRIPTIONS: dict[Category, str] = {
     Category.DOCUMENT_CREATED: "A configuration document was created",
-    Category.DOCUMENT_MODIFIED: "A configuration document was changed (details hold before and after)",
+    Category.DOCUMENT_MODIFIED: "A configuration document was changed (before and after)",
     Category.DOCUMENT_DELETED: "A configuration document was deleted",
     Category.CONFIG_APPLIED: "A config-as-code file was applied",
     Category.USER_CREATED: "A user or service account was created",

@@ -44,7 +44,7 @@ Path = tuple[str | int, ...]
 E = TypeVar("E")
 
 # The key that names a document of each kind in a file.
-NAME_FIELD: dict[str, str] = {kind: "name" for kind in KINDS} | {"users": "username"}
+NAME_FIELD: dict[str, str] = {str(kind): "name" for kind in KINDS} | {"users": "username"}
 
 
 class Reader:
@@ -398,9 +398,7 @@ def _notification(r: Reader) -> Action:
 def _deploy_release(r: Reader) -> Action:
     return DeployReleaseAction(
         project=r.text("project", required=True),
-        condition=r.choice(
-            "deployment_condition", DeploymentCondition, DeploymentCondition.ALWAYS
-        ),
+        condition=r.choice("deployment_condition", DeploymentCondition, DeploymentCondition.ALWAYS),
         variables=r.mapping("variables"),
     )
 

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from conveyor.domain.codec import encode, encode_step, encode_variables
+from conveyor.domain.codec import encode, encode_step
 from conveyor.domain.documents import Project, Step, Variable, key
 from conveyor.domain.model import KIND_LABELS, KINDS, Document, Kind, Model, doc_name
 
@@ -119,7 +119,12 @@ def diff(current: Model, desired: Model) -> list[Change]:
                 if fields:
                     changes.append(
                         Change(
-                            kind, doc_name(doc), "update", before=before_doc, after=doc, fields=fields
+                            kind,
+                            doc_name(doc),
+                            "update",
+                            before=before_doc,
+                            after=doc,
+                            fields=fields,
                         )
                     )
                 if isinstance(doc, Project) and isinstance(before_doc, Project):
@@ -204,7 +209,11 @@ def _step_changes(old: tuple[Step, ...], new: tuple[Step, ...]) -> tuple[FieldCh
             out.append(FieldChange(f"steps[{step['name']}]", "present", "removed"))
     if [k for k in before if k in after] != [k for k in after if k in before]:
         out.append(
-            FieldChange("step order", [s["name"] for s in before.values()], [s["name"] for s in after.values()])
+            FieldChange(
+                "step order",
+                [s["name"] for s in before.values()],
+                [s["name"] for s in after.values()],
+            )
         )
     return tuple(out)
 
@@ -270,7 +279,7 @@ def needs(change: Change, current: Model, desired: Model) -> list[Need]:
     if change.kind == "project_groups":
         return [Need(f"ProjectGroup{verb}", project_group=change.name)]
     if change.kind == "targets":
-        envs = set()
+        envs: set[str] = set()
         for d in (change.before, change.after):
             envs.update(getattr(d, "environments", ()) or ())
         return [Need(f"Machine{verb}", environment=e) for e in sorted(envs)] or [

@@ -146,7 +146,13 @@ class DeployReleaseAction:
     variables: tuple[tuple[str, str], ...] = ()
 
 
-Action = ScriptAction | PackageAction | ManualInterventionAction | NotificationAction | DeployReleaseAction
+Action = (
+    ScriptAction
+    | PackageAction
+    | ManualInterventionAction
+    | NotificationAction
+    | DeployReleaseAction
+)
 
 ACTION_TYPES: dict[type, StepType] = {
     ScriptAction: StepType.SCRIPT,

@@ -36,12 +36,10 @@ class Problem:
 
 
 def render_path(path: tuple[str | int, ...]) -> str:
-    """``("projects", "Database", "process", "steps", 2)`` -> ``projects[Database].process.steps[2]``."""
+    """``("projects", "Database", "steps", 2)`` -> ``projects[Database].steps[2]``."""
     out = ""
     for i, part in enumerate(path):
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif i > 0 and _is_collection(path[i - 1]):
+        if isinstance(part, int) or (i > 0 and _is_collection(path[i - 1])):
             out += f"[{part}]"
         else:
             out += ("." if out else "") + part

@@ -177,7 +177,9 @@ def rename(model: Model, kind: Kind, old: str, new: str) -> Model:
         return replace(model, teams=teams, projects=projects)
     if kind == "projects":
         teams = tuple(
-            replace(t, roles=tuple(replace(r, projects=_swap(r.projects, old, new)) for r in t.roles))
+            replace(
+                t, roles=tuple(replace(r, projects=_swap(r.projects, old, new)) for r in t.roles)
+            )
             for t in model.teams
         )
         projects = tuple(

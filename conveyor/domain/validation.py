@@ -155,7 +155,7 @@ def _project(model: Model, project: Project, problems: list[Problem]) -> None:
         )
     for i, pattern in enumerate(project.watch_paths):
         try:
-            pathspec.PathSpec.from_lines("gitwildmatch", [pattern])
+            pathspec.PathSpec.from_lines("gitignore", [pattern])
         except Exception as exc:  # pathspec raises several types for a bad pattern
             problems.append(
                 Problem((*path, "watch_paths", i), f'"{pattern}" is not a valid pattern: {exc}')
@@ -174,7 +174,9 @@ def _process(
     for i, step in enumerate(steps):
         s_path: Path = ("projects", project.name, "process", "steps", step.name)
         if not step.name.strip():
-            problems.append(Problem(("projects", project.name, "process", "steps", i), "needs a name"))
+            problems.append(
+                Problem(("projects", project.name, "process", "steps", i), "needs a name")
+            )
             continue
         if counts[key(step.name)] > 1:
             problems.append(
@@ -335,7 +337,8 @@ def _users(model: Model, problems: list[Problem]) -> None:
             problems.append(
                 Problem(
                     (*path, "username"),
-                    "use letters, digits and . _ @ - (at most 100), starting with a letter or digit",
+                    "use letters, digits and . _ @ - (at most 100), "
+                    "starting with a letter or digit",
                 )
             )
         if u.email and not EMAIL.match(u.email):

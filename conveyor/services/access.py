@@ -133,9 +133,7 @@ async def authenticate_api_key(
             active=row.active,
             password_hash=None,
         )
-        caller = await caller_for_user(
-            session, user, ip_address=ip_address, user_agent=user_agent
-        )
+        caller = await caller_for_user(session, user, ip_address=ip_address, user_agent=user_agent)
         last_used = row.last_used_at
         key_id = row.id
     now = services.clock()

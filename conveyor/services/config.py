@@ -39,7 +39,9 @@ class ConfigResult:
 
 def project_ref(model: Model, name: str) -> perms.ProjectRef:
     project = model.get("projects", name)
-    return perms.ProjectRef(name=project.name if project else name, group=project.group if project else "")
+    return perms.ProjectRef(
+        name=project.name if project else name, group=project.group if project else ""
+    )
 
 
 def public_id(kind: str, row_id: int | None) -> str:
@@ -104,9 +106,7 @@ def _audit_details(change: Change) -> dict[str, Any]:
         "kind": change.kind,
         "name": change.name,
         "aspect": change.aspect,
-        "fields": [
-            {"field": f.field, "before": f.before, "after": f.after} for f in change.fields
-        ],
+        "fields": [{"field": f.field, "before": f.before, "after": f.after} for f in change.fields],
     }
     if change.op == "create" and change.after is not None and change.aspect == "document":
         details["after"] = _masked_doc(change.kind, change.after)

@@ -154,7 +154,9 @@ class Tx:
         return await write_event(
             self.session,
             self.caller,
-            PendingEvent(category, message, documents or [], details or {}, project_id, environment_id),
+            PendingEvent(
+                category, message, documents or [], details or {}, project_id, environment_id
+            ),
             self.now,
         )
 
@@ -171,7 +173,7 @@ async def write_event(
             actor=caller.username,
             on_behalf_of=caller.on_behalf_of,
             ip_address=caller.ip_address,
-            user_agent=(caller.user_agent or None) and caller.user_agent[:400],  # type: ignore[index]
+            user_agent=caller.user_agent[:400] if caller.user_agent else None,
             message=event.message,
             project_id=event.project_id,
             environment_id=event.environment_id,

@@ -26,7 +26,8 @@ class SecretBox:
         except InvalidToken as exc:
             raise ConveyorError(
                 "a sensitive value cannot be decrypted with this master key: "
-                "set CONVEYOR_MASTER_KEY (or the data folder's master.key) to the key it was saved with"
+                "set CONVEYOR_MASTER_KEY (or the data folder's master.key) to the key "
+                "it was saved with"
             ) from exc
 
 

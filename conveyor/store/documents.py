@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain.codec import decode, decode_process, encode, encode_process
@@ -36,7 +36,11 @@ class Loaded:
         for (k, _), value in self.ids.items():
             if k == kind and value == row_id:
                 doc = next(
-                    (d for d in self.model.docs(kind) if self.ids.get((kind, key(doc_name(d)))) == value),  # type: ignore[arg-type]
+                    (
+                        d
+                        for d in self.model.docs(kind)
+                        if self.ids.get((kind, key(doc_name(d)))) == value
+                    ),  # type: ignore[arg-type]
                     None,
                 )
                 return doc_name(doc) if doc is not None else None
@@ -61,9 +65,7 @@ async def load_model(session: AsyncSession, box: Box) -> Loaded:
                 raise _corrupt(kind, row.name, problems)
             docs[kind].append((row.id, doc))
             loaded.ids[(kind, key(row.name))] = row.id
-    processes = {
-        r.project_id: r for r in (await session.execute(select(t.processes))).all()
-    }
+    processes = {r.project_id: r for r in (await session.execute(select(t.processes))).all()}
     variable_sets = {
         r.project_id: r for r in (await session.execute(select(t.variable_sets))).all()
     }
@@ -81,7 +83,9 @@ async def load_model(session: AsyncSession, box: Box) -> Loaded:
         variables = _read_variables(var_row.body, box) if var_row is not None else ()
         projects.append((row_id, replace(project, process=process, variables=variables)))
     docs["projects"] = projects
-    user_rows = (await session.execute(select(t.users).order_by(t.users.c.position, t.users.c.id))).all()
+    user_rows = (
+        await session.execute(select(t.users).order_by(t.users.c.position, t.users.c.id))
+    ).all()
     for row in user_rows:
         loaded.ids[("users", key(row.username))] = row.id
     model = Model(
@@ -158,7 +162,7 @@ async def persist(
     changes: list[Change],
     now: datetime,
 ) -> dict[tuple[str, str], int]:
-    """Write ``changes`` (computed from ``loaded.model`` to ``desired``); returns ids of new rows."""
+    """Write ``changes`` (from ``loaded.model`` to ``desired``); returns ids of new rows."""
     created: dict[tuple[str, str], int] = {}
     positions = {
         (kind, key(doc_name(d))): i for kind in KINDS for i, d in enumerate(desired.docs(kind))
@@ -190,7 +194,9 @@ async def persist(
             project_id = loaded.id_of("projects", doc.name)
             assert project_id is not None, "a project's own row is written before its parts"
             if change.aspect == "process":
-                await _write_part(session, t.processes, project_id, encode_process(doc.process), now)
+                await _write_part(
+                    session, t.processes, project_id, encode_process(doc.process), now
+                )
             else:
                 await _write_part(
                     session, t.variable_sets, project_id, _write_variables(doc.variables, box), now
@@ -253,15 +259,13 @@ async def _upsert_document(
     row_id = loaded.id_of(kind, name)
     assert row_id is not None
     await session.execute(
-        update(table)
-        .where(table.c.id == row_id)
-        .values(**values, version=table.c.version + 1)
+        update(table).where(table.c.id == row_id).values(**values, version=table.c.version + 1)
     )
     return row_id
 
 
 async def _write_part(
-    session: AsyncSession, table: t.Table, project_id: int, body: Any, now: datetime
+    session: AsyncSession, table: Table, project_id: int, body: Any, now: datetime
 ) -> None:
     current = (
         await session.execute(select(table.c.version).where(table.c.project_id == project_id))

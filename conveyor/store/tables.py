@@ -59,7 +59,9 @@ def _document_table(name: str, *extra: Column[object]) -> Table:
 environments = _document_table("environments")
 lifecycles = _document_table("lifecycles")
 project_groups = _document_table("project_groups")
-user_roles = _document_table("user_roles", Column("built_in", Boolean, nullable=False, default=False))
+user_roles = _document_table(
+    "user_roles", Column("built_in", Boolean, nullable=False, default=False)
+)
 targets = _document_table("targets")
 teams = _document_table("teams")
 projects = _document_table("projects")

@@ -1,0 +1,55 @@
+"""The FastAPI application: API under /api/v1 (and, later, the web UI), built from settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from conveyor import __version__
+from conveyor.api import errors
+from conveyor.api.routers import documents, system
+from conveyor.services.core import Services, bootstrap
+from conveyor.services.users import sync_built_in_roles
+from conveyor.settings import Settings
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    """Build the app; ``services`` may be passed in by tests that own them."""
+    owned = services is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = services if services is not None else bootstrap(settings)
+        app.state.services = svc
+        if owned:
+            await sync_built_in_roles(svc)
+        try:
+            yield
+        finally:
+            if owned:
+                await svc.close()
+
+    app = FastAPI(
+        title="Conveyor",
+        version=__version__,
+        description="Release orchestration: environments, lifecycles, projects, releases, "
+        "deployments, approvals and an audit log you can trust.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.trust_forwarded = False
+    if services is not None:
+        app.state.services = services
+    errors.install(app)
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(system.router)
+    api.include_router(documents.router)
+    app.include_router(api)
+    return app

@@ -1,0 +1,77 @@
+"""The HTTP client of remote commands: API key, base URL, and errors turned into Failures."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+from conveyor.cli.output import Failure
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+
+
+class Client:
+    def __init__(self, server: str | None, api_key: str | None, timeout: float = 60.0) -> None:
+        self.server = (server or os.environ.get("CONVEYOR_SERVER") or DEFAULT_SERVER).rstrip("/")
+        self.api_key = api_key or os.environ.get("CONVEYOR_API_KEY")
+        headers = {"User-Agent": "conveyor-cli"}
+        if self.api_key:
+            headers["X-Api-Key"] = self.api_key
+        self.http = httpx.Client(base_url=self.server + "/api/v1", headers=headers, timeout=timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if not self.api_key:
+            raise Failure(
+                "unauthenticated",
+                "no API key: set CONVEYOR_API_KEY or pass --api-key "
+                "(conveyor admin api-key create --user NAME makes one)",
+            )
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise Failure(
+                "unreachable",
+                f"cannot reach the Conveyor server at {self.server} ({exc.__class__.__name__}): "
+                "is it running? Set CONVEYOR_SERVER or --server to its address",
+            ) from exc
+        if response.status_code >= 400:
+            raise _failure(response)
+        return response
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs).json()
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        response = self.request("POST", path, **kwargs)
+        return response.json() if response.content else None
+
+    def put(self, path: str, **kwargs: Any) -> Any:
+        response = self.request("PUT", path, **kwargs)
+        return response.json() if response.content else None
+
+    def delete(self, path: str, **kwargs: Any) -> None:
+        self.request("DELETE", path, **kwargs)
+
+
+def _failure(response: httpx.Response) -> Failure:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    code = body.get("code")
+    message = body.get("message") or body.get("detail") or response.text[:300]
+    extra = {k: v for k, v in body.items() if k in ("problems", "permission", "refused")}
+    if response.status_code >= 500 or not code:
+        code = "server_error" if response.status_code >= 500 else "bad_input"
+        message = f"the server answered {response.status_code}: {message}"
+    return Failure(str(code), str(message), **extra)

@@ -1,0 +1,386 @@
+"""`conveyor`: the command line of CLI.md.
+
+Local commands (admin, server, demo) open the database through the services; remote commands
+speak the HTTP API with an API key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from conveyor.cli.client import Client
+from conveyor.cli.output import Failure, Format, emit_json, fail, say
+from conveyor.domain.errors import ConveyorError
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="conveyor",
+    help="Conveyor: ship a multi-component application through your environments, in order.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+admin_app = typer.Typer(help="Set-up and recovery: open the database directly.", no_args_is_help=True)
+admin_user_app = typer.Typer(help="Users and service accounts.", no_args_is_help=True)
+admin_key_app = typer.Typer(help="API keys.", no_args_is_help=True)
+permissions_app = typer.Typer(help="Who may do what, and why.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
+admin_app.add_typer(admin_user_app, name="user")
+admin_app.add_typer(admin_key_app, name="api-key")
+app.add_typer(permissions_app, name="permissions")
+
+ServerOpt = Annotated[
+    str | None, typer.Option("--server", help="Server URL (default: $CONVEYOR_SERVER)")
+]
+ApiKeyOpt = Annotated[
+    str | None, typer.Option("--api-key", help="API key (default: $CONVEYOR_API_KEY)")
+]
+OutputOpt = Annotated[Format, typer.Option("--output", help="text or json")]
+
+
+def run(fmt: Format, work: Callable[[], T]) -> T:
+    """Run a command body, turning every expected error into CLI.md's exit code."""
+    try:
+        return work()
+    except Failure as exc:
+        fail(exc, fmt)
+    except ConveyorError as exc:
+        fail(exc, fmt)
+
+
+def run_async(fmt: Format, work: Callable[[], Awaitable[T]]) -> T:
+    return run(fmt, lambda: asyncio.run(work()))  # type: ignore[arg-type]
+
+
+def _settings() -> Any:
+    from conveyor.settings import Settings
+
+    return Settings()
+
+
+# ---------------------------------------------------------------- admin (local)
+
+
+@admin_app.command("init")
+def admin_init(output: OutputOpt = Format.TEXT) -> None:
+    """Create or upgrade the database; the first run creates user admin and prints its secrets."""
+    from conveyor.services.core import bootstrap
+    from conveyor.services.users import initialise
+    from conveyor.store.db import upgrade
+
+    settings = _settings()
+
+    async def work() -> Any:
+        upgrade(settings.resolved_database_url)
+        services = bootstrap(settings)
+        try:
+            return await initialise(services)
+        finally:
+            await services.close()
+
+    result = run_async(output, work)
+    if output == Format.JSON:
+        emit_json(
+            {"username": result.username, "password": result.password, "api_key": result.api_key}
+            if result.created
+            else {"username": None, "password": None, "api_key": None, "upgraded": True}
+        )
+        return
+    if result.created:
+        say(f"Database ready at {settings.resolved_database_url}")
+        say(f"Created user {result.username} (System Administrator).")
+        say(f"  password: {result.password}")
+        say(f"  API key:  {result.api_key}")
+        say("Keep them safe: they are shown only once.")
+    else:
+        say(f"Database is up to date at {settings.resolved_database_url}")
+
+
+@admin_user_app.command("add")
+def admin_user_add(
+    username: str,
+    email: Annotated[str, typer.Option("--email")] = "",
+    display_name: Annotated[str, typer.Option("--display-name")] = "",
+    service_account: Annotated[bool, typer.Option("--service-account")] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input")
+    ] = False,
+    output: OutputOpt = Format.TEXT,
+) -> None:
+    """Add a user (or a service account, which signs in with API keys only)."""
+    from conveyor.services.core import bootstrap, system_caller
+    from conveyor.services.users import add_user
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    if password_stdin and service_account:
+        fail(Failure("bad_input", "a service account has no password; omit --password-stdin"), output)
+    settings = _settings()
+
+    async def work() -> None:
+        services = bootstrap(settings)
+        try:
+            await add_user(
+                services,
+                system_caller(),
+                username,
+                email=email,
+                display_name=display_name,
+                service_account=service_account,
+                password=password,
+            )
+        finally:
+            await services.close()
+
+    run_async(output, work)
+    if output == Format.JSON:
+        emit_json({"username": username, "service_account": service_account})
+    else:
+        say(f"Added {'service account' if service_account else 'user'} {username}.")
+
+
+@admin_key_app.command("create")
+def admin_api_key_create(
+    user: Annotated[str, typer.Option("--user", help="The user the key acts as")],
+    name: Annotated[str, typer.Option("--name", help="What the key is for")] = "created by admin",
+    output: OutputOpt = Format.TEXT,
+) -> None:
+    """Create an API key for a user; it is printed once."""
+    from conveyor.services.core import bootstrap, system_caller
+    from conveyor.services.users import create_api_key
+
+    settings = _settings()
+
+    async def work() -> str:
+        services = bootstrap(settings)
+        try:
+            return await create_api_key(services, system_caller(), user, name)
+        finally:
+            await services.close()
+
+    api_key = run_async(output, work)
+    if output == Format.JSON:
+        emit_json({"user": user, "api_key": api_key})
+    else:
+        say(api_key)
+
+
+# ---------------------------------------------------------------- server and demo
+
+
+@app.command("server")
+def server(
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8080,
+) -> None:
+    """Run the API, web UI and task engine in one process."""
+    import uvicorn
+
+    from conveyor.api.app import create_app
+    from conveyor.store.db import current_revision, head_revision
+
+    settings = _settings()
+    settings = settings.model_copy(update={"host": host, "port": port})
+    try:
+        revision = current_revision(settings.resolved_database_url)
+    except Exception as exc:  # the database cannot be opened at all
+        fail(Failure("unreachable", f"cannot open the database: {exc}"))
+    if revision != head_revision():
+        fail(
+            Failure(
+                "bad_input",
+                "the database is not initialised or needs an upgrade: run `conveyor admin init`",
+            )
+        )
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command("demo")
+def demo(
+    port: Annotated[int, typer.Option("--port")] = 8080,
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Where the demo keeps its data (made afresh)")
+    ] = Path(".conveyor/demo"),
+) -> None:
+    """A fresh demo: the Octo Pet Shop example applied, users with printed passwords, server up."""
+    from conveyor.cli.demo import run_demo
+
+    run(Format.TEXT, lambda: run_demo(port=port, data_dir=data_dir))
+
+
+# ---------------------------------------------------------------- config as code (remote)
+
+ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@app.command("apply")
+def apply(
+    file: Annotated[Path, typer.Option("-f", "--file", help="The YAML file to apply")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the changes; change nothing")] = False,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Delete documents of the file's kinds it does not name")
+    ] = False,
+    server: ServerOpt = None,
+    api_key: ApiKeyOpt = None,
+    output: OutputOpt = Format.TEXT,
+) -> None:
+    """Make the server match the documents in a file; prints each change."""
+
+    def work() -> Any:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise Failure("bad_input", f"cannot read {file}: {exc.strerror}") from exc
+        names = list(dict.fromkeys(ENV_REF.findall(text)))
+        missing = [n for n in names if n not in os.environ]
+        if missing:
+            raise Failure(
+                "bad_input",
+                f"{file} refers to environment variables that are not set: {', '.join(missing)}",
+            )
+        secrets = {n: os.environ[n] for n in names}
+        with Client(server, api_key) as client:
+            return client.post(
+                "/config/apply",
+                json={
+                    "text": text,
+                    "secrets": secrets,
+                    "dry_run": dry_run,
+                    "prune": prune,
+                    "source": file.name,
+                },
+            )
+
+    result = run(output, work)
+    if output == Format.JSON:
+        emit_json(result)
+        return
+    if not result["changes"]:
+        say("No changes.")
+        return
+    for change in result["changes"]:
+        say(change["text"])
+    count = len(result["changes"])
+    if dry_run:
+        say(f"Dry run: {count} change(s) would be made; nothing was changed.")
+    else:
+        say(f"Applied {count} change(s).")
+
+
+@app.command("export")
+def export(
+    out_file: Annotated[Path | None, typer.Option("-o", "--out", help="Write to this file")] = None,
+    server: ServerOpt = None,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Everything you may view, in the config-as-code format (sensitive values omitted)."""
+
+    def work() -> str:
+        with Client(server, api_key) as client:
+            return client.request("GET", "/config/export").text
+
+    text = run(Format.TEXT, work)
+    if out_file is None:
+        sys.stdout.write(text)
+    else:
+        out_file.write_text(text, encoding="utf-8")
+        say(f"Wrote {out_file}")
+
+
+# ---------------------------------------------------------------- permissions (remote)
+
+
+@permissions_app.command("explain")
+def permissions_explain(
+    user: Annotated[str, typer.Option("--user")],
+    permission: Annotated[str, typer.Option("--permission")],
+    project: Annotated[str | None, typer.Option("--project")] = None,
+    environment: Annotated[str | None, typer.Option("--environment")] = None,
+    server: ServerOpt = None,
+    api_key: ApiKeyOpt = None,
+    output: OutputOpt = Format.TEXT,
+) -> None:
+    """May USER do PERMISSION (on a project, in an environment)? Through which team and role?"""
+
+    def work() -> Any:
+        params = {"user": user, "permission": permission}
+        if project:
+            params["project"] = project
+        if environment:
+            params["environment"] = environment
+        with Client(server, api_key) as client:
+            return client.get("/permissions/explain", params=params)
+
+    result = run(output, work)
+    if output == Format.JSON:
+        emit_json(
+            {
+                "allowed": result["allowed"],
+                "reason": result["reason"],
+                "granted_by": result["granted_by"],
+            }
+        )
+        return
+    say(("ALLOWED: " if result["allowed"] else "NOT ALLOWED: ") + result["reason"])
+
+
+@permissions_app.command("matrix")
+def permissions_matrix(
+    user: Annotated[str, typer.Option("--user")],
+    permission: Annotated[
+        list[str] | None, typer.Option("--permission", help="Only these permissions")
+    ] = None,
+    server: ServerOpt = None,
+    api_key: ApiKeyOpt = None,
+    output: OutputOpt = Format.TEXT,
+) -> None:
+    """Each permission of USER by project and environment, and through which team and role."""
+    from conveyor.cli.tables import matrix_table
+
+    def work() -> Any:
+        params: dict[str, Any] = {"user": user}
+        if permission:
+            params["permission"] = permission
+        with Client(server, api_key) as client:
+            return client.get("/permissions/matrix", params=params)
+
+    result = run(output, work)
+    if output == Format.JSON:
+        emit_json(result)
+        return
+    matrix_table(result)
+
+
+@permissions_app.command("list")
+def permissions_list(
+    server: ServerOpt = None, api_key: ApiKeyOpt = None, output: OutputOpt = Format.TEXT
+) -> None:
+    """The permission catalogue."""
+
+    def work() -> Any:
+        with Client(server, api_key) as client:
+            return client.get("/permissions")
+
+    result = run(output, work)
+    if output == Format.JSON:
+        emit_json(result)
+        return
+    for item in result:
+        scope = f" (scoped by {', '.join(item['scoped_by'])})" if item["scoped_by"] else ""
+        say(f"{item['permission']}: {item['description']}{scope}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

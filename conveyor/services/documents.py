@@ -1,0 +1,350 @@
+"""Read, create, update and delete one configuration document at a time.
+
+Every write is a one-document change through ``change_config``, so the rules, permissions and
+audit are those of config as code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from conveyor.domain import permissions as perms
+from conveyor.domain.codec import decode, decode_process, decode_variables, encode, encode_process
+from conveyor.domain.codec import encode_variables as _encode_variables
+from conveyor.domain.documents import Process, Project, UserRole, Variable, key, slugify
+from conveyor.domain.errors import Conflict, NotFound, PermissionDenied, Problem, ValidationFailed
+from conveyor.domain.model import KIND_LABELS, Kind, Model, doc_name
+from conveyor.services.config import ConfigResult, change_config, load, project_ref, public_id
+from conveyor.services.core import Caller, Services
+from conveyor.store import tables as t
+from conveyor.store.documents import Loaded
+
+P = perms.Permission
+
+
+@dataclass(frozen=True)
+class DocumentView:
+    kind: Kind
+    id: str
+    name: str
+    slug: str
+    data: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "slug": self.slug, **self.data}
+
+
+def _view_decision(caller: Caller, model: Model, kind: Kind, doc: Any) -> perms.Decision:
+    principal = caller.principal
+    if kind == "environments":
+        return perms.authorize(principal, P.EnvironmentView, environment=doc.name)
+    if kind == "project_groups":
+        return perms.authorize(principal, P.ProjectGroupView, project_group=doc.name)
+    if kind == "projects":
+        return perms.authorize(principal, P.ProjectView, project=project_ref(model, doc.name))
+    if kind == "targets":
+        decisions = [
+            perms.authorize(principal, P.MachineView, environment=env) for env in doc.environments
+        ] or [perms.authorize(principal, P.MachineView)]
+        return next((d for d in decisions if d.allowed), decisions[0])
+    permission = {
+        "lifecycles": P.LifecycleView,
+        "user_roles": P.UserRoleView,
+        "users": P.UserView,
+        "teams": P.TeamView,
+    }[kind]
+    return perms.authorize(principal, permission)
+
+
+def may_view(caller: Caller, model: Model, kind: Kind, doc: Any) -> bool:
+    return _view_decision(caller, model, kind, doc).allowed
+
+
+def _view(loaded: Loaded, kind: Kind, doc: Any) -> DocumentView:
+    data = encode(kind, doc)
+    data.pop("process", None)
+    data.pop("variables", None)
+    name = doc_name(doc)
+    return DocumentView(
+        kind=kind,
+        id=public_id(kind, loaded.id_of(kind, name)),
+        name=name,
+        slug=slugify(name),
+        data=data,
+    )
+
+
+def resolve(loaded: Loaded, kind: Kind, ref: str) -> Any:
+    """A document by name, slug (case-insensitive) or public id ("Projects-3")."""
+    prefix = t.ID_PREFIXES[kind] + "-"
+    if ref.lower().startswith(prefix.lower()) and ref[len(prefix) :].isdigit():
+        row_id = int(ref[len(prefix) :])
+        for doc in loaded.model.docs(kind):
+            if loaded.id_of(kind, doc_name(doc)) == row_id:
+                return doc
+    else:
+        doc = loaded.model.get(kind, ref)
+        if doc is not None:
+            return doc
+    raise NotFound(f'{KIND_LABELS[kind]} "{ref}" does not exist')
+
+
+async def list_documents(services: Services, caller: Caller, kind: Kind) -> list[DocumentView]:
+    loaded = await load(services)
+    return [
+        _view(loaded, kind, doc)
+        for doc in loaded.model.docs(kind)
+        if may_view(caller, loaded.model, kind, doc)
+    ]
+
+
+async def get_document(services: Services, caller: Caller, kind: Kind, ref: str) -> DocumentView:
+    loaded = await load(services)
+    doc = resolve(loaded, kind, ref)
+    decision = _view_decision(caller, loaded.model, kind, doc)
+    if not decision.allowed:
+        raise PermissionDenied(decision.reason, permission=str(decision.permission))
+    return _view(loaded, kind, doc)
+
+
+def _decode_one(kind: Kind, data: Any) -> Any:
+    problems: list[Problem] = []
+    if isinstance(data, dict) and kind == "projects" and ("process" in data or "variables" in data):
+        problems.append(
+            Problem(
+                (),
+                "edit a project's process and variables through "
+                "/projects/{project}/process and /projects/{project}/variables",
+            )
+        )
+    doc = decode(kind, data, (kind,), problems)
+    if problems or doc is None:
+        raise ValidationFailed(problems)
+    if isinstance(doc, UserRole) and doc.built_in:
+        raise ValidationFailed(Problem((kind, "built_in"), "only Conveyor defines built-in roles"))
+    return doc
+
+
+def _not_built_in(kind: Kind, doc: Any) -> None:
+    if kind == "user_roles" and doc.built_in:
+        raise Conflict(
+            f'user role "{doc.name}" is built in and cannot be changed; '
+            "create a custom role instead"
+        )
+
+
+async def _write(
+    services: Services,
+    caller: Caller,
+    kind: Kind,
+    name: str,
+    mutate: Callable[[Model], Model],
+    renames: tuple[tuple[Kind, str, str], ...] = (),
+) -> DocumentView:
+    result = await change_config(services, caller, mutate, renames=renames)
+    loaded = await load(services)
+    doc = loaded.model.get(kind, name)
+    if doc is None:  # pragma: no cover - the change just wrote it
+        raise NotFound(f'{KIND_LABELS[kind]} "{name}" does not exist')
+    del result
+    return _view(loaded, kind, doc)
+
+
+async def create_document(
+    services: Services, caller: Caller, kind: Kind, data: Any
+) -> DocumentView:
+    doc = _decode_one(kind, data)
+    name = doc_name(doc)
+
+    def mutate(model: Model) -> Model:
+        if model.has(kind, name):
+            raise Conflict(f'a {KIND_LABELS[kind]} named "{name}" already exists')
+        return model.with_doc(kind, doc)
+
+    return await _write(services, caller, kind, name, mutate)
+
+
+async def update_document(
+    services: Services, caller: Caller, kind: Kind, ref: str, data: Any
+) -> DocumentView:
+    new = _decode_one(kind, data)
+    loaded = await load(services)
+    old = resolve(loaded, kind, ref)
+    _not_built_in(kind, old)
+    old_name, new_name = doc_name(old), doc_name(new)
+    if isinstance(old, Project) and isinstance(new, Project):
+        new = replace(new, process=old.process, variables=old.variables)
+    renames: tuple[tuple[Kind, str, str], ...] = ()
+    if key(old_name) != key(new_name) or old_name != new_name:
+        renames = ((kind, old_name, new_name),)
+
+    def mutate(model: Model) -> Model:
+        if key(old_name) != key(new_name) and model.has(kind, new_name):
+            raise Conflict(f'a {KIND_LABELS[kind]} named "{new_name}" already exists')
+        current = model.get(kind, old_name)
+        if current is None:
+            raise NotFound(f'{KIND_LABELS[kind]} "{old_name}" does not exist')
+        doc = new
+        if isinstance(current, Project) and isinstance(doc, Project):
+            doc = replace(doc, process=current.process, variables=current.variables)
+        return model.with_doc(kind, doc, previous_name=old_name)
+
+    return await _write(services, caller, kind, new_name, mutate, renames)
+
+
+async def delete_document(services: Services, caller: Caller, kind: Kind, ref: str) -> None:
+    loaded = await load(services)
+    doc = resolve(loaded, kind, ref)
+    _not_built_in(kind, doc)
+    name = doc_name(doc)
+
+    def mutate(model: Model) -> Model:
+        if kind == "users":
+            user = model.get("users", name)
+            return model.with_doc("users", replace(user, active=False))
+        return model.without(kind, name)
+
+    try:
+        await change_config(services, caller, mutate)
+    except ValidationFailed as exc:
+        uses = "; ".join(p.where for p in exc.problems[:5])
+        raise Conflict(
+            f'{KIND_LABELS[kind]} "{name}" is still used ({uses}); change those first',
+            problems=[p.as_dict() for p in exc.problems],
+        ) from exc
+
+
+# ---------------------------------------------------------------- process and variables
+
+
+def _project(loaded: Loaded, caller: Caller, ref: str, permission: P) -> Project:
+    project = resolve(loaded, "projects", ref)
+    assert isinstance(project, Project)
+    decision = perms.authorize(
+        caller.principal, permission, project=project_ref(loaded.model, project.name)
+    )
+    if not decision.allowed:
+        raise PermissionDenied(decision.reason, permission=str(permission))
+    return project
+
+
+async def get_process(services: Services, caller: Caller, ref: str) -> dict[str, Any]:
+    loaded = await load(services)
+    project = _project(loaded, caller, ref, P.ProcessView)
+    return {
+        "project": project.name,
+        "version": project.process.version,
+        **encode_process(project.process),
+    }
+
+
+async def update_process(services: Services, caller: Caller, ref: str, data: Any) -> dict[str, Any]:
+    """Replace a project's process; ``data["version"]`` must be the version it was read at."""
+    problems: list[Problem] = []
+    if not isinstance(data, dict) or "version" not in data:
+        raise ValidationFailed(
+            Problem(
+                ("version",),
+                "is required: send the version you read, so that edits "
+                "made since then are not lost",
+            )
+        )
+    process = decode_process(data, ("process",), problems)
+    if problems:
+        raise ValidationFailed(problems)
+    loaded = await load(services)
+    name = resolve(loaded, "projects", ref).name
+
+    def mutate(model: Model) -> Model:
+        project = model.get("projects", name)
+        if project is None:
+            raise NotFound(f'project "{name}" does not exist')
+        if project.process.version != process.version:
+            raise Conflict(
+                f'the process of "{name}" changed since you read it (now version '
+                f"{project.process.version}, yours {process.version}): reload it and make "
+                "your edit again",
+                current_version=project.process.version,
+            )
+        return model.with_doc(
+            "projects", replace(project, process=Process(process.steps, project.process.version))
+        )
+
+    await change_config(services, caller, mutate)
+    return await get_process(services, caller, name)
+
+
+async def get_variables(services: Services, caller: Caller, ref: str) -> dict[str, Any]:
+    loaded = await load(services)
+    project = _project(loaded, caller, ref, P.VariableView)
+    return {"project": project.name, "variables": _encode_variables(project.variables, False)}
+
+
+async def update_variables(
+    services: Services, caller: Caller, ref: str, data: Any
+) -> dict[str, Any]:
+    """Replace a project's variables; a sensitive one sent without a value keeps its value."""
+    problems: list[Problem] = []
+    items = data.get("variables") if isinstance(data, dict) else data
+    variables = decode_variables(items, ("variables",), problems)
+    if problems:
+        raise ValidationFailed(problems)
+    loaded = await load(services)
+    name = resolve(loaded, "projects", ref).name
+    raw = items if isinstance(items, list) else []
+
+    def mutate(model: Model) -> Model:
+        project = model.get("projects", name)
+        if project is None:
+            raise NotFound(f'project "{name}" does not exist')
+        kept = _keep_sensitive(project.variables, variables, raw)
+        return model.with_doc("projects", replace(project, variables=kept))
+
+    await change_config(services, caller, mutate)
+    return await get_variables(services, caller, name)
+
+
+def _keep_sensitive(
+    stored: tuple[Variable, ...], new: tuple[Variable, ...], raw: list[Any]
+) -> tuple[Variable, ...]:
+    def ident(v: Variable) -> tuple[str, frozenset[str]]:
+        return key(v.name), frozenset(key(e) for e in v.environments)
+
+    old = {ident(v): v for v in stored}
+    out = []
+    problems = []
+    for i, v in enumerate(new):
+        given = isinstance(raw[i], dict) and "value" in raw[i] if i < len(raw) else True
+        if v.sensitive and not given:
+            previous = old.get(ident(v))
+            if previous is None or not previous.sensitive:
+                problems.append(
+                    Problem(
+                        ("variables", i, "value"), f'sensitive variable "{v.name}" needs a value'
+                    )
+                )
+                continue
+            v = replace(v, value=previous.value)
+        out.append(v)
+    if problems:
+        raise ValidationFailed(problems)
+    return tuple(out)
+
+
+__all__ = [
+    "ConfigResult",
+    "DocumentView",
+    "create_document",
+    "delete_document",
+    "get_document",
+    "get_process",
+    "get_variables",
+    "list_documents",
+    "may_view",
+    "resolve",
+    "update_document",
+    "update_process",
+    "update_variables",
+]
