@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 
 from conveyor import __version__
 from conveyor.api import errors
-from conveyor.api.routers import documents, system
+from conveyor.api.routers import deployments, documents, system
+from conveyor.api.routers import packages as package_routes
 from conveyor.services.core import Services, bootstrap
 from conveyor.services.users import sync_built_in_roles
 from conveyor.settings import Settings
@@ -27,9 +28,18 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.state.services = svc
         if owned:
             await sync_built_in_roles(svc)
+        node = None
+        if settings.run_engine:
+            from conveyor.engine.node import Node
+
+            node = Node(svc)
+            await node.start()
+            app.state.node = node
         try:
             yield
         finally:
+            if node is not None:
+                await node.stop()
             if owned:
                 await svc.close()
 
@@ -48,8 +58,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     if services is not None:
         app.state.services = services
     errors.install(app)
-    api = APIRouter(prefix=API_PREFIX)
-    api.include_router(system.router)
-    api.include_router(documents.router)
-    app.include_router(api)
+    # Included with the prefix (not through a prefixed parent router) so that the API root
+    # itself, path "", is allowed.
+    app.include_router(system.router, prefix=API_PREFIX)
+    app.include_router(documents.router, prefix=API_PREFIX)
+    app.include_router(package_routes.router, prefix=API_PREFIX)
     return app

@@ -18,6 +18,7 @@ import typer
 
 from conveyor.cli.client import Client
 from conveyor.cli.output import Failure, Format, emit_json, fail, say
+from conveyor.cli.packages import packages_app
 from conveyor.domain.errors import ConveyorError
 
 T = TypeVar("T")
@@ -37,6 +38,7 @@ app.add_typer(admin_app, name="admin")
 admin_app.add_typer(admin_user_app, name="user")
 admin_app.add_typer(admin_key_app, name="api-key")
 app.add_typer(permissions_app, name="permissions")
+app.add_typer(packages_app, name="package")
 
 ServerOpt = Annotated[
     str | None, typer.Option("--server", help="Server URL (default: $CONVEYOR_SERVER)")
@@ -218,7 +220,30 @@ def demo(
 
 # ---------------------------------------------------------------- config as code (remote)
 
-ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+# ``${env:NAME}``; ``$${env:NAME}`` is the literal text (the server's rule, services/configfile).
+ENV_REF = re.compile(r"\$(\$?)\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def env_references(text: str) -> list[str]:
+    """The NAMEs of the ``${env:NAME}`` in the file's values (not its comments), each once.
+
+    Only these are read from the environment and sent; the server reports, with its line,
+    every reference whose variable is not set."""
+    from conveyor.domain.errors import ValidationFailed
+    from conveyor.services import yamlsource
+
+    try:
+        values = [n.value for n in yamlsource.string_nodes(yamlsource.compose(text))]
+    except ValidationFailed:
+        values = [text]  # the server reports the syntax error
+    found = (
+        m.group(2)
+        for v in values
+        if isinstance(v, str)
+        for m in ENV_REF.finditer(v)
+        if not m.group(1)
+    )
+    return list(dict.fromkeys(found))
 
 
 @app.command("apply")
@@ -239,14 +264,7 @@ def apply(
             text = file.read_text(encoding="utf-8")
         except OSError as exc:
             raise Failure("bad_input", f"cannot read {file}: {exc.strerror}") from exc
-        names = list(dict.fromkeys(ENV_REF.findall(text)))
-        missing = [n for n in names if n not in os.environ]
-        if missing:
-            raise Failure(
-                "bad_input",
-                f"{file} refers to environment variables that are not set: {', '.join(missing)}",
-            )
-        secrets = {n: os.environ[n] for n in names}
+        secrets = {n: os.environ[n] for n in env_references(text) if n in os.environ}
         with Client(server, api_key) as client:
             return client.post(
                 "/config/apply",

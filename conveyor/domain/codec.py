@@ -43,6 +43,10 @@ from conveyor.domain.model import KINDS, Document, Kind
 Path = tuple[str | int, ...]
 E = TypeVar("E")
 
+# No stored text may hold NUL: PostgreSQL refuses it, and no person means to write it.
+NUL = "\x00"
+NUL_MESSAGE = "must not contain NUL characters"
+
 # The key that names a document of each kind in a file.
 NAME_FIELD: dict[str, str] = {str(kind): "name" for kind in KINDS} | {"users": "username"}
 
@@ -79,6 +83,9 @@ class Reader:
             self.problem(name, "must be text")
             return default
         text = str(value)
+        if NUL in text:
+            self.problem(name, NUL_MESSAGE)
+            return default
         if required and not text.strip():
             self.problem(name, "must not be empty")
         return text
@@ -117,6 +124,8 @@ class Reader:
         for i, item in enumerate(value):
             if isinstance(item, bool) or not isinstance(item, str | int | float) or not str(item):
                 self.problems.append(Problem((*self.path, name, i), "must be a name"))
+            elif NUL in str(item):
+                self.problems.append(Problem((*self.path, name, i), NUL_MESSAGE))
             else:
                 out.append(str(item))
         return tuple(out)
@@ -143,6 +152,9 @@ class Reader:
         for k, v in value.items():
             if v is None or isinstance(v, list | Mapping):
                 self.problems.append(Problem((*self.path, name, str(k)), "must be text"))
+                continue
+            if NUL in str(k) or NUL in _scalar_text(v):
+                self.problems.append(Problem((*self.path, name, str(k)), NUL_MESSAGE))
                 continue
             out.append((str(k), _scalar_text(v)))
         return tuple(out)
@@ -300,6 +312,9 @@ def decode_variables(data: Any, path: Path, problems: list[Problem]) -> tuple[Va
         if value is not None and (isinstance(value, list | Mapping)):
             r.problem("value", "must be text")
             value = None
+        elif value is not None and NUL in _scalar_text(value):
+            r.problem("value", NUL_MESSAGE)
+            value = None
         out.append(
             Variable(
                 name=r.text("name", required=True),
@@ -437,7 +452,7 @@ def _project(data: Any, path: Path, problems: list[Problem]) -> Project:
         process=process,
         variables=variables,
     )
-    r.finish()
+    r.finish({"process", "variables"})
     return project
 
 

@@ -30,6 +30,7 @@ from conveyor.domain.model import KIND_LABELS, KINDS, Model, doc_name
 Path = tuple[str | int, ...]
 
 MAX_NAME = 200
+MAX_EMAIL = 320
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PACKAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -84,7 +85,8 @@ def _names(model: Model, problems: list[Problem]) -> None:
             name = doc_name(doc)
             if not name.strip():
                 problems.append(Problem((kind, i), "a name is required"))
-            elif len(name) > MAX_NAME:
+            elif len(name) > MAX_NAME or len(slugify(name)) > MAX_NAME:
+                # The slug is stored too (URLs, identity without case); it may be the longer.
                 problems.append(Problem((kind, name), f"names are at most {MAX_NAME} characters"))
             elif counts[key(name)] > 1 and key(name) not in reported:
                 reported.add(key(name))
@@ -341,8 +343,12 @@ def _users(model: Model, problems: list[Problem]) -> None:
                     "starting with a letter or digit",
                 )
             )
-        if u.email and not EMAIL.match(u.email):
+        if u.email and (len(u.email) > MAX_EMAIL or not EMAIL.match(u.email)):
             problems.append(Problem((*path, "email"), f'"{u.email}" is not an email address'))
+        if len(u.display_name) > MAX_NAME:
+            problems.append(
+                Problem((*path, "display_name"), f"is at most {MAX_NAME} characters")
+            )
 
 
 def _roles(model: Model, known: set[str], problems: list[Problem]) -> None:

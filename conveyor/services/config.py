@@ -136,7 +136,7 @@ async def change_config(
     *,
     renames: tuple[tuple[Kind, str, str], ...] = (),
     dry_run: bool = False,
-    summary: str | None = None,
+    summary: str | Callable[[list[Change]], str] | None = None,
     problem_locator: Callable[[ValidationFailed], ValidationFailed] | None = None,
 ) -> ConfigResult:
     async with services.tx(caller, config=True) as tx:
@@ -151,8 +151,6 @@ async def change_config(
         _authorise(tx, changes, current, desired)
         result = ConfigResult(changes, dry_run)
         if dry_run or not changes:
-            if not dry_run and summary and changes:
-                await tx.audit(Category.CONFIG_APPLIED, summary)
             _collect_ids(result, loaded, desired)
             return result
         for kind, old, new in renames:
@@ -174,7 +172,7 @@ async def change_config(
         if summary:
             await tx.audit(
                 Category.CONFIG_APPLIED,
-                summary,
+                summary if isinstance(summary, str) else summary(changes),
                 details={"changes": [c.render() for c in changes]},
             )
         _collect_ids(result, loaded, desired)

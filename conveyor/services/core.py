@@ -36,6 +36,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC; SQLite hands back naive datetimes for what was stored in UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat()
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who is asking, with what they may do, and where the request came from."""
@@ -84,6 +93,14 @@ class Tx:
     now: datetime = field(default_factory=utcnow)
     # Refusals to audit even though this transaction rolls back.
     refusals: list[PendingEvent] = field(default_factory=list)
+    woke: bool = False
+
+    async def wake(self) -> None:
+        """Wake the task engines when this transaction commits (it queued or resumed work)."""
+        self.woke = True
+        if not self.services.is_sqlite:
+            # Delivered by PostgreSQL at commit, to every node that listens.
+            await self.session.execute(text("NOTIFY conveyor_tasks"))
 
     def check(
         self,
@@ -203,8 +220,8 @@ class Services:
         # SQLite has one writer: queue writers in-process instead of meeting "database is locked".
         self._write_lock = asyncio.Lock()
         self.clock: Callable[[], datetime] = utcnow
-        # Hooks that run after a commit (the engine wakes up when a task is queued).
-        self.after_commit: list[Callable[[], None]] = []
+        # In-process engines to wake after a commit that queued or resumed a task.
+        self.wakers: list[Callable[[], None]] = []
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -248,8 +265,9 @@ class Services:
         finally:
             if self.is_sqlite:
                 self._write_lock.release()
-        for hook in list(self.after_commit):
-            hook()
+        if tx is not None and tx.woke:
+            for hook in list(self.wakers):
+                hook()
 
     async def _write_refusals(self, tx: Tx) -> None:
         if not tx.refusals:

@@ -119,11 +119,13 @@ def _decode_one(kind: Kind, data: Any) -> Any:
                 "/projects/{project}/process and /projects/{project}/variables",
             )
         )
-    doc = decode(kind, data, (kind,), problems)
+    # Paths are relative to the document sent (``phases[0].environments``): the body is the
+    # document, so a path under the kind (``lifecycles[phases]``) would only confuse.
+    doc = decode(kind, data, (), problems)
     if problems or doc is None:
         raise ValidationFailed(problems)
     if isinstance(doc, UserRole) and doc.built_in:
-        raise ValidationFailed(Problem((kind, "built_in"), "only Conveyor defines built-in roles"))
+        raise ValidationFailed(Problem(("built_in",), "only Conveyor defines built-in roles"))
     return doc
 
 
@@ -251,7 +253,9 @@ async def update_process(services: Services, caller: Caller, ref: str, data: Any
                 "made since then are not lost",
             )
         )
-    process = decode_process(data, ("process",), problems)
+    # The document as read names its project; the URL already does, so that key is ignored.
+    body = {k: v for k, v in data.items() if k != "project"}
+    process = decode_process(body, (), problems)
     if problems:
         raise ValidationFailed(problems)
     loaded = await load(services)

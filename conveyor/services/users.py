@@ -11,7 +11,13 @@ from sqlalchemy import func, insert, select, update
 from conveyor.domain import permissions as perms
 from conveyor.domain.audit import Category
 from conveyor.domain.documents import ScopedRole, Team, User, key
-from conveyor.domain.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from conveyor.domain.errors import (
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    Problem,
+    ValidationFailed,
+)
 from conveyor.domain.model import Model
 from conveyor.services.access import get_user
 from conveyor.services.config import built_in_roles, change_config, public_id
@@ -27,6 +33,7 @@ from conveyor.store import tables as t
 
 ADMIN_TEAM = "Administrators"
 ADMIN_ROLE = "System Administrator"
+MAX_KEY_NAME = 200
 
 
 @dataclass(frozen=True)
@@ -162,6 +169,10 @@ async def set_password(services: Services, caller: Caller, username: str, passwo
 async def create_api_key(services: Services, caller: Caller, username: str, name: str) -> str:
     """A new API key for a user; the key is returned once and only its hash is kept."""
     _may_manage(caller, username)
+    if len(name) > MAX_KEY_NAME or "\x00" in name:
+        raise ValidationFailed(
+            Problem(("name",), f"must be at most {MAX_KEY_NAME} characters, without NUL")
+        )
     api_key = new_api_key()
     async with services.tx(caller) as tx:
         user = await get_user(tx.session, username)

@@ -8,6 +8,7 @@ problem, whatever its path, can be pointed at a line of the file.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,15 +76,23 @@ def parse(text: str, transform: Transform | None = None) -> Source:
     root = compose(text)
     source = Source(None, root)
     if root is not None:
-        builder = _Builder(source.problems, transform)
+        builder = _Builder(source.problems, transform, text.splitlines())
         source.data = builder.build(root, (), 0)
     return source
 
 
+# Conveyor substitutes #{Name}; in YAML, " #" starts a comment, so an unquoted
+# "Deploy to #{Environment}" silently loses its end. Refuse it and say how to fix it.
+SWALLOWED = re.compile(r"\s+#\{")
+
+
 class _Builder:
-    def __init__(self, problems: list[Problem], transform: Transform | None) -> None:
+    def __init__(
+        self, problems: list[Problem], transform: Transform | None, lines: list[str]
+    ) -> None:
         self.problems = problems
         self.transform = transform
+        self.lines = lines
         self.constructor = yaml.constructor.SafeConstructor()
         self.count = 0
 
@@ -99,7 +108,9 @@ class _Builder:
             return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
         if isinstance(node, MappingNode):
             return self._mapping(node, path, depth)
-        self.problems.append(Problem(path, "is not something this file format understands", line(node)))
+        self.problems.append(
+            Problem(path, "is not something this file format understands", line(node))
+        )
         return None
 
     def _scalar(self, node: ScalarNode, path: Path) -> Any:
@@ -110,8 +121,19 @@ class _Builder:
             try:
                 value = self.constructor.construct_object(node, deep=True)
             except yaml.YAMLError as exc:
-                self.problems.append(Problem(path, f"cannot be read: {exc}", line(node)))
+                self.problems.append(Problem(path, _cannot_read(exc), line(node)))
                 return None
+        end = node.end_mark
+        rest = self.lines[end.line][end.column :] if end.line < len(self.lines) else ""
+        if node.style is None and SWALLOWED.match(rest):
+            self.problems.append(
+                Problem(
+                    path,
+                    'the rest of the line after " #{" is read as a YAML comment and lost: '
+                    "quote the whole value",
+                    end.line + 1,
+                )
+            )
         if isinstance(value, str) and self.transform is not None:
             return self.transform(value, path, line(node))
         if isinstance(value, bytes):
@@ -123,7 +145,7 @@ class _Builder:
         try:
             self.constructor.flatten_mapping(node)  # resolve "<<" merge keys
         except yaml.YAMLError as exc:
-            self.problems.append(Problem(path, f"cannot be read: {exc}", line(node)))
+            self.problems.append(Problem(path, _cannot_read(exc), line(node)))
             return {}
         out: dict[str, Any] = {}
         first: dict[str, int] = {}
@@ -146,6 +168,10 @@ class _Builder:
         return out
 
 
+def _cannot_read(exc: yaml.YAMLError) -> str:
+    return f"cannot be read: {getattr(exc, 'problem', None) or exc}"
+
+
 def _walk(node: Node | None, path: Path) -> list[int]:
     """The line reached by each successive part of ``path``, stopping where it no longer leads."""
     lines: list[int] = []
@@ -155,7 +181,11 @@ def _walk(node: Node | None, path: Path) -> list[int]:
         found: tuple[int, Node] | None = None
         if isinstance(node, MappingNode) and isinstance(part, str):
             found = next(
-                ((line(k), v) for k, v in node.value if isinstance(k, ScalarNode) and k.value == part),
+                (
+                    (line(k), v)
+                    for k, v in node.value
+                    if isinstance(k, ScalarNode) and k.value == part
+                ),
                 None,
             )
         elif isinstance(node, SequenceNode) and isinstance(part, int):
@@ -223,7 +253,17 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     return dumper.represent_scalar("tag:yaml.org,2002:str", value)
 
 
+def _represent_list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.SequenceNode:
+    # Short lists of names read best on one line: environments: [Test, Production]
+    flow = all(isinstance(v, str | int) and "\n" not in str(v) for v in value) and (
+        sum(len(str(v)) + 2 for v in value) <= FLOW_WIDTH
+    )
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flow)
+
+
+FLOW_WIDTH = 60
 ReadableDumper.add_representer(str, _represent_str)
+ReadableDumper.add_representer(list, _represent_list)
 
 
 def dump(data: Any) -> str:

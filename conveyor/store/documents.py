@@ -32,18 +32,10 @@ class Loaded:
     def id_of(self, kind: str, name: str) -> int | None:
         return self.ids.get((kind, key(name)))
 
-    def name_of(self, kind: str, row_id: int) -> str | None:
-        for (k, _), value in self.ids.items():
-            if k == kind and value == row_id:
-                doc = next(
-                    (
-                        d
-                        for d in self.model.docs(kind)
-                        if self.ids.get((kind, key(doc_name(d)))) == value
-                    ),  # type: ignore[arg-type]
-                    None,
-                )
-                return doc_name(doc) if doc is not None else None
+    def name_of(self, kind: Kind, row_id: int) -> str | None:
+        for doc in self.model.docs(kind):
+            if self.ids.get((kind, key(doc_name(doc)))) == row_id:
+                return doc_name(doc)
         return None
 
 
@@ -167,19 +159,12 @@ async def persist(
     positions = {
         (kind, key(doc_name(d))): i for kind in KINDS for i, d in enumerate(desired.docs(kind))
     }
+    row_id: int | None
     for change in changes:
         if change.op == "delete":
             continue
         if change.aspect == "order":
-            for env in desired.environments:
-                row_id = loaded.id_of("environments", env.name)
-                if row_id is not None:
-                    await session.execute(
-                        update(t.environments)
-                        .where(t.environments.c.id == row_id)
-                        .values(position=positions[("environments", key(env.name))])
-                    )
-            continue
+            continue  # written below, with the positions that creations shift
         doc = change.after
         assert doc is not None
         position = positions.get((change.kind, key(change.name)), 0)
@@ -200,6 +185,16 @@ async def persist(
             else:
                 await _write_part(
                     session, t.variable_sets, project_id, _write_variables(doc.variables, box), now
+                )
+    # Environments are ordered: a reorder, or one created between others, moves the rest.
+    if any(c.kind == "environments" and (c.op == "create" or c.aspect == "order") for c in changes):
+        for env in desired.environments:
+            env_id = loaded.id_of("environments", env.name)
+            if env_id is not None:
+                await session.execute(
+                    update(t.environments)
+                    .where(t.environments.c.id == env_id)
+                    .values(position=positions[("environments", key(env.name))])
                 )
     for change in reversed(changes):
         if change.op != "delete":

@@ -174,4 +174,191 @@ ID_PREFIXES: dict[str, str] = {
     "events": "Events",
 }
 
-__all__ = ["DOCUMENT_TABLES", "ID_PREFIXES", "Text", "metadata"]
+
+# ---------------------------------------------------------------- packages, releases, deployments
+
+# The built-in feed; archives live in <data>/packages, the row holds their identity and hash.
+packages = Table(
+    "packages",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("package_id", String(200), nullable=False),
+    Column("package_key", String(200), nullable=False),
+    Column("version", String(100), nullable=False),
+    Column("file_name", String(400), nullable=False),
+    Column("format", String(10), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("pushed_by", String(100), nullable=False),
+    Index("uq_packages_key_version", "package_key", "version", unique=True),
+)
+
+# A release: an immutable snapshot of a project's process and variables at creation.
+releases = Table(
+    "releases",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("project_id", Id, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("version", String(100), nullable=False),
+    Column("notes", Text, nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by_id", Id, nullable=True),
+    Column("created_by", String(100), nullable=False),
+    Column("snapshot", JSON, nullable=False),
+    Column("packages", JSON, nullable=False),
+    Column("children", JSON, nullable=False),
+    Column("build", JSON, nullable=False),
+    Index("uq_releases_project_version", "project_id", "version", unique=True),
+    Index("ix_releases_project_id_id", "project_id", "id"),
+)
+
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("release_id", Id, ForeignKey("releases.id", ondelete="CASCADE"), nullable=False),
+    Column("project_id", Id, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("environment_id", Id, ForeignKey("environments.id"), nullable=False),
+    Column("task_id", Id, nullable=True),
+    Column("parent_id", Id, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by_id", Id, nullable=True),
+    Column("created_by", String(100), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("skip", JSON, nullable=False),
+    Column("guided_failure", Boolean, nullable=False, default=False),
+    # Variables passed by a parent's deploy_release step (sensitive ones encrypted).
+    Column("variables", JSON, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("completed_at", DateTime(timezone=True), nullable=True),
+    Index("ix_deployments_project_env_id", "project_id", "environment_id", "id"),
+    Index("ix_deployments_release_id", "release_id"),
+    Index("ix_deployments_parent_id", "parent_id"),
+)
+
+# Durable units of work. A node claims a queued task and holds a lease renewed by heartbeat.
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("description", String(400), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("deployment_id", Id, nullable=True),
+    Column("project_id", Id, nullable=True),
+    Column("environment_id", Id, nullable=True),
+    Column("parent_task_id", Id, nullable=True),
+    # One task per key executes at a time (a deployment's project and environment).
+    Column("concurrency_key", String(100), nullable=True),
+    Column("queue_reason", String(400), nullable=True),
+    Column("node", String(200), nullable=True),
+    Column("lease_expires_at", DateTime(timezone=True), nullable=True),
+    # Set when what a suspended task waited for happened: claim it again to resume.
+    Column("wake", Boolean, nullable=False, default=False),
+    Column("waiting_on", String(16), nullable=True),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("completed_at", DateTime(timezone=True), nullable=True),
+    Index("ix_tasks_state_id", "state", "id"),
+    Index("ix_tasks_wake", "wake"),
+    Index("ix_tasks_concurrency_key_state", "concurrency_key", "state"),
+    Index("ix_tasks_parent_task_id", "parent_task_id"),
+)
+
+# Each step's durable state: after a crash, finished steps are not run again.
+task_steps = Table(
+    "task_steps",
+    metadata,
+    Column("task_id", Id, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("child_task_id", Id, nullable=True),
+    Column("interruption_id", Id, nullable=True),
+    Column("outputs", JSON, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("completed_at", DateTime(timezone=True), nullable=True),
+)
+
+task_logs = Table(
+    "task_logs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("task_id", Id, ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("step", Integer, nullable=True),
+    Column("level", String(8), nullable=False),
+    Column("line", Text, nullable=False),
+    Index("ix_task_logs_task_id_id", "task_id", "id"),
+)
+
+# A question a running task asks a person: a manual intervention or a guided failure.
+interruptions = Table(
+    "interruptions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("task_id", Id, ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("deployment_id", Id, nullable=True),
+    Column("project_id", Id, nullable=True),
+    Column("environment_id", Id, nullable=True),
+    Column("step_idx", Integer, nullable=False),
+    Column("step_name", String(200), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("title", String(400), nullable=False),
+    Column("instructions", Text, nullable=False),
+    Column("responsible_teams", JSON, nullable=False),
+    Column("settings", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("taken_by_id", Id, nullable=True),
+    Column("taken_by", String(100), nullable=True),
+    Column("taken_at", DateTime(timezone=True), nullable=True),
+    Column("result", String(16), nullable=True),
+    Column("notes", Text, nullable=True),
+    Column("answered_by", String(100), nullable=True),
+    Column("answered_at", DateTime(timezone=True), nullable=True),
+    # Every answer given (for quorum: N distinct people must proceed).
+    Column("answers", JSON, nullable=False),
+    Index("ix_interruptions_state_id", "state", "id"),
+    Index("ix_interruptions_task_id", "task_id"),
+)
+
+# The dashboard projection: (project, environment) -> current and previous deployment. Kept in
+# the same transaction as deployment state changes, so the dashboard never scans history.
+dashboard = Table(
+    "dashboard",
+    metadata,
+    Column("project_id", Id, ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "environment_id", Id, ForeignKey("environments.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("deployment_id", Id, nullable=False),
+    Column("release_id", Id, nullable=False),
+    Column("release_version", String(100), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("task_id", Id, nullable=True),
+    Column("completed_at", DateTime(timezone=True), nullable=True),
+    Column("previous_deployment_id", Id, nullable=True),
+    # The release last deployed successfully: what "current" means for deploy_release conditions.
+    Column("success_release_id", Id, nullable=True),
+    Column("success_version", String(100), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+ID_PREFIXES.update(
+    {
+        "packages": "Packages",
+        "releases": "Releases",
+        "deployments": "Deployments",
+        "tasks": "ServerTasks",
+        "interruptions": "Interruptions",
+    }
+)
+
+__all__ = ["DOCUMENT_TABLES", "ID_PREFIXES", "metadata"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any, cast
 
 from fastapi import APIRouter, Body, Response
@@ -57,7 +58,7 @@ def _add_kind(segment: str, kind: Kind) -> None:
         await docs.delete_document(services, caller, kind, ref)
         return Response(status_code=204)
 
-    tag = [label.capitalize()]
+    tag: list[str | Enum] = [label.capitalize()]
     router.add_api_route(f"/{segment}", list_, methods=["GET"], tags=tag, summary=f"List {label}")
     router.add_api_route(
         f"/{segment}", create, methods=["POST"], tags=tag, summary=f"Create one of the {label}",

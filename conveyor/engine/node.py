@@ -1,0 +1,146 @@
+"""A node of the task engine: claims work when a slot is free, keeps its leases alive, and
+takes over the tasks of nodes that died.
+
+Woken on commit (an in-process event; LISTEN/NOTIFY on PostgreSQL), with a slow poll as the
+safety net. A task waiting for a person or a child holds no slot: the executor suspends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from datetime import timedelta
+
+from conveyor.engine.executor import Executor
+from conveyor.services import execution as ex
+from conveyor.services.core import Services
+
+log = logging.getLogger("conveyor.engine")
+
+POLL_SECONDS = 5.0
+HEARTBEAT_SECONDS = 2.0
+LEASE = timedelta(seconds=30)
+
+
+def node_name() -> str:
+    return os.environ.get("CONVEYOR_NODE_NAME") or socket.gethostname()
+
+
+class Node:
+    def __init__(self, services: Services, slots: int | None = None, name: str | None = None) -> None:
+        self.services = services
+        self.name = name or node_name()
+        self.slots = slots or services.settings.task_slots
+        self.executor = Executor(services)
+        self._wake = asyncio.Event()
+        self._running: dict[int, asyncio.Event] = {}
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self.services.wakers.append(self.wake)
+        # Tasks this node held before a restart cannot still be running: take them over now.
+        recovered = await ex.recover(self.services, self.name, own_tasks_too=True)
+        if recovered:
+            log.warning("took over %d task(s) interrupted by a restart", len(recovered))
+        self._loops = [
+            asyncio.create_task(self._claim_loop(), name="conveyor-claim"),
+            asyncio.create_task(self._heartbeat_loop(), name="conveyor-heartbeat"),
+        ]
+        if not self.services.is_sqlite:
+            self._loops.append(asyncio.create_task(self._listen(), name="conveyor-listen"))
+        self.wake()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self.wake in self.services.wakers:
+            self.services.wakers.remove(self.wake)
+        for loop in self._loops:
+            loop.cancel()
+        for cancel in self._running.values():
+            cancel.set()
+        for job in list(self._jobs):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(job, timeout=10)
+        for loop in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            try:
+                while len(self._running) < self.slots:
+                    task_id = await ex.claim(self.services, self.name, LEASE)
+                    if task_id is None:
+                        break
+                    self._launch(task_id)
+            except Exception:
+                log.exception("claiming tasks failed; trying again shortly")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=POLL_SECONDS)
+
+    def _launch(self, task_id: int) -> None:
+        cancel = asyncio.Event()
+        self._running[task_id] = cancel
+
+        async def job() -> None:
+            try:
+                await self.executor.run(task_id, cancel)
+            finally:
+                self._running.pop(task_id, None)
+                self.wake()  # a slot is free, and what this task did may unblock others
+
+        task = asyncio.create_task(job(), name=f"conveyor-task-{task_id}")
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def _heartbeat_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                cancel = await ex.renew(self.services, self.name, list(self._running), LEASE)
+                for task_id in cancel:
+                    event = self._running.get(task_id)
+                    if event is not None:
+                        event.set()
+                if await ex.recover(self.services, self.name, own_tasks_too=False):
+                    self.wake()
+            except Exception:
+                log.exception("heartbeat failed; trying again")
+
+    async def _listen(self) -> None:
+        """PostgreSQL LISTEN: another node (or this one) queued or resumed work."""
+        import psycopg
+
+        from conveyor.store.db import sync_url
+
+        url = sync_url(self.services.settings.resolved_database_url).replace(
+            "postgresql+psycopg://", "postgresql://"
+        )
+        while not self._stopping:
+            try:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    await conn.execute("LISTEN conveyor_tasks")
+                    async for _ in conn.notifies():
+                        self.wake()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("LISTEN connection lost; polling until it is back")
+                await asyncio.sleep(POLL_SECONDS)
+
+    def cancel_local(self, task_id: int) -> bool:
+        """Cancel a task running here without waiting for the next heartbeat."""
+        event = self._running.get(task_id)
+        if event is None:
+            return False
+        event.set()
+        return True

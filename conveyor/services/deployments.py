@@ -1,0 +1,409 @@
+"""Deployments: a release sent to an environment, as a queued task; and the plan preview."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from conveyor.domain import lifecycle as lc
+from conveyor.domain import permissions as perms
+from conveyor.domain import planning
+from conveyor.domain.audit import Category
+from conveyor.domain.documents import (
+    Environment,
+    GuidedFailureMode,
+    Lifecycle,
+    Project,
+    key,
+)
+from conveyor.domain.errors import NotFound, PolicyViolation, ValidationFailed
+from conveyor.services.config import load, public_id
+from conveyor.services.core import Caller, Services, Tx
+from conveyor.services.documents import resolve
+from conveyor.services.releases import find_release, read_snapshot
+from conveyor.store import tables as t
+from conveyor.store.documents import Loaded
+
+P = perms.Permission
+ACTIVE = ("queued", "executing", "waiting")
+TERMINAL = ("success", "failed", "canceled", "timed_out")
+
+
+def outcome(state: str) -> lc.Outcome:
+    if state == "success":
+        return lc.Outcome.SUCCESS
+    if state in ACTIVE:
+        return lc.Outcome.RUNNING
+    return lc.Outcome.FAILED
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a deployment goes, resolved from names: project, release, environment."""
+
+    project: Project
+    project_id: int
+    environment: Environment
+    environment_id: int
+    lifecycle: Lifecycle | None
+    release: Any
+
+    @property
+    def ref(self) -> perms.ProjectRef:
+        return perms.ProjectRef(self.project.name, self.project.group)
+
+
+async def resolve_target(
+    services: Services, loaded: Loaded, project_ref: str, version: str, environment: str
+) -> Target:
+    project = resolve(loaded, "projects", project_ref)
+    env = resolve(loaded, "environments", environment)
+    project_id = loaded.id_of("projects", project.name)
+    env_id = loaded.id_of("environments", env.name)
+    assert project_id is not None and env_id is not None
+    release = await find_release(services, project_id, version)
+    if release is None:
+        raise NotFound(f"{project.name} has no release {version}")
+    lifecycle = loaded.model.get("lifecycles", project.lifecycle)
+    return Target(project, project_id, env, env_id, lifecycle, release)
+
+
+async def history(tx_session: Any, release_id: int, env_names: dict[int, str]) -> list[lc.Attempt]:
+    rows = await tx_session.execute(
+        select(t.deployments.c.environment_id, t.deployments.c.state).where(
+            t.deployments.c.release_id == release_id
+        )
+    )
+    return [
+        lc.Attempt(env_names.get(r.environment_id, "?"), outcome(r.state)) for r in rows
+    ]
+
+
+def env_names(loaded: Loaded) -> dict[int, str]:
+    out = {}
+    for env in loaded.model.environments:
+        env_id = loaded.id_of("environments", env.name)
+        if env_id is not None:
+            out[env_id] = env.name
+    return out
+
+
+async def current_versions(session: Any, environment_id: int) -> dict[int, str | None]:
+    """Project id -> the version last deployed successfully to the environment."""
+    rows = await session.execute(
+        select(t.dashboard.c.project_id, t.dashboard.c.success_version).where(
+            t.dashboard.c.environment_id == environment_id
+        )
+    )
+    return {r.project_id: r.success_version for r in rows}
+
+
+def use_guided_failure(project: Project, env: Environment, requested: bool | None) -> bool:
+    if requested is not None:
+        return requested
+    if project.guided_failure == GuidedFailureMode.ON:
+        return True
+    if project.guided_failure == GuidedFailureMode.OFF:
+        return False
+    return env.guided_failure
+
+
+@dataclass(frozen=True)
+class Queued:
+    deployment_id: int
+    task_id: int
+    state: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "deployment": public_id("deployments", self.deployment_id),
+            "task": public_id("tasks", self.task_id),
+            "state": self.state,
+        }
+
+
+async def queue_deployment(
+    tx: Tx,
+    loaded: Loaded,
+    target: Target,
+    *,
+    skip: list[str] | None = None,
+    guided_failure: bool | None = None,
+    parent_id: int | None = None,
+    parent_task_id: int | None = None,
+    variables: list[dict[str, Any]] | None = None,
+) -> Queued:
+    """Authorise, check the lifecycle, and queue: the one path for every deployment."""
+    caller = tx.caller
+    project, env = target.project, target.environment
+    docs = [
+        public_id("projects", target.project_id),
+        public_id("environments", target.environment_id),
+        public_id("releases", target.release.id),
+    ]
+    tx.require(
+        P.DeploymentCreate,
+        project=target.ref,
+        environment=env.name,
+        documents=docs,
+        project_id=target.project_id,
+        environment_id=target.environment_id,
+    )
+    if project.disabled:
+        raise PolicyViolation(f'project "{project.name}" is disabled: enable it to deploy')
+    attempts = await history(tx.session, target.release.id, env_names(loaded))
+    if target.lifecycle is None:
+        raise PolicyViolation(f'project "{project.name}" has no lifecycle')
+    decision = lc.can_deploy(target.lifecycle, attempts, env.name)
+    label = f"{project.name} {target.release.version}"
+    if not decision.allowed:
+        raise PolicyViolation(f"{label} cannot be deployed: {decision.reason}")
+    snapshot = read_snapshot(tx.services, target.release.snapshot)
+    skip = skip or []
+    problems = planning.unskippable(snapshot.process.steps, skip)
+    if problems:
+        raise ValidationFailed("; ".join(problems))
+    created_by = caller.on_behalf_of or caller.username
+    dep = await tx.session.execute(
+        t.deployments.insert()
+        .values(
+            release_id=target.release.id,
+            project_id=target.project_id,
+            environment_id=target.environment_id,
+            parent_id=parent_id,
+            created_at=tx.now,
+            created_by_id=caller.user_id,
+            created_by=created_by,
+            state="queued",
+            skip=skip,
+            guided_failure=use_guided_failure(project, env, guided_failure),
+            variables=variables or [],
+        )
+        .returning(t.deployments.c.id)
+    )
+    deployment_id = int(dep.scalar_one())
+    task = await tx.session.execute(
+        t.tasks.insert()
+        .values(
+            kind="deploy",
+            description=f"Deploy {label} to {env.name}",
+            state="queued",
+            deployment_id=deployment_id,
+            project_id=target.project_id,
+            environment_id=target.environment_id,
+            parent_task_id=parent_task_id,
+            concurrency_key=f"{target.project_id}:{target.environment_id}",
+            wake=False,
+            cancel_requested=False,
+            created_at=tx.now,
+        )
+        .returning(t.tasks.c.id)
+    )
+    task_id = int(task.scalar_one())
+    await tx.session.execute(
+        update(t.deployments).where(t.deployments.c.id == deployment_id).values(task_id=task_id)
+    )
+    if snapshot.process.steps:
+        await tx.session.execute(
+            t.task_steps.insert(),
+            [
+                {
+                    "task_id": task_id,
+                    "idx": i,
+                    "name": step.name,
+                    "type": step.type.value,
+                    "state": "pending",
+                    "attempt": 0,
+                    "outputs": {},
+                }
+                for i, step in enumerate(snapshot.process.steps)
+            ],
+        )
+    await project_dashboard(tx, target, deployment_id, task_id, "queued", None, new=True)
+    docs += [public_id("deployments", deployment_id), public_id("tasks", task_id)]
+    await tx.audit(
+        Category.DEPLOYMENT_QUEUED,
+        f"{_who(caller)} queued the deployment of {label} to {env.name}",
+        documents=docs,
+        details={"skip": skip, "parent": public_id("deployments", parent_id) if parent_id else None},
+        project_id=target.project_id,
+        environment_id=target.environment_id,
+    )
+    await tx.wake()
+    return Queued(deployment_id, task_id, "queued")
+
+
+def _who(caller: Caller) -> str:
+    if caller.on_behalf_of:
+        return f"{caller.username} (for {caller.on_behalf_of})"
+    return caller.username
+
+
+async def project_dashboard(
+    tx: Tx,
+    target: Target,
+    deployment_id: int,
+    task_id: int,
+    state: str,
+    completed_at: datetime | None,
+    *,
+    new: bool = False,
+) -> None:
+    """Keep the (project, environment) projection in the same transaction as the change."""
+    key_cols = {"project_id": target.project_id, "environment_id": target.environment_id}
+    row = (
+        await tx.session.execute(
+            select(t.dashboard).where(
+                t.dashboard.c.project_id == target.project_id,
+                t.dashboard.c.environment_id == target.environment_id,
+            )
+        )
+    ).first()
+    values = {
+        "deployment_id": deployment_id,
+        "release_id": target.release.id,
+        "release_version": target.release.version,
+        "state": state,
+        "task_id": task_id,
+        "completed_at": completed_at,
+        "updated_at": tx.now,
+    }
+    if row is None:
+        await tx.session.execute(t.dashboard.insert().values(**key_cols, **values))
+    else:
+        where = (
+            t.dashboard.c.project_id == target.project_id,
+            t.dashboard.c.environment_id == target.environment_id,
+        )
+        if new:
+            values["previous_deployment_id"] = row.deployment_id
+        elif row.deployment_id != deployment_id:
+            # An older deployment finished after a newer one was queued: only its success counts.
+            values = {"updated_at": tx.now}
+        if state == "success":
+            values["success_release_id"] = target.release.id
+            values["success_version"] = target.release.version
+        await tx.session.execute(update(t.dashboard).where(*where).values(**values))
+
+
+async def deploy(
+    services: Services,
+    caller: Caller,
+    project_ref: str,
+    version: str,
+    environment: str,
+    *,
+    skip: list[str] | None = None,
+    guided_failure: bool | None = None,
+) -> Queued:
+    loaded = await load(services)
+    target = await resolve_target(services, loaded, project_ref, version, environment)
+    async with services.tx(caller) as tx:
+        return await queue_deployment(
+            tx, loaded, target, skip=skip, guided_failure=guided_failure
+        )
+
+
+async def promote(
+    services: Services,
+    caller: Caller,
+    project_ref: str,
+    source: str,
+    destination: str,
+    *,
+    guided_failure: bool | None = None,
+) -> Queued:
+    """Deploy the release current (last successful) in ``source`` to ``destination``."""
+    loaded = await load(services)
+    project = resolve(loaded, "projects", project_ref)
+    env = resolve(loaded, "environments", source)
+    project_id = loaded.id_of("projects", project.name)
+    env_id = loaded.id_of("environments", env.name)
+    async with services.read() as session:
+        row = (
+            await session.execute(
+                select(t.dashboard.c.success_version).where(
+                    t.dashboard.c.project_id == project_id,
+                    t.dashboard.c.environment_id == env_id,
+                )
+            )
+        ).first()
+    if row is None or row.success_version is None:
+        raise NotFound(f"{project.name} has no successful deployment in {env.name} to promote")
+    return await deploy(
+        services, caller, project.name, row.success_version, destination,
+        guided_failure=guided_failure,
+    )
+
+
+async def plan(
+    services: Services, caller: Caller, project_ref: str, version: str, environment: str,
+    *, skip: list[str] | None = None,
+) -> dict[str, Any]:
+    """What a deployment would do now: each step run or skip, and why."""
+    loaded = await load(services)
+    target = await resolve_target(services, loaded, project_ref, version, environment)
+    decision = perms.authorize(caller.principal, P.ReleaseView, project=target.ref)
+    if not decision.allowed:
+        from conveyor.domain.errors import PermissionDenied
+
+        raise PermissionDenied(decision.reason, permission="ReleaseView")
+    snapshot = read_snapshot(services, target.release.snapshot)
+    async with services.read() as session:
+        current = await current_versions(session, target.environment_id)
+        attempts = await history(session, target.release.id, env_names(loaded))
+    names = {loaded.id_of("projects", p.name): p.name for p in loaded.model.projects}
+    situation = planning.Situation(
+        environment=target.environment.name,
+        skip=frozenset(key(s) for s in skip or []),
+        current={key(names[pid]): v for pid, v in current.items() if pid in names},
+        children={
+            key(c["step"]): planning.ChildChoice(c["project"], c["version"])
+            for c in target.release.children
+        },
+        variables=builtin_preview(target),
+    )
+    steps = planning.plan(snapshot.process.steps, situation)
+    assert target.lifecycle is not None
+    allowed = lc.can_deploy(target.lifecycle, attempts, target.environment.name)
+    deployable = perms.authorize(
+        caller.principal, P.DeploymentCreate, project=target.ref,
+        environment=target.environment.name,
+    )
+    return {
+        "project": target.project.name,
+        "release": target.release.version,
+        "environment": target.environment.name,
+        "lifecycle": {"allowed": allowed.allowed, "reason": allowed.reason},
+        "may_deploy": {"allowed": deployable.allowed, "reason": deployable.reason},
+        "steps": [
+            {
+                "name": s.name,
+                "type": s.type,
+                "action": s.decision.action.value,
+                "reason": s.decision.reason,
+                "parallel_with_previous": s.parallel_with_previous,
+                "child": (
+                    {
+                        "project": s.decision.child.project,
+                        "version": s.decision.child.version,
+                        "current": s.decision.child.current,
+                    }
+                    if s.decision.child
+                    else None
+                ),
+            }
+            for s in steps
+        ],
+    }
+
+
+def builtin_preview(target: Target) -> dict[str, str]:
+    return {
+        "Conveyor.Project.Name": target.project.name,
+        "Conveyor.Release.Number": target.release.version,
+        "Conveyor.Environment.Name": target.environment.name,
+    }

@@ -1,0 +1,295 @@
+"""Interruptions: a running deployment asks a person (approve, or guide a failure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+
+from conveyor.domain import interruptions as rules
+from conveyor.domain import permissions as perms
+from conveyor.domain.audit import Category
+from conveyor.domain.documents import key
+from conveyor.domain.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from conveyor.services.config import load, public_id
+from conveyor.services.core import Caller, PendingEvent, Services, Tx, iso
+from conveyor.store import tables as t
+from conveyor.store.documents import Loaded
+
+P = perms.Permission
+
+
+def parse_id(value: str, kind: str = "interruptions") -> int:
+    number = value.rsplit("-", 1)[-1]
+    if not number.isdigit():
+        prefix = t.ID_PREFIXES[kind]
+        raise NotFound(f'"{value}" is not an id (they look like {prefix}-12 or 12)')
+    return int(number)
+
+
+@dataclass(frozen=True)
+class Context:
+    row: Any
+    project: perms.ProjectRef
+    environment: str
+    facts: rules.Facts
+
+
+def _facts(row: Any, project: perms.ProjectRef, environment: str) -> rules.Facts:
+    settings = row.settings or {}
+    return rules.Facts(
+        kind=rules.Kind(row.kind),
+        project=project,
+        environment=environment,
+        responsible_teams=tuple(row.responsible_teams or ()),
+        deployed_by=settings.get("deployed_by", ""),
+        release_created_by=settings.get("release_created_by", ""),
+        prevent_self_approval=bool(settings.get("prevent_self_approval")),
+        required_approvals=int(settings.get("required_approvals", 1)),
+        approval_teams=tuple(settings.get("approval_teams", ())),
+        required_step=bool(settings.get("required_step")),
+        taken_by=row.taken_by,
+        answers=tuple(
+            rules.Answer(a["username"], rules.Result(a["result"]), tuple(a.get("teams", ())),
+                         a.get("notes", ""))
+            for a in row.answers or ()
+        ),
+    )
+
+
+def _context(loaded: Loaded, row: Any) -> Context:
+    project_name = loaded.name_of("projects", row.project_id) or "?"
+    env_name = loaded.name_of("environments", row.environment_id) or "?"
+    project = loaded.model.get("projects", project_name)
+    ref = perms.ProjectRef(project_name, project.group if project else "")
+    return Context(row, ref, env_name, _facts(row, ref, env_name))
+
+
+def view(ctx: Context, caller: Caller | None = None, teams: list[str] | None = None) -> dict[str, Any]:
+    row = ctx.row
+    out: dict[str, Any] = {
+        "id": public_id("interruptions", row.id),
+        "task": public_id("tasks", row.task_id),
+        "deployment": public_id("deployments", row.deployment_id),
+        "project": ctx.project.name,
+        "environment": ctx.environment,
+        "step": row.step_name,
+        "kind": row.kind,
+        "title": row.title,
+        "instructions": row.instructions,
+        "responsible_teams": list(row.responsible_teams or ()),
+        "taken_by": row.taken_by,
+        "state": row.state,
+        "result": row.result,
+        "notes": row.notes,
+        "answered_by": row.answered_by,
+        "answers": list(row.answers or ()),
+        "created": iso(row.created_at),
+        "settings": dict(row.settings or {}),
+    }
+    if caller is not None and teams is not None:
+        verdict = rules.may_act(caller.principal, teams, ctx.facts)
+        out["can_answer"] = verdict.allowed and row.state == "pending"
+        out["why_not"] = None if verdict.allowed else verdict.reason
+    return out
+
+
+def teams_of(loaded: Loaded, username: str) -> list[str]:
+    return [team.name for team in loaded.model.teams_of(username)]
+
+
+def _may_view(caller: Caller, ctx: Context) -> bool:
+    return perms.authorize(
+        caller.principal, P.InterruptionView, project=ctx.project, environment=ctx.environment
+    ).allowed
+
+
+async def list_interruptions(
+    services: Services,
+    caller: Caller,
+    *,
+    task: str | None = None,
+    mine: bool = False,
+    pending_only: bool = False,
+    limit: int = 200,
+) -> list[dict[str, Any]]:
+    loaded = await load(services)
+    query = select(t.interruptions).order_by(t.interruptions.c.id.desc()).limit(limit)
+    if task:
+        query = query.where(t.interruptions.c.task_id == parse_id(task, "tasks"))
+    if pending_only or mine:
+        query = query.where(t.interruptions.c.state == "pending")
+    async with services.read() as session:
+        rows = (await session.execute(query)).all()
+    teams = teams_of(loaded, caller.username)
+    out = []
+    for row in rows:
+        ctx = _context(loaded, row)
+        if not _may_view(caller, ctx):
+            continue
+        item = view(ctx, caller, teams)
+        if mine and not item["can_answer"]:
+            continue
+        out.append(item)
+    return out
+
+
+async def get_interruption(services: Services, caller: Caller, ident: str) -> dict[str, Any]:
+    loaded = await load(services)
+    async with services.read() as session:
+        row = await _row(session, parse_id(ident))
+    ctx = _context(loaded, row)
+    if not _may_view(caller, ctx):
+        raise PermissionDenied("you may not view this interruption (InterruptionView)")
+    return view(ctx, caller, teams_of(loaded, caller.username))
+
+
+async def _row(session: Any, ident: int) -> Any:
+    row = (
+        await session.execute(select(t.interruptions).where(t.interruptions.c.id == ident))
+    ).first()
+    if row is None:
+        raise NotFound(f"interruption Interruptions-{ident} does not exist")
+    return row
+
+
+def _refuse(tx: Tx, ctx: Context, reason: str, action: str) -> PermissionDenied:
+    tx.refusals.append(
+        PendingEvent(
+            Category.ACCESS_DENIED,
+            f"{tx.caller.username} was refused to {action} {ctx.row.title}: {reason}",
+            [public_id("interruptions", ctx.row.id), public_id("tasks", ctx.row.task_id)],
+            {"reason": reason, "interruption": public_id("interruptions", ctx.row.id)},
+            ctx.row.project_id,
+            ctx.row.environment_id,
+        )
+    )
+    return PermissionDenied(reason, permission="InterruptionSubmit")
+
+
+def _documents(row: Any) -> list[str]:
+    docs = [public_id("interruptions", row.id), public_id("tasks", row.task_id)]
+    if row.deployment_id:
+        docs.append(public_id("deployments", row.deployment_id))
+    if row.project_id:
+        docs.append(public_id("projects", row.project_id))
+    if row.environment_id:
+        docs.append(public_id("environments", row.environment_id))
+    return docs
+
+
+async def take(services: Services, caller: Caller, ident: str) -> dict[str, Any]:
+    """Take responsibility: one person holds an interruption at a time (and may take it over)."""
+    loaded = await load(services)
+    teams = teams_of(loaded, caller.username)
+    async with services.tx(caller) as tx:
+        row = await _row(tx.session, parse_id(ident))
+        ctx = _context(loaded, row)
+        if row.state != "pending":
+            raise Conflict(f"{row.title} was already answered ({row.result} by {row.answered_by})")
+        verdict = rules.may_take(caller.principal, teams, ctx.facts)
+        if not verdict.allowed:
+            raise _refuse(tx, ctx, verdict.reason, "take")
+        previous = row.taken_by
+        await tx.session.execute(
+            update(t.interruptions)
+            .where(t.interruptions.c.id == row.id)
+            .values(taken_by=caller.username, taken_by_id=caller.user_id, taken_at=tx.now)
+        )
+        took_over = f" (taking over from {previous})" if previous and previous != caller.username else ""
+        await tx.audit(
+            Category.INTERRUPTION_TAKEN,
+            f"{caller.username} took responsibility for {row.title}{took_over}",
+            documents=_documents(row),
+            details={"previous": previous},
+            project_id=row.project_id,
+            environment_id=row.environment_id,
+        )
+    return await get_interruption(services, caller, ident)
+
+
+async def submit(
+    services: Services, caller: Caller, ident: str, result: str, notes: str = ""
+) -> dict[str, Any]:
+    try:
+        answer = rules.Result(result.lower())
+    except ValueError as exc:
+        raise ValidationFailed(
+            f'"{result}" is not an answer: use proceed, abort, retry or ignore'
+        ) from exc
+    loaded = await load(services)
+    teams = teams_of(loaded, caller.username)
+    async with services.tx(caller) as tx:
+        row = await _row(tx.session, parse_id(ident))
+        ctx = _context(loaded, row)
+        if row.state != "pending":
+            raise Conflict(f"{row.title} was already answered ({row.result} by {row.answered_by})")
+        verdict = rules.may_act(caller.principal, teams, ctx.facts)
+        if not verdict.allowed:
+            raise _refuse(tx, ctx, verdict.reason, "answer")
+        fit = rules.check_result(ctx.facts, answer)
+        if not fit.allowed:
+            raise ValidationFailed(fit.reason)
+        if row.taken_by and key(row.taken_by) != key(caller.username):
+            raise Conflict(
+                f"{row.taken_by} has taken responsibility for this; take it over first "
+                f"(conveyor interruption take {public_id('interruptions', row.id)})"
+            )
+        given = rules.Answer(caller.username, answer, tuple(teams), notes)
+        answers = [*ctx.facts.answers, given]
+        settled = rules.settle(ctx.facts, answers)
+        stored = [
+            {"username": a.username, "result": a.result.value, "teams": list(a.teams),
+             "notes": a.notes, "at": tx.now.isoformat() if a is given else None}
+            for a in answers
+        ]
+        for old, new in zip(row.answers or (), stored, strict=False):
+            new["at"] = old.get("at")
+        values: dict[str, Any] = {"answers": stored}
+        if settled.settled:
+            values |= {
+                "state": "answered",
+                "result": answer.value,
+                "notes": notes,
+                "answered_by": caller.username,
+                "answered_at": tx.now,
+                "taken_by": caller.username,
+                "taken_by_id": caller.user_id,
+            }
+        else:
+            # The next approver takes it from here.
+            values |= {"taken_by": None, "taken_by_id": None, "taken_at": None}
+        await tx.session.execute(
+            update(t.interruptions).where(t.interruptions.c.id == row.id).values(values)
+        )
+        await tx.audit(
+            Category.INTERRUPTION_SUBMITTED,
+            f"{caller.username} answered {answer.value} to {row.title}"
+            + (f": {notes}" if notes else "")
+            + ("" if settled.settled else f" ({settled.reason})"),
+            documents=_documents(row),
+            details={
+                "result": answer.value,
+                "notes": notes,
+                "teams": teams,
+                "settled": settled.settled,
+                "progress": settled.reason,
+            },
+            project_id=row.project_id,
+            environment_id=row.environment_id,
+        )
+        if settled.settled:
+            await tx.session.execute(
+                update(t.tasks).where(t.tasks.c.id == row.task_id).values(wake=True)
+            )
+            await tx.audit(
+                Category.DEPLOYMENT_RESUMED,
+                f"{row.title}: the deployment resumes after {caller.username} answered "
+                f"{answer.value}",
+                documents=_documents(row),
+                project_id=row.project_id,
+                environment_id=row.environment_id,
+            )
+            await tx.wake()
+    return await get_interruption(services, caller, ident)

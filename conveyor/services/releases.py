@@ -1,0 +1,354 @@
+"""Releases: immutable snapshots of a project's process and variables, with the package
+versions and child releases they ship."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, text
+
+from conveyor.domain import permissions as perms
+from conveyor.domain.audit import Category
+from conveyor.domain.codec import decode_process, encode_process
+from conveyor.domain.documents import (
+    DeployReleaseAction,
+    PackageAction,
+    Process,
+    Project,
+    Variable,
+    key,
+)
+from conveyor.domain.errors import Conflict, NotFound, PolicyViolation, Problem, ValidationFailed
+from conveyor.domain.versions import Version, highest, next_version, parse_version
+from conveyor.services.config import load, public_id
+from conveyor.services.core import Caller, Services, Tx, iso
+from conveyor.services.documents import resolve
+from conveyor.store import tables as t
+from conveyor.store.documents import Loaded
+
+P = perms.Permission
+RELEASE_LOCK = 7_010_002
+
+
+@dataclass(frozen=True)
+class ReleaseView:
+    id: int
+    project: str
+    project_id: int
+    version: str
+    notes: str
+    created_at: datetime
+    created_by: str
+    packages: dict[str, str]
+    children: list[dict[str, Any]]
+    build: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": public_id("releases", self.id),
+            "project": self.project,
+            "version": self.version,
+            "notes": self.notes,
+            "created": iso(self.created_at),
+            "created_by": self.created_by,
+            "packages": self.packages,
+            "children": {c["project"]: c["version"] for c in self.children},
+            "child_steps": self.children,
+            "build": self.build,
+        }
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A release's frozen process and variables (sensitive values decrypted in memory)."""
+
+    project: str
+    lifecycle: str
+    process: Process
+    variables: tuple[Variable, ...]
+
+
+def view(row: Any, project: str) -> ReleaseView:
+    return ReleaseView(
+        id=row.id,
+        project=project,
+        project_id=row.project_id,
+        version=row.version,
+        notes=row.notes,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        packages=dict(row.packages),
+        children=list(row.children),
+        build=dict(row.build),
+    )
+
+
+def read_snapshot(services: Services, snapshot: dict[str, Any]) -> Snapshot:
+    problems: list[Problem] = []
+    process = decode_process(snapshot["process"], ("release", "process"), problems)
+    if problems:  # pragma: no cover - snapshots are written by this module
+        raise ValidationFailed(problems)
+    variables = tuple(
+        Variable(
+            name=v["name"],
+            value=services.box.decrypt(v["cipher"]) if v.get("sensitive") else v["value"],
+            sensitive=bool(v.get("sensitive")),
+            environments=tuple(v.get("environments", ())),
+        )
+        for v in snapshot["variables"]
+    )
+    return Snapshot(snapshot["project"], snapshot["lifecycle"], process, variables)
+
+
+def _write_snapshot(services: Services, project: Project) -> dict[str, Any]:
+    variables = []
+    for v in project.variables:
+        item: dict[str, Any] = {"name": v.name, "environments": list(v.environments)}
+        if v.sensitive:
+            item["sensitive"] = True
+            item["cipher"] = services.box.encrypt(v.value)
+        else:
+            item["value"] = v.value
+        variables.append(item)
+    return {
+        "project": project.name,
+        "lifecycle": project.lifecycle,
+        "process": encode_process(project.process),
+        "process_version": project.process.version,
+        "variables": variables,
+    }
+
+
+def parse_pairs(values: list[str], what: str) -> dict[str, str]:
+    """``["Database:1.0.1"]`` -> ``{"Database": "1.0.1"}`` (the last colon splits)."""
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, version = value.rpartition(":")
+        if not sep or not name.strip() or not version.strip():
+            raise ValidationFailed(f'{what} "{value}" must look like NAME:VERSION')
+        out[name.strip()] = version.strip()
+    return out
+
+
+async def _lock(tx: Tx, project_id: int) -> None:
+    # Two creations for one project must not pick the same next version.
+    if not tx.services.is_sqlite:
+        await tx.session.execute(
+            text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": RELEASE_LOCK, "b": project_id}
+        )
+
+
+async def _versions(tx: Tx, project_id: int) -> list[tuple[int, str]]:
+    rows = await tx.session.execute(
+        select(t.releases.c.id, t.releases.c.version).where(t.releases.c.project_id == project_id)
+    )
+    return [(r.id, r.version) for r in rows]
+
+
+async def _choose_packages(tx: Tx, project: Project, flags: dict[str, str]) -> dict[str, str]:
+    from conveyor.services.packages import latest_version
+
+    chosen: dict[str, str] = {}
+    wanted = {
+        key(s.action.package): s.action.package
+        for s in project.process.steps
+        if isinstance(s.action, PackageAction) and not s.disabled
+    }
+    unknown = [p for p in flags if key(p) not in wanted]
+    if unknown:
+        raise ValidationFailed(
+            f"{project.name} has no package step for {', '.join(unknown)} "
+            f"(its packages: {', '.join(wanted.values()) or 'none'})"
+        )
+    given = {key(p): v for p, v in flags.items()}
+    problems = []
+    for k, package in wanted.items():
+        version = given.get(k) or await latest_version(tx.session, package)
+        if version is None:
+            problems.append(
+                Problem(
+                    ("packages", package),
+                    f"there is no {package} in the package feed: push one or pass "
+                    f"--package {package}:VERSION",
+                )
+            )
+            continue
+        parse_version(version)
+        chosen[package] = version
+    if problems:
+        raise ValidationFailed(problems)
+    return chosen
+
+
+async def _choose_children(
+    tx: Tx, loaded: Loaded, project: Project, flags: dict[str, str]
+) -> list[dict[str, Any]]:
+    steps = [s for s in project.process.steps if isinstance(s.action, DeployReleaseAction)]
+    targets = {key(s.action.project) for s in steps if isinstance(s.action, DeployReleaseAction)}
+    unknown = [p for p in flags if key(p) not in targets]
+    if unknown:
+        raise ValidationFailed(f"{project.name} deploys no release of {', '.join(unknown)}")
+    given = {key(p): v for p, v in flags.items()}
+    children = []
+    problems = []
+    for step in steps:
+        assert isinstance(step.action, DeployReleaseAction)
+        child = loaded.model.get("projects", step.action.project)
+        child_id = loaded.id_of("projects", step.action.project)
+        assert child is not None and child_id is not None
+        versions = await _versions(tx, child_id)
+        version = given.get(key(child.name))
+        if version is None:
+            # The highest version, not the newest by time (Octopus picks by time).
+            version = highest(v for _, v in versions)
+        if version is None:
+            problems.append(
+                Problem(
+                    ("children", child.name),
+                    f"{child.name} has no release yet: create one first, or remove the step",
+                )
+            )
+            continue
+        wanted = Version(version)
+        match = next(((rid, v) for rid, v in versions if Version(v) == wanted), None)
+        if match is None:
+            problems.append(
+                Problem(("children", child.name), f"{child.name} has no release {version}")
+            )
+            continue
+        children.append(
+            {
+                "step": step.name,
+                "project": child.name,
+                "project_id": child_id,
+                "version": match[1],
+                "release_id": match[0],
+            }
+        )
+    if problems:
+        raise ValidationFailed(problems)
+    return children
+
+
+async def create_release(
+    services: Services,
+    caller: Caller,
+    project_ref: str,
+    *,
+    version: str | None = None,
+    packages: dict[str, str] | None = None,
+    children: dict[str, str] | None = None,
+    notes: str = "",
+    build: dict[str, Any] | None = None,
+) -> ReleaseView:
+    loaded = await load(services)
+    project = resolve(loaded, "projects", project_ref)
+    assert isinstance(project, Project)
+    project_id = loaded.id_of("projects", project.name)
+    assert project_id is not None
+    async with services.tx(caller) as tx:
+        tx.require(
+            P.ReleaseCreate,
+            project=perms.ProjectRef(project.name, project.group),
+            documents=[public_id("projects", project_id)],
+            project_id=project_id,
+        )
+        if project.disabled:
+            raise PolicyViolation(f'project "{project.name}" is disabled: enable it to release')
+        await _lock(tx, project_id)
+        existing = await _versions(tx, project_id)
+        if version is None:
+            version = next_version(highest(v for _, v in existing))
+        parsed = parse_version(version)
+        clash = next((v for _, v in existing if Version(v) == parsed), None)
+        if clash is not None:
+            raise Conflict(f"{project.name} already has release {clash}")
+        chosen_packages = await _choose_packages(tx, project, packages or {})
+        chosen_children = await _choose_children(tx, loaded, project, children or {})
+        result = await tx.session.execute(
+            t.releases.insert()
+            .values(
+                project_id=project_id,
+                version=version,
+                notes=notes,
+                created_at=tx.now,
+                created_by_id=caller.user_id,
+                created_by=caller.on_behalf_of or caller.username,
+                snapshot=_write_snapshot(services, project),
+                packages=chosen_packages,
+                children=chosen_children,
+                build=build or {},
+            )
+            .returning(t.releases)
+        )
+        row = result.one()
+        release = view(row, project.name)
+        await tx.audit(
+            Category.RELEASE_CREATED,
+            f"{caller.username} created release {version} of {project.name}",
+            documents=[public_id("projects", project_id), public_id("releases", row.id)],
+            details={
+                "version": version,
+                "packages": chosen_packages,
+                "children": {c["project"]: c["version"] for c in chosen_children},
+                "notes": notes,
+                "build": build or {},
+            },
+            project_id=project_id,
+        )
+    return release
+
+
+async def find_release(services: Services, project_id: int, version: str) -> Any:
+    async with services.read() as session:
+        rows = (
+            await session.execute(select(t.releases).where(t.releases.c.project_id == project_id))
+        ).all()
+    wanted = parse_version(version)
+    return next((r for r in rows if Version(r.version) == wanted), None)
+
+
+async def get_release(
+    services: Services, caller: Caller, project_ref: str, version: str
+) -> ReleaseView:
+    loaded = await load(services)
+    project = resolve(loaded, "projects", project_ref)
+    project_id = loaded.id_of("projects", project.name)
+    assert project_id is not None
+    _may_view(caller, project)
+    row = await find_release(services, project_id, version)
+    if row is None:
+        raise NotFound(f"{project.name} has no release {version}")
+    return view(row, project.name)
+
+
+def _may_view(caller: Caller, project: Project) -> None:
+    decision = perms.authorize(
+        caller.principal, P.ReleaseView, project=perms.ProjectRef(project.name, project.group)
+    )
+    if not decision.allowed:
+        from conveyor.domain.errors import PermissionDenied
+
+        raise PermissionDenied(decision.reason, permission="ReleaseView")
+
+
+async def list_releases(
+    services: Services, caller: Caller, project_ref: str, *, limit: int = 100
+) -> list[ReleaseView]:
+    """Newest first by version (what people mean by newest), then by creation."""
+    loaded = await load(services)
+    project = resolve(loaded, "projects", project_ref)
+    project_id = loaded.id_of("projects", project.name)
+    _may_view(caller, project)
+    async with services.read() as session:
+        rows = (
+            await session.execute(
+                select(t.releases)
+                .where(t.releases.c.project_id == project_id)
+                .order_by(t.releases.c.id.desc())
+            )
+        ).all()
+    ordered = sorted(rows, key=lambda r: (Version(r.version), r.id), reverse=True)
+    return [view(r, project.name) for r in ordered[:limit]]

@@ -1,0 +1,209 @@
+"""End-to-end fixtures: a real `conveyor server` process, driven through the real `conveyor` CLI.
+
+One server per test module and database (SQLite in the data folder, or a fresh PostgreSQL
+database when CONVEYOR_TEST_POSTGRES_URL is set; otherwise the PostgreSQL variant is skipped with
+a visible notice). Every command runs as a subprocess with only the documented environment
+variables set, so the tests see exactly what a user or a build server sees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import POSTGRES_URL, SKIP_PG, _fresh_pg_database
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "octopetshop" / "conveyor.yaml"
+CONVEYOR = Path(sys.executable).with_name("conveyor")
+START_TIMEOUT = 30.0
+COMMAND_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """The test runner's environment without any CONVEYOR_* leaking in, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    # Wide enough that no message is wrapped by the terminal width of the test runner.
+    env["COLUMNS"] = "200"
+    env["NO_COLOR"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_conveyor(
+    args: tuple[str, ...],
+    env: Mapping[str, str],
+    *,
+    input: str | None = None,
+    cwd: Path | None = None,
+    timeout: float = COMMAND_TIMEOUT,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CONVEYOR), *args],
+        env=clean_env(env),
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def wait_for_api(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Until GET {url}/api/v1 answers 200; fail with the server's log when it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(
+                f"the server exited with {proc.returncode} before answering:\n{read_log(log)}"
+            )
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{url}/api/v1", timeout=2).status_code == 200:
+                return
+        time.sleep(0.1)
+    pytest.fail(f"the server did not answer {url}/api/v1 within {timeout:.0f} s:\n{read_log(log)}")
+
+
+def read_log(log: Path) -> str:
+    try:
+        return log.read_text(encoding="utf-8", errors="replace")[-20_000:]
+    except OSError:
+        return "(no log)"
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it does not stop within 10 s."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@dataclass
+class Server:
+    url: str
+    api_key: str
+    admin_password: str
+    data_dir: Path
+    log: Path
+    database_url: str | None
+    tmp: Path
+    proc: subprocess.Popen[bytes] = field(repr=False)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What both local and remote commands need: the data folder, the database, the server."""
+        env = {"CONVEYOR_DATA_DIR": str(self.data_dir), "CONVEYOR_SERVER": self.url}
+        if self.database_url:
+            env["CONVEYOR_DATABASE_URL"] = self.database_url
+        return env
+
+    def cli(
+        self,
+        *args: str,
+        api_key: str | None = None,
+        input: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = COMMAND_TIMEOUT,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `conveyor ARGS` as the admin (or as the holder of ``api_key``)."""
+        full = {**self.env, "CONVEYOR_API_KEY": api_key or self.api_key, **(env or {})}
+        return run_conveyor(args, full, input=input, cwd=self.tmp, timeout=timeout)
+
+    def ok(self, *args: str, api_key: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a command that must succeed; show everything it said when it does not."""
+        result = self.cli(*args, api_key=api_key)
+        assert result.returncode == 0, describe(result)
+        return result
+
+    def api_key_for(self, username: str) -> str:
+        """A new API key for a user, made by the local command as an operator would."""
+        result = self.ok("admin", "api-key", "create", "--user", username, "--output", "json")
+        data = json.loads(result.stdout)
+        assert data["user"] == username
+        key: str = data["api_key"]
+        return key
+
+
+def describe(result: subprocess.CompletedProcess[str]) -> str:
+    return (
+        f"`conveyor {' '.join(result.args[1:])}` exited {result.returncode}\n"
+        f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    )
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def e2e_database(request: pytest.FixtureRequest) -> str | None:
+    """``None`` for SQLite (the default file in the data folder), or a fresh PostgreSQL URL."""
+    if request.param == "sqlite":
+        return None
+    if not POSTGRES_URL:
+        pytest.skip(SKIP_PG)
+    template: str = request.getfixturevalue("pg_database")
+    return _fresh_pg_database(template)
+
+
+@pytest.fixture(scope="module")
+def server(e2e_database: str | None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    data_dir = tmp / "data"
+    env: dict[str, str] = {"CONVEYOR_DATA_DIR": str(data_dir)}
+    if e2e_database:
+        env["CONVEYOR_DATABASE_URL"] = e2e_database
+    init = run_conveyor(("admin", "init", "--output", "json"), env, cwd=tmp)
+    assert init.returncode == 0, describe(init)
+    secrets = json.loads(init.stdout)
+    assert set(secrets) == {"username", "password", "api_key"}, secrets
+    assert secrets["username"] == "admin"
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(CONVEYOR), "server", "--port", str(port)],
+            env=clean_env(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
+        )
+    try:
+        wait_for_api(url, proc, log, START_TIMEOUT)
+        yield Server(
+            url=url,
+            api_key=secrets["api_key"],
+            admin_password=secrets["password"],
+            data_dir=data_dir,
+            log=log,
+            database_url=e2e_database,
+            tmp=tmp,
+            proc=proc,
+        )
+    finally:
+        stop(proc)
+    # A request that crashed the server is a bug even when the CLI reported it politely.
+    assert "Traceback" not in read_log(log), read_log(log)
