@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# Before conveyor is imported: the test suite's throwaway users need no expensive hashing.
+os.environ.setdefault("CONVEYOR_INSECURE_FAST_PASSWORD_HASHING", "1")
+
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -76,16 +81,44 @@ def _fresh_pg_database(template: str) -> str:
     return make_url(_pg_admin_url()).set(database=name).render_as_string(hide_password=False)
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (migrating every time would be slow)."""
+    path = tmp_path_factory.mktemp("template") / "conveyor.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_work_database(pg_database: str) -> str:
+    """One migrated PostgreSQL database for in-process tests, emptied before each test."""
+    return _fresh_pg_database(pg_database)
+
+
+def _truncate(url: str) -> None:
+    from conveyor.store.tables import metadata
+
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'conveyor.db'}"
-        upgrade(url)
-        return url
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "conveyor.db"
+        shutil.copyfile(template, path)
+        return f"sqlite+aiosqlite:///{path}"
     if not POSTGRES_URL:
         pytest.skip(SKIP_PG)
-    template: str = request.getfixturevalue("pg_database")
-    return _fresh_pg_database(template)
+    url: str = request.getfixturevalue("pg_work_database")
+    _truncate(url)
+    return url
 
 
 @pytest.fixture

@@ -63,4 +63,5 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(system.router, prefix=API_PREFIX)
     app.include_router(documents.router, prefix=API_PREFIX)
     app.include_router(package_routes.router, prefix=API_PREFIX)
+    app.include_router(deployments.router, prefix=API_PREFIX)
     return app

@@ -6,7 +6,6 @@ speak the HTTP API with an API key.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import sys
@@ -16,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from conveyor.cli import deploy
 from conveyor.cli.client import Client
 from conveyor.cli.output import Failure, Format, emit_json, fail, say
 from conveyor.cli.packages import packages_app
@@ -30,7 +30,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-admin_app = typer.Typer(help="Set-up and recovery: open the database directly.", no_args_is_help=True)
+admin_app = typer.Typer(
+    help="Set-up and recovery: open the database directly.", no_args_is_help=True
+)
 admin_user_app = typer.Typer(help="Users and service accounts.", no_args_is_help=True)
 admin_key_app = typer.Typer(help="API keys.", no_args_is_help=True)
 permissions_app = typer.Typer(help="Who may do what, and why.", no_args_is_help=True)
@@ -39,6 +41,10 @@ admin_app.add_typer(admin_user_app, name="user")
 admin_app.add_typer(admin_key_app, name="api-key")
 app.add_typer(permissions_app, name="permissions")
 app.add_typer(packages_app, name="package")
+app.add_typer(deploy.release_app, name="release")
+app.add_typer(deploy.deployment_app, name="deployment")
+app.add_typer(deploy.task_app, name="task")
+app.add_typer(deploy.interruption_app, name="interruption")
 
 ServerOpt = Annotated[
     str | None, typer.Option("--server", help="Server URL (default: $CONVEYOR_SERVER)")
@@ -60,6 +66,8 @@ def run(fmt: Format, work: Callable[[], T]) -> T:
 
 
 def run_async(fmt: Format, work: Callable[[], Awaitable[T]]) -> T:
+    import asyncio  # only local commands need it; remote ones start faster without
+
     return run(fmt, lambda: asyncio.run(work()))  # type: ignore[arg-type]
 
 
@@ -124,7 +132,9 @@ def admin_user_add(
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
     if password_stdin and service_account:
-        fail(Failure("bad_input", "a service account has no password; omit --password-stdin"), output)
+        fail(
+            Failure("bad_input", "a service account has no password; omit --password-stdin"), output
+        )
     settings = _settings()
 
     async def work() -> None:
@@ -249,7 +259,9 @@ def env_references(text: str) -> list[str]:
 @app.command("apply")
 def apply(
     file: Annotated[Path, typer.Option("-f", "--file", help="The YAML file to apply")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the changes; change nothing")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the changes; change nothing")
+    ] = False,
     prune: Annotated[
         bool, typer.Option("--prune", help="Delete documents of the file's kinds it does not name")
     ] = False,
@@ -394,6 +406,9 @@ def permissions_list(
     for item in result:
         scope = f" (scoped by {', '.join(item['scoped_by'])})" if item["scoped_by"] else ""
         say(f"{item['permission']}: {item['description']}{scope}")
+
+
+app.command("dashboard")(deploy.dashboard)
 
 
 def main() -> None:

@@ -61,7 +61,9 @@ def fail(error: Failure | errors.ConveyorError, fmt: Format = Format.TEXT) -> No
             if isinstance(problem, dict) and len(extra.get("problems", [])) > 1:
                 line = f"line {problem['line']}: " if problem.get("line") else ""
                 where = f"{problem.get('path')}: " if problem.get("path") else ""
-                err.print(f"  - {line}{where}{problem.get('message')}", markup=False, highlight=False)
+                err.print(
+                    f"  - {line}{where}{problem.get('message')}", markup=False, highlight=False
+                )
     raise typer.Exit(EXIT_CODES.get(code, FAILED if code == "failed" else UNREACHABLE))
 
 

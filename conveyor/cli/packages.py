@@ -14,6 +14,7 @@ from typing import IO, Annotated, Any, BinaryIO, TypeVar, cast
 from urllib.parse import quote
 
 import typer
+from rich.filesize import decimal
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -62,15 +63,6 @@ def _sha256(path: Path) -> str:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"  # not reached
 
 
 @packages_app.command("pack")
@@ -169,7 +161,7 @@ def push(
         return
     say(
         f"Pushed {result['package_id']} {result['version']} ({result['format']}, "
-        f"{human_size(result['size'])}, sha256 {result['sha256']})"
+        f"{decimal(result['size'])}, sha256 {result['sha256']})"
     )
 
 
@@ -202,7 +194,7 @@ def list_packages(
             item["package_id"],
             item["version"],
             item["format"],
-            human_size(item["size"]),
+            decimal(item["size"]),
             item["created"][:19].replace("T", " "),
             item["pushed_by"],
             item["sha256"][:12],

@@ -73,31 +73,39 @@ def split_file_name(file_name: str) -> tuple[str, str, str] | None:
 def identify(
     file_name: str, package_id: str | None = None, version: str | None = None
 ) -> tuple[str, str, str | None]:
-    """Id, version and the format the name promises, from the flags or else the file name."""
-    named = split_file_name(file_name)
+    """Id, version and the format the name promises: from the flags, the rest from the name."""
+    if package_id:
+        package_id = validate_package_id(package_id)
+    if version:
+        _check_version(version)
     declared = format_of_name(_base(file_name))
     stem = declared[0] if declared else ""
-    # One of the two given: the rest of the name is the other, whatever the longest-suffix rule
+    # Given one of the two, the rest of the name is the other, whatever the longest-suffix rule
     # would say about ids that end in numbers.
     if package_id and not version and stem.lower().startswith(package_id.lower() + "."):
         version = stem[len(package_id) + 1 :]
-    if version and not package_id and stem.endswith("." + version):
-        package_id = stem[: -len(version) - 1]
-    if (not package_id or not version) and named is None:
-        raise ValidationFailed(
-            Problem(
-                ("file",),
-                f'cannot tell the package id and version from the file name "{file_name}": '
-                f"name it {NAME_EXAMPLE}, or give the id and version",
+    if version and not package_id and stem:
+        package_id = stem.removesuffix("." + version)
+    named = split_file_name(file_name)
+    if not package_id or not version:
+        if named is None:
+            raise ValidationFailed(
+                Problem(
+                    ("file",),
+                    f'cannot tell the package id and version from the file name "{file_name}": '
+                    f"name it {NAME_EXAMPLE}, or give the id and version",
+                )
             )
-        )
-    package_id = validate_package_id(package_id or (named[0] if named else ""))
-    version = version or (named[1] if named else "")
+        package_id, version = package_id or named[0], version or named[1]
+    _check_version(version)
+    return validate_package_id(package_id), version, declared[1] if declared else None
+
+
+def _check_version(version: str) -> None:
     try:
         parse_version(version)
     except ValidationFailed as exc:
         raise ValidationFailed(Problem(("version",), exc.message)) from exc
-    return package_id, version, declared[1] if declared else None
 
 
 def package_file_name(package_id: str, version: str, fmt: str) -> str:

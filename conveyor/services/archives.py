@@ -34,6 +34,8 @@ PACK_MTIME = 315_532_800
 SKIPPED_DIRS = frozenset({"__pycache__"})
 SKIPPED_SUFFIXES = (".pyc",)
 MAX_LINK_TARGET = 4096
+# Zip writers often store no file type at all (0): only these are refused.
+_SPECIAL = frozenset({stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK})
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _FIX = "build it with paths relative to the package root (`conveyor package pack` does)"
 
@@ -143,7 +145,7 @@ def _zip_entries(path: Path) -> Iterator[_Entry]:
                     raise ValidationFailed(f'archive entry "{info.filename}" is a broken link')
                 target = zf.read(info).decode("utf-8", "surrogateescape")
                 yield _Entry(rel, "symlink", target)
-            elif mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            elif stat.S_IFMT(mode) in _SPECIAL:
                 raise ValidationFailed(
                     f'archive entry "{info.filename}" is a device or special file'
                 )

@@ -7,22 +7,25 @@ differs -> write -> audit each change, all in one transaction.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from conveyor.domain import permissions as perms
 from conveyor.domain.audit import Category
 from conveyor.domain.codec import encode
-from conveyor.domain.diff import Change, diff, needs
+from conveyor.domain.diff import Change, FieldChange, diff, needs
 from conveyor.domain.documents import Project, UserRole, key
 from conveyor.domain.errors import PermissionDenied, ValidationFailed
-from conveyor.domain.model import Kind, Model
+from conveyor.domain.model import KINDS, Kind, Model, doc_name
 from conveyor.domain.validation import validate
 from conveyor.services.core import Caller, PendingEvent, Services, Tx
 from conveyor.store import tables as t
 from conveyor.store.documents import Loaded, load_model, persist, rename_row
 
 KNOWN_PERMISSIONS = [p.value for p in perms.Permission]
+
+# (kind, old name, new name) of each document a change renames.
+Renames = tuple[tuple[Kind, str, str], ...]
 
 
 @dataclass
@@ -60,8 +63,18 @@ def built_in_roles() -> tuple[UserRole, ...]:
     )
 
 
-def _authorise(tx: Tx, changes: list[Change], current: Model, desired: Model) -> None:
-    """Check every permission the changes need; refuse with every missing one at once."""
+def _authorise(
+    tx: Tx, changes: list[Change], current: Model, desired: Model, renames: Renames = ()
+) -> None:
+    """Check every permission the changes need; refuse with every missing one at once.
+
+    A renamed document is asked about by its current name: that is the name teams' scopes use.
+    """
+    old_names = {(kind, key(new)): old for kind, old, new in renames}
+
+    def stored(kind: Kind, name: str | None) -> str | None:
+        return old_names.get((kind, key(name)), name) if name is not None else None
+
     refused: list[str] = []
     seen: set[tuple[str, str | None, str | None, str | None]] = set()
     for change in changes:
@@ -71,14 +84,15 @@ def _authorise(tx: Tx, changes: list[Change], current: Model, desired: Model) ->
                 continue
             seen.add(ident)
             project = None
-            if need.project is not None:
-                model = desired if desired.has("projects", need.project) else current
-                project = project_ref(model, need.project)
+            project_name = stored("projects", need.project)
+            if project_name is not None:
+                model = current if current.has("projects", project_name) else desired
+                project = project_ref(model, project_name)
             decision = tx.check(
                 need.permission,
                 project=project,
-                project_group=need.project_group,
-                environment=need.environment,
+                project_group=stored("project_groups", need.project_group),
+                environment=stored("environments", need.environment),
             )
             if not decision.allowed:
                 refused.append(f"{change.render().splitlines()[0]}: {decision.reason}")
@@ -134,7 +148,7 @@ async def change_config(
     caller: Caller,
     mutate: Callable[[Model], Model],
     *,
-    renames: tuple[tuple[Kind, str, str], ...] = (),
+    renames: Renames = (),
     dry_run: bool = False,
     summary: str | Callable[[list[Change]], str] | None = None,
     problem_locator: Callable[[ValidationFailed], ValidationFailed] | None = None,
@@ -147,8 +161,18 @@ async def change_config(
         if problems:
             error = ValidationFailed(problems)
             raise problem_locator(error) if problem_locator else error
-        changes = diff(_renamed(current, renames), desired)
-        _authorise(tx, changes, current, desired)
+        changes = _with_renames(
+            diff(_renamed(current, renames), desired), current, desired, renames
+        )
+        # References a rename rewrites are written and audited, but need no permission of
+        # their own: they name the same thing (Octopus refers by id, so a rename touches nothing
+        # else there). Everything else the caller asked for is authorised.
+        asked = changes
+        if renames:
+            asked = _with_renames(
+                diff(_renamed(current, renames, cascade=True), desired), current, desired, renames
+            )
+        _authorise(tx, asked, current, desired, renames)
         result = ConfigResult(changes, dry_run)
         if dry_run or not changes:
             _collect_ids(result, loaded, desired)
@@ -179,17 +203,49 @@ async def change_config(
         return result
 
 
-def _renamed(model: Model, renames: tuple[tuple[Kind, str, str], ...]) -> Model:
-    """The current model as if only the names had changed, so a rename diffs as an update."""
-    from dataclasses import replace
+def _name_field(kind: Kind) -> str:
+    return "username" if kind == "users" else "name"
 
+
+def _renamed(model: Model, renames: Renames, *, cascade: bool = False) -> Model:
+    """The current model as if the renamed documents had had their new names all along, so a
+    rename diffs as an update of that document. Without ``cascade`` the references to them keep
+    the old names, so each rewritten reference diffs as an update of the document holding it."""
     for kind, old, new in renames:
         doc = model.get(kind, old)
         if doc is None:
             continue
-        field_name = "username" if kind == "users" else "name"
-        model = model.with_doc(kind, replace(doc, **{field_name: new}), previous_name=old)
+        doc = replace(doc, **{_name_field(kind): new})
+        if cascade:
+            model = model.with_doc(kind, doc, previous_name=old)
+        else:
+            docs = (doc if key(doc_name(d)) == key(old) else d for d in model.docs(kind))
+            model = replace(model, **{kind: tuple(docs)})
     return model
+
+
+def _with_renames(
+    changes: list[Change], current: Model, desired: Model, renames: Renames
+) -> list[Change]:
+    """``changes`` with each rename recorded on its document (a change of the name field)."""
+    out = list(changes)
+    for kind, old, new in renames:
+        before, after = current.get(kind, old), desired.get(kind, new)
+        if before is None or after is None or old == new:
+            continue
+        renamed = FieldChange(_name_field(kind), old, new)
+        for i, change in enumerate(out):
+            if (change.kind, change.aspect, key(change.name)) == (kind, "document", key(new)):
+                out[i] = replace(change, before=before, fields=(renamed, *change.fields))
+                break
+        else:
+            position = next(
+                (i for i, c in enumerate(out) if KINDS.index(c.kind) > KINDS.index(kind)),
+                len(out),
+            )
+            change = Change(kind, new, "update", before=before, after=after, fields=(renamed,))
+            out.insert(position, change)
+    return out
 
 
 def _collect_ids(result: ConfigResult, loaded: Loaded, desired: Model) -> None:
@@ -210,6 +266,9 @@ def _message(caller: Caller, change: Change) -> str:
         return f'{caller.username} changed the variables of project "{change.name}"'
     if change.kind == "users" and change.op == "delete":
         return f'{caller.username} deactivated user "{change.name}"'
+    renamed = next((f for f in change.fields if f.field == _name_field(change.kind)), None)
+    if change.op == "update" and renamed is not None:
+        return f'{caller.username} renamed {change.label} "{renamed.before}" to "{renamed.after}"'
     return f'{caller.username} {verb} {change.label} "{change.name}"'
 
 

@@ -32,6 +32,8 @@ from conveyor.services.yamlsource import Path, Source
 ENV_REF = re.compile(r"\$(\$?)\{env:([^}]*)\}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 STR_TAG = "tag:yaml.org,2002:str"
+# Top-level keys that Conveyor ignores: a place for YAML anchors (as in Docker Compose).
+EXTENSION = "x-"
 # Fields a file never carries, with what to do instead.
 MANAGED = {
     "users": ("password", "users in files never carry passwords; set one with the web UI or API"),
@@ -114,8 +116,11 @@ def _read(text: str, secrets: Mapping[str, str]) -> _File:
         problems.append(Problem((), "expected a mapping with the keys " + _kinds(), where))
     else:
         for name, items in data.items():
+            if name.startswith(EXTENSION):
+                continue
             if name not in KINDS:
-                problems.append(Problem((name,), "is not a kind of document; use " + _kinds()))
+                message = f"is not a kind of document; use {_kinds()} (or x-… for anchors)"
+                problems.append(Problem((name,), message))
             elif items is not None and not isinstance(items, list):
                 problems.append(Problem((name,), f"must be a list of {KIND_LABELS[name]}s"))
             else:

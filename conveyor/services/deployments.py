@@ -77,9 +77,7 @@ async def history(tx_session: Any, release_id: int, env_names: dict[int, str]) -
             t.deployments.c.release_id == release_id
         )
     )
-    return [
-        lc.Attempt(env_names.get(r.environment_id, "?"), outcome(r.state)) for r in rows
-    ]
+    return [lc.Attempt(env_names.get(r.environment_id, "?"), outcome(r.state)) for r in rows]
 
 
 def env_names(loaded: Loaded) -> dict[int, str]:
@@ -228,7 +226,10 @@ async def queue_deployment(
         Category.DEPLOYMENT_QUEUED,
         f"{_who(caller)} queued the deployment of {label} to {env.name}",
         documents=docs,
-        details={"skip": skip, "parent": public_id("deployments", parent_id) if parent_id else None},
+        details={
+            "skip": skip,
+            "parent": public_id("deployments", parent_id) if parent_id else None,
+        },
         project_id=target.project_id,
         environment_id=target.environment_id,
     )
@@ -302,9 +303,7 @@ async def deploy(
     loaded = await load(services)
     target = await resolve_target(services, loaded, project_ref, version, environment)
     async with services.tx(caller) as tx:
-        return await queue_deployment(
-            tx, loaded, target, skip=skip, guided_failure=guided_failure
-        )
+        return await queue_deployment(tx, loaded, target, skip=skip, guided_failure=guided_failure)
 
 
 async def promote(
@@ -334,14 +333,23 @@ async def promote(
     if row is None or row.success_version is None:
         raise NotFound(f"{project.name} has no successful deployment in {env.name} to promote")
     return await deploy(
-        services, caller, project.name, row.success_version, destination,
+        services,
+        caller,
+        project.name,
+        row.success_version,
+        destination,
         guided_failure=guided_failure,
     )
 
 
 async def plan(
-    services: Services, caller: Caller, project_ref: str, version: str, environment: str,
-    *, skip: list[str] | None = None,
+    services: Services,
+    caller: Caller,
+    project_ref: str,
+    version: str,
+    environment: str,
+    *,
+    skip: list[str] | None = None,
 ) -> dict[str, Any]:
     """What a deployment would do now: each step run or skip, and why."""
     loaded = await load(services)
@@ -370,7 +378,9 @@ async def plan(
     assert target.lifecycle is not None
     allowed = lc.can_deploy(target.lifecycle, attempts, target.environment.name)
     deployable = perms.authorize(
-        caller.principal, P.DeploymentCreate, project=target.ref,
+        caller.principal,
+        P.DeploymentCreate,
+        project=target.ref,
         environment=target.environment.name,
     )
     return {

@@ -109,8 +109,17 @@ async def get_document(services: Services, caller: Caller, kind: Kind, ref: str)
     return _view(loaded, kind, doc)
 
 
+def _without_read_only(kind: Kind, data: Any) -> Any:
+    """A document as read (``DocumentView.as_dict``) may be sent back: drop what reading added."""
+    if not isinstance(data, dict):
+        return data
+    added = {"id", "slug"} | ({"name"} if kind == "users" and "username" in data else set())
+    return {k: v for k, v in data.items() if k not in added}
+
+
 def _decode_one(kind: Kind, data: Any) -> Any:
     problems: list[Problem] = []
+    data = _without_read_only(kind, data)
     if isinstance(data, dict) and kind == "projects" and ("process" in data or "variables" in data):
         problems.append(
             Problem(
@@ -211,11 +220,17 @@ async def delete_document(services: Services, caller: Caller, kind: Kind, ref: s
     try:
         await change_config(services, caller, mutate)
     except ValidationFailed as exc:
-        uses = "; ".join(p.where for p in exc.problems[:5])
-        raise Conflict(
-            f'{KIND_LABELS[kind]} "{name}" is still used ({uses}); change those first',
-            problems=[p.as_dict() for p in exc.problems],
-        ) from exc
+        label = KIND_LABELS[kind]
+        # A reference to the deleted document reads "<label> "<name>" does not exist".
+        dangling = f'{label} "{name}" does not exist'
+        uses = [p.where for p in exc.problems if p.message == dangling]
+        others = [str(p) for p in exc.problems if p.message != dangling]
+        if uses:
+            listed = "; ".join(uses[:5]) + (f"; and {len(uses) - 5} more" if len(uses) > 5 else "")
+            message = f'{label} "{name}" is still used ({listed}); change those first'
+        else:
+            message = f'{label} "{name}" cannot be deleted: ' + "; ".join(others)
+        raise Conflict(message, problems=[p.as_dict() for p in exc.problems]) from exc
 
 
 # ---------------------------------------------------------------- process and variables

@@ -128,7 +128,9 @@ async def claim(services: Services, node: str, lease: timedelta) -> int | None:
                     reason = f"waiting for {public_id('tasks', blocker.id)} ({blocker.description})"
                     if task.queue_reason != reason:
                         await session.execute(
-                            update(t.tasks).where(t.tasks.c.id == task.id).values(queue_reason=reason)
+                            update(t.tasks)
+                            .where(t.tasks.c.id == task.id)
+                            .values(queue_reason=reason)
                         )
                     continue
             values: dict[str, Any] = {
@@ -172,7 +174,9 @@ async def _blocker(session: Any, task: Any) -> Any:
     return row
 
 
-async def renew(services: Services, node: str, task_ids: Sequence[int], lease: timedelta) -> set[int]:
+async def renew(
+    services: Services, node: str, task_ids: Sequence[int], lease: timedelta
+) -> set[int]:
     """Extend the leases this node holds; returns the tasks someone asked to cancel."""
     if not task_ids:
         return set()
@@ -199,8 +203,10 @@ async def recover(services: Services, node: str, *, own_tasks_too: bool) -> list
     A step waiting for a child deployment or a person is not "mid-run": it resumes as it was."""
     now = services.clock()
     async with services.write() as session:
-        dead = or_(t.tasks.c.lease_expires_at < now, t.tasks.c.node == node) if own_tasks_too else (
-            t.tasks.c.lease_expires_at < now
+        dead = (
+            or_(t.tasks.c.lease_expires_at < now, t.tasks.c.node == node)
+            if own_tasks_too
+            else (t.tasks.c.lease_expires_at < now)
         )
         rows = (
             await session.execute(
@@ -228,7 +234,10 @@ async def recover(services: Services, node: str, *, own_tasks_too: bool) -> list
                 )
                 await session.execute(
                     t.task_logs.insert().values(
-                        task_id=task_id, at=now, step=step.idx, level="error",
+                        task_id=task_id,
+                        at=now,
+                        step=step.idx,
+                        level="error",
                         line=f'Step "{step.name}" failed: {STOPPED}',
                     )
                 )
@@ -257,7 +266,9 @@ async def load_run(services: Services, task_id: int) -> Run:
         ).one()
         step_rows = (
             await session.execute(
-                select(t.task_steps).where(t.task_steps.c.task_id == task_id).order_by(t.task_steps.c.idx)
+                select(t.task_steps)
+                .where(t.task_steps.c.task_id == task_id)
+                .order_by(t.task_steps.c.idx)
             )
         ).all()
         current_rows = (
@@ -452,12 +463,12 @@ async def suspend(services: Services, run: Run, waiting_on: str) -> None:
     """Release the slot: the task waits for a person or a child, holding no lease."""
     state = "waiting" if waiting_on in ("interruption", "block") else "executing"
     async with services.tx(engine_caller(run.creator)) as tx:
-        await _set_task(
-            tx, run, state, waiting_on=waiting_on, node=None, lease_expires_at=None
-        )
+        await _set_task(tx, run, state, waiting_on=waiting_on, node=None, lease_expires_at=None)
         if waiting_on == "child":
             # The child may have finished while this task was still running its batch.
-            child_ids = [s.child_task_id for s in run.steps if s.state == "waiting" and s.child_task_id]
+            child_ids = [
+                s.child_task_id for s in run.steps if s.state == "waiting" and s.child_task_id
+            ]
             if child_ids:
                 done = (
                     await tx.session.execute(

@@ -51,8 +51,12 @@ def _facts(row: Any, project: perms.ProjectRef, environment: str) -> rules.Facts
         required_step=bool(settings.get("required_step")),
         taken_by=row.taken_by,
         answers=tuple(
-            rules.Answer(a["username"], rules.Result(a["result"]), tuple(a.get("teams", ())),
-                         a.get("notes", ""))
+            rules.Answer(
+                a["username"],
+                rules.Result(a["result"]),
+                tuple(a.get("teams", ())),
+                a.get("notes", ""),
+            )
             for a in row.answers or ()
         ),
     )
@@ -66,7 +70,9 @@ def _context(loaded: Loaded, row: Any) -> Context:
     return Context(row, ref, env_name, _facts(row, ref, env_name))
 
 
-def view(ctx: Context, caller: Caller | None = None, teams: list[str] | None = None) -> dict[str, Any]:
+def view(
+    ctx: Context, caller: Caller | None = None, teams: list[str] | None = None
+) -> dict[str, Any]:
     row = ctx.row
     out: dict[str, Any] = {
         "id": public_id("interruptions", row.id),
@@ -197,7 +203,9 @@ async def take(services: Services, caller: Caller, ident: str) -> dict[str, Any]
             .where(t.interruptions.c.id == row.id)
             .values(taken_by=caller.username, taken_by_id=caller.user_id, taken_at=tx.now)
         )
-        took_over = f" (taking over from {previous})" if previous and previous != caller.username else ""
+        took_over = (
+            f" (taking over from {previous})" if previous and previous != caller.username else ""
+        )
         await tx.audit(
             Category.INTERRUPTION_TAKEN,
             f"{caller.username} took responsibility for {row.title}{took_over}",
@@ -240,8 +248,13 @@ async def submit(
         answers = [*ctx.facts.answers, given]
         settled = rules.settle(ctx.facts, answers)
         stored = [
-            {"username": a.username, "result": a.result.value, "teams": list(a.teams),
-             "notes": a.notes, "at": tx.now.isoformat() if a is given else None}
+            {
+                "username": a.username,
+                "result": a.result.value,
+                "teams": list(a.teams),
+                "notes": a.notes,
+                "at": tx.now.isoformat() if a is given else None,
+            }
             for a in answers
         ]
         for old, new in zip(row.answers or (), stored, strict=False):

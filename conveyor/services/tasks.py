@@ -72,7 +72,9 @@ async def get_task(services: Services, caller: Caller, task: str) -> dict[str, A
         _check(caller, P.TaskView, ref, env)
         steps = (
             await session.execute(
-                select(t.task_steps).where(t.task_steps.c.task_id == row.id).order_by(t.task_steps.c.idx)
+                select(t.task_steps)
+                .where(t.task_steps.c.task_id == row.id)
+                .order_by(t.task_steps.c.idx)
             )
         ).all()
         children = (
@@ -169,7 +171,11 @@ async def _cancel(tx: Tx, row: Any) -> None:
     await tx.session.execute(
         update(t.tasks)
         .where(t.tasks.c.id == row.id)
-        .values(cancel_requested=True, wake=True, state="executing" if row.state == "queued" else row.state)
+        .values(
+            cancel_requested=True,
+            wake=True,
+            state="executing" if row.state == "queued" else row.state,
+        )
     )
     await tx.session.execute(
         update(t.interruptions)
@@ -179,7 +185,9 @@ async def _cancel(tx: Tx, row: Any) -> None:
     await tx.wake()
     children = (
         await tx.session.execute(
-            select(t.tasks).where(t.tasks.c.parent_task_id == row.id, t.tasks.c.state.not_in(TERMINAL))
+            select(t.tasks).where(
+                t.tasks.c.parent_task_id == row.id, t.tasks.c.state.not_in(TERMINAL)
+            )
         )
     ).all()
     for child in children:
@@ -276,7 +284,12 @@ async def dashboard(services: Services, caller: Caller) -> dict[str, Any]:
     cells = []
     for r in rows:
         ref, env = _names(loaded, r)
-        if ref is None or env is None or ref.name not in visible_projects or env not in visible_envs:
+        if (
+            ref is None
+            or env is None
+            or ref.name not in visible_projects
+            or env not in visible_envs
+        ):
             continue
         cells.append(
             {

@@ -24,9 +24,12 @@ Path = tuple[str | int, ...]
 Transform = Callable[[str, Path, int], str]
 
 TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 # Aliases can make a short file expand enormously ("billion laughs"); refuse beyond these.
 MAX_NODES = 200_000
 MAX_DEPTH = 64
+# Lists of short names are dumped on one line up to this many characters.
+FLOW_WIDTH = 60
 
 
 @dataclass
@@ -99,11 +102,13 @@ class _Builder:
     def build(self, node: Node, path: Path, depth: int) -> Any:
         self.count += 1
         if self.count > MAX_NODES or depth > MAX_DEPTH:
-            raise ValidationFailed(
-                [Problem(path, "the file nests or repeats (through aliases) too much", line(node))]
-            )
+            message = "the file nests or repeats (through aliases) too much"
+            raise ValidationFailed([Problem(path[:1], message, line(node))])
         if isinstance(node, ScalarNode):
             return self._scalar(node, path)
+        if not isinstance(node, ScalarNode) and node.tag not in PLAIN_TAGS:
+            # Read as plain data, never as an object; the tag itself is the problem.
+            self.problems.append(Problem(path, f"the tag {node.tag} is not allowed", line(node)))
         if isinstance(node, SequenceNode):
             return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
         if isinstance(node, MappingNode):
@@ -254,14 +259,13 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 
 
 def _represent_list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.SequenceNode:
-    # Short lists of names read best on one line: environments: [Test, Production]
+    # Lists of names read best on one line: environments: [Test, Production]
     flow = all(isinstance(v, str | int) and "\n" not in str(v) for v in value) and (
         sum(len(str(v)) + 2 for v in value) <= FLOW_WIDTH
     )
     return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flow)
 
 
-FLOW_WIDTH = 60
 ReadableDumper.add_representer(str, _represent_str)
 ReadableDumper.add_representer(list, _represent_list)
 

@@ -120,28 +120,26 @@ async def test_unknown_route_is_404_problem(client: httpx.AsyncClient) -> None:
     assert_problem(await client.patch("/projects"), 405, "method_not_allowed")
 
 
-@pytest.mark.parametrize(
-    ("content", "path"),
-    [
-        (b"{not json", None),
-        (b'{"name": ["a list"]}', "name"),
-        (b'{"name": "X", "guided_failure": "yes"}', "guided_failure"),
-        (b'{"name": "X", "colour": "blue"}', "colour"),
-        (b'"a string"', None),
-        (b"[1, 2]", None),
-        (b"", None),
-    ],
-)
-async def test_bad_input_is_422_with_the_field_path(
-    client: httpx.AsyncClient, content: bytes, path: str | None
-) -> None:
-    response = await client.post(
-        "/environments", content=content, headers={"content-type": "application/json"}
-    )
-    body = assert_problem(response, 422, "validation_failed")
-    assert body["problems"]
-    if path is not None:
-        assert [p["path"] for p in body["problems"]] == [path]
+BAD_BODIES: list[tuple[bytes, str | None]] = [
+    (b"{not json", None),
+    (b'{"name": ["a list"]}', "name"),
+    (b'{"name": "X", "guided_failure": "yes"}', "guided_failure"),
+    (b'{"name": "X", "colour": "blue"}', "colour"),
+    (b'"a string"', None),
+    (b"[1, 2]", None),
+    (b"", None),
+]
+
+
+async def test_bad_input_is_422_with_the_field_path(client: httpx.AsyncClient) -> None:
+    for content, path in BAD_BODIES:
+        response = await client.post(
+            "/environments", content=content, headers={"content-type": "application/json"}
+        )
+        body = assert_problem(response, 422, "validation_failed")
+        assert body["problems"], content
+        if path is not None:
+            assert [p["path"] for p in body["problems"]] == [path], content
 
 
 async def test_wrong_types_deep_in_a_document_are_located(client: httpx.AsyncClient) -> None:
@@ -176,22 +174,21 @@ async def test_text_the_database_cannot_store_is_422_not_500(client: httpx.Async
     assert_problem(response, 422, "validation_failed")
 
 
-@pytest.mark.parametrize(
-    ("kind", "document", "path"),
-    [
-        ("environments", {"name": "x" * 201}, "environments"),
-        # a name within the limit whose slug ("ffi" for each ligature) is not
-        ("environments", {"name": "\ufb03" * 100}, "environments"),
-        ("users", {"username": "eve", "email": "e" * 320 + "@x.io"}, "users[eve].email"),
-        ("users", {"username": "eve", "display_name": "E" * 201}, "users[eve].display_name"),
-        ("users", {"username": "e" * 101}, "users"),
-    ],
-)
-async def test_text_longer_than_its_column_is_422_not_500(
-    client: httpx.AsyncClient, kind: str, document: dict[str, Any], path: str
-) -> None:
-    body = assert_problem(await client.post(f"/{kind}", json=document), 422, "validation_failed")
-    assert body["problems"][0]["path"].startswith(path)
+TOO_LONG: list[tuple[str, dict[str, Any], str]] = [
+    ("environments", {"name": "x" * 201}, "environments"),
+    # a name within the limit whose slug ("ffi" for each ligature) is not
+    ("environments", {"name": "\ufb03" * 100}, "environments"),
+    ("users", {"username": "eve", "email": "e" * 320 + "@x.io"}, "users[eve].email"),
+    ("users", {"username": "eve", "display_name": "E" * 201}, "users[eve].display_name"),
+    ("users", {"username": "e" * 101}, "users"),
+]
+
+
+async def test_text_longer_than_its_column_is_422_not_500(client: httpx.AsyncClient) -> None:
+    for kind, document, path in TOO_LONG:
+        response = await client.post(f"/{kind}", json=document)
+        body = assert_problem(response, 422, "validation_failed")
+        assert body["problems"][0]["path"].startswith(path), body
 
 
 async def test_name_conflict_is_409(client: httpx.AsyncClient) -> None:
@@ -414,15 +411,11 @@ async def test_lists_show_only_what_the_caller_may_view(
     nobody = client_for(await user_with("nobody"))
     assert (await nobody.get("/projects")).json() == []
     assert (await nobody.get("/environments")).json() == []
-    assert_problem(await nobody.get("/teams"), 403, "permission_denied") if False else None
     assert (await nobody.get("/teams")).json() == []
 
 
 async def test_explain_and_matrix(client_for: ClientFor, user_with: UserFactory) -> None:
     await user_with("dev", roles=[{"role": "Project Contributor", "projects": ["Database"]}])
-    # a custom role without UserView
-    admin_client = client_for(None)
-    del admin_client
     nobody = client_for(await user_with("nobody"))
 
     body = assert_problem(

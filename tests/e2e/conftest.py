@@ -134,6 +134,32 @@ class Server:
         full = {**self.env, "CONVEYOR_API_KEY": api_key or self.api_key, **(env or {})}
         return run_conveyor(args, full, input=input, cwd=self.tmp, timeout=timeout)
 
+    def cli_in_process(
+        self, *args: str, api_key: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """The same command, run by the CLI's own code inside the test process: for tables of many
+        questions, where starting an interpreter per question would dominate the run."""
+        from typer.testing import CliRunner
+
+        from conveyor.cli.main import app
+
+        env = {"CONVEYOR_SERVER": self.url, "CONVEYOR_API_KEY": api_key or self.api_key}
+        result = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+        return subprocess.CompletedProcess(
+            ["conveyor", *args], result.exit_code, result.stdout, result.stderr
+        )
+
+    def get(self, path: str, api_key: str | None = None) -> httpx.Response:
+        """GET /api/v1{path} straight from the test: to look at the server's state."""
+        headers = {"X-Api-Key": api_key or self.api_key}
+        response = httpx.get(f"{self.url}/api/v1{path}", headers=headers, timeout=30)
+        response.raise_for_status()
+        return response
+
+    def export(self) -> str:
+        """The server's configuration as the admin sees it."""
+        return self.get("/config/export").text
+
     def ok(self, *args: str, api_key: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run a command that must succeed; show everything it said when it does not."""
         result = self.cli(*args, api_key=api_key)

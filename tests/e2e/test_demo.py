@@ -67,9 +67,9 @@ def test_demo_prints_users_and_serves(tmp_path: Path) -> None:
         env = {"CONVEYOR_DATA_DIR": str(data_dir), "CONVEYOR_SERVER": url}
         created = run_conveyor(("admin", "api-key", "create", "--user", "dev"), env)
         assert created.returncode == 0, created.stderr
-        exported = run_conveyor(("export",), {**env, "CONVEYOR_API_KEY": created.stdout.strip()})
-        assert exported.returncode == 0, exported.stderr
-        assert "Deploy All" in exported.stdout and "QA approval" in exported.stdout
+        key = created.stdout.strip()
+        exported = httpx.get(f"{url}/api/v1/config/export", headers={"X-Api-Key": key}).text
+        assert "Deploy All" in exported and "QA approval" in exported
     finally:
         stop(proc)
     assert proc.returncode is not None

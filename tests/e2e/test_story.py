@@ -1,0 +1,539 @@
+"""The Octo Pet Shop story (stories 1, 2, 4 to 8 and 10) against a real server, through the CLI.
+
+One server per database (SQLite, PostgreSQL). The stories build on each other, so they run in
+order, sharing one module-scoped ``Story``; a story whose predecessor did not finish is skipped
+(the predecessor's failure is the one to read). Every command runs as the user of the story,
+with that user's own API key, exactly as they would type it; only the test's own waiting (until
+a task asks for a person) reads the HTTP API directly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.e2e.conftest import EXAMPLE, Server, describe
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLES = EXAMPLE.parent
+USERS = ("build", "dev", "qa", "owner", "ops", "auditor")
+COMPONENTS = {
+    # project: (package id, folder in the example)
+    "Database": ("OctoPetShop.Database", "database"),
+    "Shopping Cart Service": ("OctoPetShop.ShoppingCartService", "src/ShoppingCartService"),
+    "Product Service": ("OctoPetShop.ProductService", "src/ProductService"),
+    "Website": ("OctoPetShop.Web", "src/Web"),
+}
+SERVICES = ("Shopping Cart Service", "Product Service")
+STEP_OF = {project: f"Deploy {project}" for project in COMPONENTS}
+ALREADY_IN_TEST = "1.0.0 is already the current release in Test"
+WAIT_SECONDS = 60.0
+
+
+@dataclass
+class Story:
+    server: Server
+    keys: dict[str, str] = field(default_factory=dict)
+    done: set[int] = field(default_factory=set)
+    tasks: dict[str, str] = field(default_factory=dict)
+
+    # ------------------------------------------------------------ the CLI, as a user
+
+    def run(self, user: str, *args: str) -> Any:
+        return self.server.cli(*args, api_key=self.keys[user])
+
+    def ok(self, user: str, *args: str) -> Any:
+        result = self.run(user, *args)
+        assert result.returncode == 0, f"as {user}: {describe(result)}"
+        return result
+
+    def json(self, user: str, *args: str) -> Any:
+        return json.loads(self.ok(user, *args, "--output", "json").stdout)
+
+    def refused(self, user: str, *args: str, code: int = 3) -> str:
+        """The command exits ``code`` with one readable sentence; returns it."""
+        result = self.run(user, *args)
+        assert result.returncode == code, f"as {user}, expected exit {code}: {describe(result)}"
+        assert result.stderr.strip(), describe(result)
+        assert "Traceback" not in result.stderr, describe(result)
+        return str(result.stderr)
+
+    # ------------------------------------------------------------ waiting (test plumbing)
+
+    def api(self, user: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=f"{self.server.url}/api/v1",
+            headers={"X-Api-Key": self.keys[user]},
+            timeout=30,
+        )
+
+    def pending(self, user: str, task: str, step: str) -> dict[str, Any]:
+        """Wait until ``task`` asks a person at ``step``; the interruption as ``user`` sees it."""
+        deadline = time.monotonic() + WAIT_SECONDS
+        with self.api(user) as api:
+            while time.monotonic() < deadline:
+                state = api.get(f"/tasks/{task}").json()["state"]
+                assert state not in ("success", "failed", "canceled", "timed_out"), (
+                    f"{task} ended {state} before asking at {step}"
+                )
+                found = [
+                    i
+                    for i in api.get("/interruptions", params={"task": task}).json()
+                    if i["step"] == step and i["state"] == "pending"
+                ]
+                if found and state == "waiting":
+                    return dict(found[0])
+                time.sleep(0.2)
+        pytest.fail(f"{task} did not wait at {step} within {WAIT_SECONDS:.0f} s")
+
+    def wait(self, user: str, task: str) -> dict[str, Any]:
+        """`conveyor task wait` as the user; it must succeed."""
+        data = self.json(user, "task", "wait", task, "--timeout", str(WAIT_SECONDS))
+        assert data == {"id": task, "state": "success"}, data
+        return dict(data)
+
+    def deployments(self, user: str, *args: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.json(user, "deployment", "list", *args)
+        return rows
+
+    def require(self, *stories: int) -> None:
+        missing = [s for s in stories if s not in self.done]
+        if missing:
+            pytest.skip(f"story {', '.join(map(str, missing))} did not complete")
+
+
+@pytest.fixture(scope="module")
+def story(server: Server) -> Story:
+    """The example applied, and an API key for each user of the story."""
+    result = server.cli("apply", "-f", str(EXAMPLE))
+    assert result.returncode == 0, describe(result)
+    with ThreadPoolExecutor(max_workers=len(USERS)) as pool:
+        keys = dict(zip(USERS, pool.map(server.api_key_for, USERS), strict=True))
+    return Story(server, keys)
+
+
+def at(value: str | None) -> datetime:
+    assert value, "a deployment time is missing"
+    return datetime.fromisoformat(value)
+
+
+def children_in_order(rows: list[dict[str, Any]], parent: str) -> dict[str, dict[str, Any]]:
+    """The children of ``parent`` by project, after checking the order their times show:
+    Database done before either service starts, the Website after both services are done."""
+    children = {r["project"]: r for r in rows if r["parent"] == parent}
+    assert set(children) == set(COMPONENTS), children
+    for row in children.values():
+        assert row["state"] == "success", row
+        assert at(row["queued"]) <= at(row["started"]) <= at(row["completed"]), row
+    database, website = children["Database"], children["Website"]
+    for name in SERVICES:
+        service = children[name]
+        assert at(database["completed"]) <= at(service["started"]), (database, service)
+        assert at(service["completed"]) <= at(website["started"]), (service, website)
+    return children
+
+
+def deploy_all(story: Story, user: str, release: str, to: str, *extra: str) -> dict[str, Any]:
+    return dict(
+        story.json(
+            user,
+            "release",
+            "deploy",
+            "--project",
+            "Deploy All",
+            "--version",
+            release,
+            "--to",
+            to,
+            *extra,
+        )
+    )
+
+
+def test_story_1_build_server_releases_each_component(story: Story, tmp_path: Path) -> None:
+    """The build server packs, pushes and releases each component; each reaches Development."""
+    packages = tmp_path / "packages"
+
+    def pack(project: str) -> Path:
+        package_id, folder = COMPONENTS[project]
+        made = story.json(
+            "build",
+            "package",
+            "pack",
+            str(EXAMPLES / folder),
+            "--id",
+            package_id,
+            "--version",
+            "1.0.0",
+            "-o",
+            str(packages),
+        )
+        return Path(made["path"])
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        files = list(pool.map(pack, COMPONENTS))
+    for project, file in zip(COMPONENTS, files, strict=True):
+        story.ok("build", "package", "push", str(file))
+        args = ("release", "create", "--project", project, "--version", "1.0.0")
+        if project == "Website":
+            # In text, release create also says where the release went by itself.
+            said = story.ok("build", *args).stdout
+            assert "Created Website 1.0.0" in said, said
+            assert "Deploying automatically to Development" in said, said
+            continue
+        release = story.json("build", *args)
+        package_id = COMPONENTS[project][0]
+        assert set(release) == {"id", "project", "version", "packages", "children"}, release
+        assert release["project"] == project and release["version"] == "1.0.0"
+        assert release["packages"] == {package_id: "1.0.0"} and release["children"] == {}
+    development = story.deployments("build", "--environment", "Development")
+    assert {r["project"] for r in development} == set(COMPONENTS), development
+    for row in development:
+        story.wait("build", row["task"])
+    board = story.json("auditor", "dashboard")
+    assert set(board) == {"environments", "projects", "cells"}
+    cells = {(c["project"], c["environment"]): c for c in board["cells"]}
+    for project in COMPONENTS:
+        cell = cells[(project, "Development")]
+        assert set(cell) == {"project", "environment", "release", "state", "task", "completed"}
+        assert (cell["release"], cell["state"]) == ("1.0.0", "success"), cell
+    story.done.add(1)
+
+
+def test_story_2_deploy_all_to_test_in_order(story: Story) -> None:
+    story.require(1)
+    created = story.json(
+        "dev", "release", "create", "--project", "Deploy All", "--version", "1.0.0"
+    )
+    assert created["children"] == dict.fromkeys(COMPONENTS, "1.0.0"), created
+    result = story.ok(
+        "dev",
+        "release",
+        "deploy",
+        "--project",
+        "Deploy All",
+        "--version",
+        "1.0.0",
+        "--to",
+        "Test",
+        "--wait",
+    )
+    # --wait shows the progress: the log lines as they come, then the outcome.
+    assert "Deploying Database 1.0.0" in result.stdout, describe(result)
+    assert "succeeded" in result.stdout.splitlines()[-1], describe(result)
+    rows = story.deployments("dev", "--environment", "Test")
+    parent = next(r for r in rows if r["project"] == "Deploy All")
+    assert (parent["release"], parent["state"], parent["parent"]) == ("1.0.0", "success", None)
+    assert parent["created_by"] == "dev"
+    children = children_in_order(rows, parent["id"])
+    assert {r["release"] for r in children.values()} == {"1.0.0"}
+    # The log shows the order too: each child is started in turn.
+    log = story.ok("dev", "task", "log", parent["task"]).stdout
+    started = [log.index(f"Deploying {project} 1.0.0 as") for project in COMPONENTS]
+    assert started[0] < min(started[1:3]) and max(started[1:3]) < started[3], log
+    story.done.add(2)
+
+
+def component_copy(tmp_path: Path, folder: str, version: str) -> Path:
+    copy = tmp_path / "src" / folder
+    shutil.copytree(EXAMPLES / folder, copy)
+    (copy / "VERSION").write_text(f"{version}\n", encoding="utf-8")
+    return copy
+
+
+def test_story_3_database_and_website_1_0_1(story: Story, tmp_path: Path) -> None:
+    """Story 3 itself (conveyor changes) is another issue's; here only its outcome: the build
+    server releases Database 1.0.1 (with a new migration) and Website 1.0.1."""
+    story.require(2)
+    database = component_copy(tmp_path, "database", "1.0.1")
+    (database / "migrations" / "0003_add_reviews.sql").write_text(
+        "-- Product reviews.\nCREATE TABLE reviews (\n    id INTEGER PRIMARY KEY,\n"
+        "    product_id INTEGER NOT NULL REFERENCES products (id),\n"
+        "    stars INTEGER NOT NULL CHECK (stars BETWEEN 1 AND 5)\n);\n",
+        encoding="utf-8",
+    )
+    website = component_copy(tmp_path, "src/Web", "1.0.1")
+    for project, folder in (("Database", database), ("Website", website)):
+        package_id = COMPONENTS[project][0]
+        made = story.json(
+            "build",
+            "package",
+            "pack",
+            str(folder),
+            "--id",
+            package_id,
+            "--version",
+            "1.0.1",
+            "-o",
+            str(tmp_path / "packages"),
+        )
+        story.ok("build", "package", "push", made["path"])
+        release = story.json("build", "release", "create", "--project", project)
+        assert release["version"] == "1.0.1", release  # the next version after 1.0.0
+        assert release["packages"] == {package_id: "1.0.1"}, release
+    development = story.deployments("build", "--environment", "Development")
+    newest = [r for r in development if r["release"] == "1.0.1"]
+    assert {r["project"] for r in newest} == {"Database", "Website"}, development
+    for row in newest:
+        story.wait("build", row["task"])
+    story.done.add(3)
+
+
+def test_story_4_deploy_all_1_0_1_chooses_the_latest_and_plans_the_skips(story: Story) -> None:
+    story.require(3)
+    created = story.json(
+        "dev", "release", "create", "--project", "Deploy All", "--version", "1.0.1"
+    )
+    assert created["children"] == {
+        "Database": "1.0.1",
+        "Shopping Cart Service": "1.0.0",
+        "Product Service": "1.0.0",
+        "Website": "1.0.1",
+    }, created
+    plan = story.json(
+        "dev", "release", "plan", "--project", "Deploy All", "--version", "1.0.1", "--to", "Test"
+    )
+    assert set(plan) == {"environment", "steps"} and plan["environment"] == "Test", plan
+    steps = {s["name"]: s for s in plan["steps"]}
+    for step in plan["steps"]:
+        assert set(step) == {"name", "action", "reason", "child"}, step
+    assert steps["QA approval"]["action"] == "skip" and steps["QA approval"]["child"] is None
+    assert steps[STEP_OF["Database"]]["action"] == "run", steps
+    assert steps[STEP_OF["Database"]]["child"] == {
+        "project": "Database",
+        "version": "1.0.1",
+        "current": "1.0.0",
+    }
+    for name in SERVICES:
+        step = steps[STEP_OF[name]]
+        assert step["action"] == "skip", step
+        assert ALREADY_IN_TEST in step["reason"] and name in step["reason"], step
+        assert step["child"] == {"project": name, "version": "1.0.0", "current": "1.0.0"}
+    assert steps[STEP_OF["Website"]]["action"] == "run", steps
+    # The lifecycle holds: 1.0.1 has not succeeded in Test, so not even ops may take it further.
+    message = story.refused(
+        "ops",
+        "release",
+        "deploy",
+        "--project",
+        "Deploy All",
+        "--version",
+        "1.0.1",
+        "--to",
+        "Staging",
+        code=5,
+    )
+    assert "Test" in message, message
+    story.done.add(4)
+
+
+def test_story_5_deploy_all_1_0_1_to_test(story: Story) -> None:
+    story.require(4)
+    queued = deploy_all(story, "dev", "1.0.1", "Test", "--wait")
+    assert set(queued) == {"deployment", "task", "state"} and queued["state"] == "success"
+    log = story.ok("dev", "task", "log", queued["task"]).stdout
+    for name in SERVICES:
+        assert f'"{STEP_OF[name]}" skipped: {name} {ALREADY_IN_TEST}' in log, log
+    rows = story.deployments("dev", "--environment", "Test")
+    children = [r for r in rows if r["parent"] == queued["deployment"]]
+    assert sorted((r["project"], r["release"]) for r in children) == [
+        ("Database", "1.0.1"),
+        ("Website", "1.0.1"),
+    ], children
+    database = children[[r["project"] for r in children].index("Database")]
+    website = children[[r["project"] for r in children].index("Website")]
+    assert at(database["completed"]) <= at(website["started"])
+    # The files the deployments wrote: Test's database has the new migration ...
+    test_folder = next(story.server.data_dir.glob("targets/*/test"))
+    db = test_folder / "octopetshop-Test.sqlite"
+    assert db.is_file(), sorted(str(p) for p in test_folder.rglob("*"))
+    with sqlite3.connect(db) as conn:
+        names = [n for (n,) in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
+    assert names == ["0001_create_products.sql", "0002_create_carts.sql", "0003_add_reviews.sql"], (
+        names
+    )
+    # ... and Website 1.0.1 is what is live in Test.
+    current = test_folder / "website" / "current"
+    assert current.is_symlink() and current.resolve().name == "1.0.1", current
+    assert (current / "VERSION").read_text(encoding="utf-8").strip() == "1.0.1"
+    story.tasks["test"] = queued["task"]
+    story.done.add(5)
+
+
+def config_without(step_name: str) -> dict[str, Any]:
+    config = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    deploy_all_doc = next(p for p in config["projects"] if p["name"] == "Deploy All")
+    steps = deploy_all_doc["process"]["steps"]
+    deploy_all_doc["process"]["steps"] = [s for s in steps if s["name"] != step_name]
+    return dict(config)
+
+
+def database_only(extra_step: dict[str, Any]) -> dict[str, Any]:
+    config = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    database = next(p for p in config["projects"] if p["name"] == "Database")
+    database["process"]["steps"].append(extra_step)
+    return {"projects": [database]}
+
+
+def write_yaml(tmp_path: Path, name: str, data: dict[str, Any]) -> str:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return str(path)
+
+
+def test_story_6_what_dev_may_not_do(story: Story, tmp_path: Path) -> None:
+    story.require(5)
+    message = story.refused(
+        "dev",
+        "release",
+        "deploy",
+        "--project",
+        "Deploy All",
+        "--version",
+        "1.0.1",
+        "--to",
+        "Staging",
+    )
+    assert "DeploymentCreate" in message, message
+    no_qa = write_yaml(tmp_path, "no-qa.yaml", config_without("QA approval"))
+    message = story.refused("dev", "apply", "-f", no_qa)
+    assert "ProcessEdit" in message or "Deploy All" in message, message
+    checked = database_only(
+        {"name": "Smoke check", "type": "script", "syntax": "bash", "script": "echo checked"}
+    )
+    result = story.ok("dev", "apply", "-f", write_yaml(tmp_path, "database.yaml", checked))
+    assert "Database" in result.stdout, result.stdout
+    # The refused file changed nothing: Deploy All still asks QA.
+    exported = yaml.safe_load(story.ok("ops", "export").stdout)
+    deploy_all_doc = next(p for p in exported["projects"] if p["name"] == "Deploy All")
+    assert "QA approval" in [s["name"] for s in deploy_all_doc["process"]["steps"]]
+    story.done.add(6)
+
+
+def test_story_7_ops_deploys_to_staging_through_both_approvals(story: Story) -> None:
+    story.require(5)
+    queued = deploy_all(story, "ops", "1.0.1", "Staging")
+    assert set(queued) == {"deployment", "task", "state"}, queued
+    task = queued["task"]
+    qa_step = story.pending("ops", task, "QA approval")
+    listed = story.json("ops", "interruption", "list", "--task", task)
+    assert [i["id"] for i in listed] == [qa_step["id"]], listed
+    item = listed[0]
+    assert set(item) == {
+        "id",
+        "task",
+        "step",
+        "kind",
+        "responsible_teams",
+        "taken_by",
+        "state",
+        "result",
+    }, item
+    assert item == {
+        "id": qa_step["id"],
+        "task": task,
+        "step": "QA approval",
+        "kind": "manual_intervention",
+        "responsible_teams": ["QA"],
+        "taken_by": None,
+        "state": "pending",
+        "result": None,
+    }, item
+    interruption = item["id"]
+    story.refused("ops", "interruption", "submit", interruption, "--result", "proceed")
+    story.refused("owner", "interruption", "submit", interruption, "--result", "proceed")
+    story.refused("owner", "interruption", "take", interruption)
+    mine = story.json("qa", "interruption", "list", "--mine")
+    assert [i["id"] for i in mine] == [interruption], mine
+    taken = story.json("qa", "interruption", "take", interruption)
+    assert taken["taken_by"] == "qa", taken
+    answered = story.json(
+        "qa", "interruption", "submit", interruption, "--result", "proceed", "--notes", "tested"
+    )
+    assert (answered["state"], answered["result"]) == ("answered", "proceed"), answered
+    owner_step = story.pending("owner", task, "Business Owner approval")
+    assert owner_step["responsible_teams"] == ["Business Owner"], owner_step
+    story.refused("qa", "interruption", "submit", owner_step["id"], "--result", "proceed")
+    story.ok("owner", "interruption", "take", owner_step["id"])
+    story.ok(
+        "owner", "interruption", "submit", owner_step["id"], "--result", "proceed", "--notes", "go"
+    )
+    story.wait("ops", task)
+    rows = story.deployments("auditor", "--environment", "Staging")
+    children = children_in_order(rows, queued["deployment"])
+    assert {p: r["release"] for p, r in children.items()} == {
+        "Database": "1.0.1",
+        "Shopping Cart Service": "1.0.0",
+        "Product Service": "1.0.0",
+        "Website": "1.0.1",
+    }
+    # Each child ran as the person who started the parent.
+    assert {r["created_by"] for r in children.values()} == {"ops"}
+    story.done.add(7)
+
+
+def test_story_8_qa_aborts_the_promotion_to_production(story: Story) -> None:
+    story.require(7)
+    queued = story.json(
+        "ops",
+        "release",
+        "promote",
+        "--project",
+        "Deploy All",
+        "--from",
+        "Staging",
+        "--to",
+        "Production",
+    )
+    assert set(queued) == {"deployment", "task", "state"}, queued
+    task = queued["task"]
+    step = story.pending("qa", task, "QA approval")
+    story.ok("qa", "interruption", "take", step["id"])
+    story.ok(
+        "qa",
+        "interruption",
+        "submit",
+        step["id"],
+        "--result",
+        "abort",
+        "--notes",
+        "the checkout is broken",
+    )
+    waited = story.run(
+        "ops", "task", "wait", task, "--timeout", str(WAIT_SECONDS), "--output", "json"
+    )
+    assert waited.returncode == 1, describe(waited)
+    assert json.loads(waited.stdout) == {"id": task, "state": "failed"}, describe(waited)
+    shown = story.json("ops", "task", "show", task)
+    assert shown["state"] == "failed", shown
+    assert "aborted by qa" in (shown["error"] or ""), shown
+    assert "the checkout is broken" in shown["error"], shown
+    production = story.deployments("auditor", "--environment", "Production")
+    assert [(r["project"], r["release"], r["state"]) for r in production] == [
+        ("Deploy All", "1.0.1", "failed")
+    ], production
+    board = story.json("auditor", "dashboard")
+    in_production = [c for c in board["cells"] if c["environment"] == "Production"]
+    assert [(c["project"], c["state"]) for c in in_production] == [("Deploy All", "failed")]
+    story.done.add(8)
+
+
+def test_story_10_ops_may_not_edit_a_component_process(story: Story, tmp_path: Path) -> None:
+    story.require(1)
+    changed = database_only(
+        {"name": "Ops shortcut", "type": "script", "syntax": "bash", "script": "echo nope"}
+    )
+    message = story.refused("ops", "apply", "-f", write_yaml(tmp_path, "ops.yaml", changed))
+    assert "ProcessEdit" in message or "Database" in message, message
