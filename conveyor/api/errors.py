@@ -46,7 +46,9 @@ def problem(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
         **extra,
     }
     headers = {"WWW-Authenticate": "ApiKey"} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+    return JSONResponse(
+        body, status_code=status, media_type="application/problem+json", headers=headers
+    )
 
 
 def install(app: FastAPI) -> None:

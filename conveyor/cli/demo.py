@@ -6,13 +6,36 @@ import asyncio
 import os
 import secrets
 import shutil
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from conveyor.cli.output import Failure, say
 
 MARKER = ".conveyor-demo"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "octopetshop" / "conveyor.yaml"
 DEMO_USERS = ("dev", "qa", "owner", "auditor", "ops")
+# (folder of examples/octopetshop, package id, project): what the build server ships.
+COMPONENTS = (
+    ("database", "OctoPetShop.Database", "Database"),
+    ("src/ShoppingCartService", "OctoPetShop.ShoppingCartService", "Shopping Cart Service"),
+    ("src/ProductService", "OctoPetShop.ProductService", "Product Service"),
+    ("src/Web", "OctoPetShop.Web", "Website"),
+)
+
+
+def port_free(port: int) -> None:
+    """Refuse a port in use before the folder is wiped and the example applied for nothing."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise Failure(
+                "bad_input", f"port {port} is in use ({exc.strerror}): choose another with --port"
+            ) from exc
 
 
 def fresh_folder(data_dir: Path) -> None:
@@ -29,8 +52,14 @@ def fresh_folder(data_dir: Path) -> None:
     (data_dir / MARKER).write_text("made by conveyor demo; deleted by the next demo\n")
 
 
-async def prepare(data_dir: Path, example: Path = EXAMPLE) -> dict[str, str]:
-    """Database, admin, the example applied, demo passwords; returns username -> password."""
+@dataclass(frozen=True)
+class Demo:
+    passwords: dict[str, str]  # username -> password, admin first
+    api_key: str  # the admin's, for the CLI
+
+
+async def prepare(data_dir: Path, example_text: str) -> Demo:
+    """Database, admin, the example applied, demo passwords, first releases shipped."""
     from conveyor.services.access import caller_for_user, get_user
     from conveyor.services.configfile import apply_text
     from conveyor.services.core import bootstrap, system_caller
@@ -45,17 +74,39 @@ async def prepare(data_dir: Path, example: Path = EXAMPLE) -> dict[str, str]:
         init = await initialise(services)
         async with services.read() as session:
             admin = await caller_for_user(session, await get_user(session, "admin"))
-        await apply_text(
-            services, admin, example.read_text(encoding="utf-8"), source="examples/octopetshop"
-        )
+        await apply_text(services, admin, example_text, source="examples/octopetshop")
         passwords = {"admin": init.password or ""}
         for username in DEMO_USERS:
             password = f"{username}-{secrets.token_hex(4)}"
             await set_password(services, system_caller(), username, password)
             passwords[username] = password
-        return passwords
+        await ship_first_releases(services, data_dir, EXAMPLE.parent)
+        return Demo(passwords, init.api_key or "")
     finally:
         await services.close()
+
+
+async def ship_first_releases(services: Any, data_dir: Path, sources: Path) -> None:
+    """What the build server does: pack each component, push it, create its first release
+    (which deploys itself to Development once the server's engine runs)."""
+    from conveyor.services import archives, packages
+    from conveyor.services.access import caller_for_user, get_user
+    from conveyor.services.deployments import create_release
+
+    async with services.read() as session:
+        build = await caller_for_user(session, await get_user(session, "build"))
+    built = data_dir / "build"
+    built.mkdir(exist_ok=True)
+    for folder, package_id, project in COMPONENTS:
+        version = (sources / folder / "VERSION").read_text().strip()
+        archive = built / f"{package_id}.{version}.zip"
+        archives.pack(sources / folder, archive)
+
+        async def chunks(path: Path = archive) -> AsyncIterator[bytes]:
+            yield path.read_bytes()
+
+        await packages.push_package(services, build, chunks(), file_name=archive.name)
+        await create_release(services, build, project, version=version, notes="First release")
 
 
 def run_demo(port: int, data_dir: Path) -> None:
@@ -65,13 +116,20 @@ def run_demo(port: int, data_dir: Path) -> None:
     from conveyor.settings import Settings
 
     data_dir = data_dir.resolve()
+    port_free(port)
     fresh_folder(data_dir)
     os.environ["CONVEYOR_DATA_DIR"] = str(data_dir)
-    passwords = asyncio.run(prepare(data_dir))
+    demo = asyncio.run(prepare(data_dir, EXAMPLE.read_text(encoding="utf-8")))
+    url = f"http://127.0.0.1:{port}"
     say("Conveyor demo: the Octo Pet Shop")
     say(f"  data folder: {data_dir}")
-    say(f"  open http://127.0.0.1:{port} and sign in as one of:")
-    for username, password in passwords.items():
+    say("  the first releases of the four components are deploying to Development")
+    say(f"  open {url} and sign in as one of:")
+    for username, password in demo.passwords.items():
         say(f"    {username:<8} {password}")
+    say("  or use the command line as admin:")
+    say(f"    export CONVEYOR_SERVER={url} CONVEYOR_API_KEY={demo.api_key}")
+    say("    conveyor dashboard")
+    say("  Stop with Ctrl+C.")
     settings = Settings(data_dir=data_dir, database_url=None, port=port)
     uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")

@@ -117,7 +117,7 @@ def admin_init(output: OutputOpt = Format.TEXT) -> None:
 
 @admin_user_app.command("add")
 def admin_user_add(
-    username: str,
+    username: Annotated[str, typer.Argument(metavar="USERNAME", help="The name to sign in with")],
     email: Annotated[str, typer.Option("--email")] = "",
     display_name: Annotated[str, typer.Option("--display-name")] = "",
     service_account: Annotated[bool, typer.Option("--service-account")] = False,
@@ -127,14 +127,15 @@ def admin_user_add(
     output: OutputOpt = Format.TEXT,
 ) -> None:
     """Add a user (or a service account, which signs in with API keys only)."""
-    from conveyor.services.core import bootstrap, system_caller
-    from conveyor.services.users import add_user
-
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
     if password_stdin and service_account:
         fail(
             Failure("bad_input", "a service account has no password; omit --password-stdin"), output
         )
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
+
+    from conveyor.services.core import bootstrap, system_caller
+    from conveyor.services.users import add_user
+
     settings = _settings()
 
     async def work() -> None:

@@ -56,15 +56,27 @@ def fail(error: Failure | errors.ConveyorError, fmt: Format = Format.TEXT) -> No
             json.dumps({"error": {"code": code, "message": message, **extra}}, default=str) + "\n"
         )
     else:
-        err.print(message, markup=False, highlight=False, soft_wrap=True)
-        for problem in extra.get("problems", []) or []:
-            if isinstance(problem, dict) and len(extra.get("problems", [])) > 1:
-                line = f"line {problem['line']}: " if problem.get("line") else ""
-                where = f"{problem.get('path')}: " if problem.get("path") else ""
-                err.print(
-                    f"  - {line}{where}{problem.get('message')}", markup=False, highlight=False
-                )
+        header, items = _listed(extra)
+        # One sentence; several problems (or refused changes) as a list, one per line.
+        for text in [header, *(f"  - {item}" for item in items)] if items else [message]:
+            err.print(text, markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_CODES.get(code, FAILED if code == "failed" else UNREACHABLE))
+
+
+def _listed(extra: dict[str, Any]) -> tuple[str, list[str]]:
+    """A heading and the items, when an error carries more than one problem or refusal."""
+    problems = [p for p in extra.get("problems") or [] if isinstance(p, dict)]
+    if len(problems) > 1:
+        items = []
+        for problem in problems:
+            line = f"line {problem['line']}: " if problem.get("line") else ""
+            where = f"{problem['path']}: " if problem.get("path") else ""
+            items.append(f"{line}{where}{problem.get('message')}")
+        return f"{len(items)} problems:", items
+    refused = [str(r) for r in extra.get("refused") or []]
+    if len(refused) > 1:
+        return f"{len(refused)} changes are not allowed:", refused
+    return "", []
 
 
 def emit_json(data: Any) -> None:

@@ -346,9 +346,7 @@ def _users(model: Model, problems: list[Problem]) -> None:
         if u.email and (len(u.email) > MAX_EMAIL or not EMAIL.match(u.email)):
             problems.append(Problem((*path, "email"), f'"{u.email}" is not an email address'))
         if len(u.display_name) > MAX_NAME:
-            problems.append(
-                Problem((*path, "display_name"), f"is at most {MAX_NAME} characters")
-            )
+            problems.append(Problem((*path, "display_name"), f"is at most {MAX_NAME} characters"))
 
 
 def _roles(model: Model, known: set[str], problems: list[Problem]) -> None:

@@ -6,6 +6,7 @@ differs -> write -> audit each change, all in one transaction.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -49,6 +50,19 @@ def project_ref(model: Model, name: str) -> perms.ProjectRef:
 
 def public_id(kind: str, row_id: int | None) -> str:
     return f"{t.ID_PREFIXES[kind]}-{row_id}" if row_id is not None else ""
+
+
+def parse_public_id(kind: str, ref: str) -> int | None:
+    """``"Projects-3"`` -> 3; ``None`` unless ``ref`` is a public id of ``kind`` a row may have."""
+    prefix = t.ID_PREFIXES[kind] + "-"
+    number = ref[len(prefix) :] if ref.lower().startswith(prefix.lower()) else ""
+    # ASCII digits only ("²" is a digit to str.isdigit) and within a 64-bit row id.
+    if not PUBLIC_ID_NUMBER.fullmatch(number):
+        return None
+    return int(number)
+
+
+PUBLIC_ID_NUMBER = re.compile(r"[0-9]{1,18}")
 
 
 def built_in_roles() -> tuple[UserRole, ...]:

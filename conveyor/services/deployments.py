@@ -417,3 +417,27 @@ def builtin_preview(target: Target) -> dict[str, str]:
         "Conveyor.Release.Number": target.release.version,
         "Conveyor.Environment.Name": target.environment.name,
     }
+
+
+async def create_release(
+    services: Services, caller: Caller, project_ref: str, **options: Any
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Create a release, then send it to its first phase's automatic environments.
+
+    The automatic deployments run as the person who created the release, so their permissions
+    decide (a build server may deploy to Development); a refusal is reported, not raised."""
+    from conveyor.domain.errors import ConveyorError
+    from conveyor.services.releases import create_release as create
+
+    release = await create(services, caller, project_ref, **options)
+    loaded = await load(services)
+    project = loaded.model.get("projects", release.project)
+    lifecycle = loaded.model.get("lifecycles", project.lifecycle) if project else None
+    started: list[dict[str, Any]] = []
+    for env in lc.automatic_on_creation(lifecycle) if lifecycle else []:
+        try:
+            queued = await deploy(services, caller, release.project, release.version, env)
+            started.append({"environment": env, **queued.as_dict()})
+        except ConveyorError as exc:
+            started.append({"environment": env, "error": exc.message})
+    return release, started

@@ -16,9 +16,15 @@ from conveyor.domain.codec import encode_variables as _encode_variables
 from conveyor.domain.documents import Process, Project, UserRole, Variable, key, slugify
 from conveyor.domain.errors import Conflict, NotFound, PermissionDenied, Problem, ValidationFailed
 from conveyor.domain.model import KIND_LABELS, Kind, Model, doc_name
-from conveyor.services.config import ConfigResult, change_config, load, project_ref, public_id
+from conveyor.services.config import (
+    ConfigResult,
+    change_config,
+    load,
+    parse_public_id,
+    project_ref,
+    public_id,
+)
 from conveyor.services.core import Caller, Services
-from conveyor.store import tables as t
 from conveyor.store.documents import Loaded
 
 P = perms.Permission
@@ -78,9 +84,8 @@ def _view(loaded: Loaded, kind: Kind, doc: Any) -> DocumentView:
 
 def resolve(loaded: Loaded, kind: Kind, ref: str) -> Any:
     """A document by name, slug (case-insensitive) or public id ("Projects-3")."""
-    prefix = t.ID_PREFIXES[kind] + "-"
-    if ref.lower().startswith(prefix.lower()) and ref[len(prefix) :].isdigit():
-        row_id = int(ref[len(prefix) :])
+    row_id = parse_public_id(kind, ref)
+    if row_id is not None:
         for doc in loaded.model.docs(kind):
             if loaded.id_of(kind, doc_name(doc)) == row_id:
                 return doc

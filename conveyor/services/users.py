@@ -21,7 +21,7 @@ from conveyor.domain.errors import (
 )
 from conveyor.domain.model import Model
 from conveyor.services.access import get_user
-from conveyor.services.config import built_in_roles, change_config, public_id
+from conveyor.services.config import built_in_roles, change_config, parse_public_id, public_id
 from conveyor.services.core import Caller, Services, system_caller
 from conveyor.services.credentials import (
     MIN_PASSWORD,
@@ -127,6 +127,12 @@ async def add_user(
     service_account: bool = False,
     password: str | None = None,
 ) -> None:
+    # Checked first: a refused password must not leave a user behind without one.
+    if password is not None and service_account:
+        raise ValidationFailed(f'"{username}" is a service account: it signs in with API keys only')
+    if password is not None and len(password) < MIN_PASSWORD:
+        raise ValidationFailed(f"a password needs at least {MIN_PASSWORD} characters")
+
     def mutate(model: Model) -> Model:
         if model.has("users", username):
             raise Conflict(f'user "{username}" already exists')
@@ -225,16 +231,14 @@ async def list_api_keys(services: Services, caller: Caller, username: str) -> li
 
 async def revoke_api_key(services: Services, caller: Caller, username: str, key_id: str) -> None:
     _may_manage(caller, username)
-    number = key_id.rsplit("-", 1)[-1]
-    if not number.isdigit():
+    number = parse_public_id("api_keys", key_id)
+    if number is None:
         raise NotFound(f'"{key_id}" is not an API key id (they look like ApiKeys-12)')
     async with services.tx(caller) as tx:
         user = await get_user(tx.session, username)
         row = (
             await tx.session.execute(
-                select(t.api_keys).where(
-                    t.api_keys.c.id == int(number), t.api_keys.c.user_id == user.id
-                )
+                select(t.api_keys).where(t.api_keys.c.id == number, t.api_keys.c.user_id == user.id)
             )
         ).first()
         if row is None:

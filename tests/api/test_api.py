@@ -120,6 +120,19 @@ async def test_unknown_route_is_404_problem(client: httpx.AsyncClient) -> None:
     assert_problem(await client.patch("/projects"), 405, "method_not_allowed")
 
 
+async def test_odd_ids_are_404_not_500(client: httpx.AsyncClient) -> None:
+    for path in (
+        "/environments/Environments-\u00b2",
+        "/environments/Environments-99999999999999999999999",
+        "/users/Users-\u00b2",
+        "/users/admin/api-keys/ApiKeys-\u00b2",
+        "/users/admin/api-keys/ApiKeys-99999999999999999999",
+    ):
+        assert_problem(await client.delete(path), 404, "not_found")
+    environment = (await client.get("/environments/Dev")).json()
+    assert (await client.get(f"/environments/{environment['id'].lower()}")).json() == environment
+
+
 BAD_BODIES: list[tuple[bytes, str | None]] = [
     (b"{not json", None),
     (b'{"name": ["a list"]}', "name"),
@@ -233,7 +246,9 @@ async def test_process_edits_are_versioned_and_stale_edits_refused(
     assert first["steps"] == [STEP]
 
     stale = {"version": version, "steps": [STEP, {**STEP, "name": "Seed"}]}
-    body = assert_problem(await client.put("/projects/Database/process", json=stale), 409, "conflict")
+    body = assert_problem(
+        await client.put("/projects/Database/process", json=stale), 409, "conflict"
+    )
     assert body["current_version"] == first["version"]
     assert "changed since you read it" in body["message"]
     assert (await client.get("/projects/Database/process")).json()["steps"] == [STEP]
@@ -310,7 +325,9 @@ async def test_projects_cannot_carry_process_or_variables_in_the_document(
     client: httpx.AsyncClient,
 ) -> None:
     document = {"name": "Web", "group": "Shop", "lifecycle": "Main", "variables": []}
-    body = assert_problem(await client.put("/projects/Web", json=document), 422, "validation_failed")
+    body = assert_problem(
+        await client.put("/projects/Web", json=document), 422, "validation_failed"
+    )
     assert "/variables" in body["message"]
 
 
@@ -419,7 +436,9 @@ async def test_explain_and_matrix(client_for: ClientFor, user_with: UserFactory)
     nobody = client_for(await user_with("nobody"))
 
     body = assert_problem(
-        await nobody.get("/permissions/explain", params={"user": "dev", "permission": "ProcessEdit"}),
+        await nobody.get(
+            "/permissions/explain", params={"user": "dev", "permission": "ProcessEdit"}
+        ),
         403,
         "permission_denied",
     )

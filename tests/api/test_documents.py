@@ -257,7 +257,9 @@ async def test_built_in_roles_cannot_be_changed(client: httpx.AsyncClient) -> No
     role = (await client.get("/user-roles/Project Viewer")).json()
     assert role["built_in"] is True
     edited = {"name": "Project Viewer", "permissions": ["ProjectView"]}
-    body = assert_problem(await client.put("/user-roles/Project Viewer", json=edited), 409, "conflict")
+    body = assert_problem(
+        await client.put("/user-roles/Project Viewer", json=edited), 409, "conflict"
+    )
     assert "built in" in body["message"]
     renamed = {"name": "Viewer", "permissions": role["permissions"]}
     assert_problem(await client.put("/user-roles/project-viewer", json=renamed), 409, "conflict")

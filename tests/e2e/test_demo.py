@@ -63,13 +63,19 @@ def test_demo_prints_users_and_serves(tmp_path: Path) -> None:
         assert set(passwords) == set(DEMO_USERS), read_log(log)
         assert url in read_log(log)
         assert httpx.get(f"{url}/api/v1", timeout=5).json()["application"] == "Conveyor"
-        # The example is there: a local key for dev sees the Octo Pet Shop.
-        env = {"CONVEYOR_DATA_DIR": str(data_dir), "CONVEYOR_SERVER": url}
-        created = run_conveyor(("admin", "api-key", "create", "--user", "dev"), env)
-        assert created.returncode == 0, created.stderr
-        key = created.stdout.strip()
-        exported = httpx.get(f"{url}/api/v1/config/export", headers={"X-Api-Key": key}).text
-        assert "Deploy All" in exported and "QA approval" in exported
+        # The admin's key for the command line is printed too, and the example is there.
+        match = re.search(rf"CONVEYOR_SERVER={url} CONVEYOR_API_KEY=(\S+)", read_log(log))
+        assert match, read_log(log)
+        exported = httpx.get(f"{url}/api/v1/config/export", headers={"X-Api-Key": match[1]})
+        assert exported.status_code == 200, exported.text
+        assert "Deploy All" in exported.text and "QA approval" in exported.text
+        for user in DEMO_USERS:
+            assert f"username: {user}" in exported.text
+        # A second demo on the same port is refused before it touches anything.
+        busy = run_conveyor(("demo", "--port", str(port), "--data-dir", str(data_dir)), {})
+        assert busy.returncode == 2, busy.stderr
+        assert f"port {port} is in use" in busy.stderr
+        assert (data_dir / "conveyor.db").exists()
     finally:
         stop(proc)
     assert proc.returncode is not None

@@ -162,46 +162,50 @@ def deploy_all(story: Story, user: str, release: str, to: str, *extra: str) -> d
     )
 
 
+def build(
+    story: Story, project: str, folder: Path, version: str | None, out: Path, *, text: bool = False
+) -> Any:
+    """What the build server does for one component: pack, push, create the release (with
+    ``version``, or the next one). Returns the release as JSON, or what it said in text."""
+    package_id = COMPONENTS[project][0]
+    package_version = version or (folder / "VERSION").read_text(encoding="utf-8").strip()
+    made = story.json(
+        "build",
+        "package",
+        "pack",
+        str(folder),
+        "--id",
+        package_id,
+        "--version",
+        package_version,
+        "-o",
+        str(out),
+    )
+    story.ok("build", "package", "push", made["path"])
+    args = ("release", "create", "--project", project, *(("--version", version) if version else ()))
+    if text:
+        return story.ok("build", *args).stdout
+    return story.json("build", *args)
+
+
 def test_story_1_build_server_releases_each_component(story: Story, tmp_path: Path) -> None:
-    """The build server packs, pushes and releases each component; each reaches Development."""
-    packages = tmp_path / "packages"
+    """The build server packs, pushes and releases each component (the four builds run side by
+    side, as build agents do); each release deploys by itself to Development."""
 
-    def pack(project: str) -> Path:
-        package_id, folder = COMPONENTS[project]
-        made = story.json(
-            "build",
-            "package",
-            "pack",
-            str(EXAMPLES / folder),
-            "--id",
-            package_id,
-            "--version",
-            "1.0.0",
-            "-o",
-            str(packages),
-        )
-        return Path(made["path"])
+    def one(project: str) -> Any:
+        return build(story, project, EXAMPLES / COMPONENTS[project][1], "1.0.0", tmp_path)
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        files = list(pool.map(pack, COMPONENTS))
-    for project, file in zip(COMPONENTS, files, strict=True):
-        story.ok("build", "package", "push", str(file))
-        args = ("release", "create", "--project", project, "--version", "1.0.0")
-        if project == "Website":
-            # In text, release create also says where the release went by itself.
-            said = story.ok("build", *args).stdout
-            assert "Created Website 1.0.0" in said, said
-            assert "Deploying automatically to Development" in said, said
-            continue
-        release = story.json("build", *args)
-        package_id = COMPONENTS[project][0]
+    with ThreadPoolExecutor(max_workers=len(COMPONENTS)) as pool:
+        releases = dict(zip(COMPONENTS, pool.map(one, COMPONENTS), strict=True))
+    for project, release in releases.items():
         assert set(release) == {"id", "project", "version", "packages", "children"}, release
         assert release["project"] == project and release["version"] == "1.0.0"
-        assert release["packages"] == {package_id: "1.0.0"} and release["children"] == {}
+        assert release["packages"] == {COMPONENTS[project][0]: "1.0.0"}, release
+        assert release["children"] == {}, release
     development = story.deployments("build", "--environment", "Development")
     assert {r["project"] for r in development} == set(COMPONENTS), development
-    for row in development:
-        story.wait("build", row["task"])
+    with ThreadPoolExecutor(max_workers=len(development)) as pool:
+        list(pool.map(lambda row: story.wait("build", row["task"]), development))
     board = story.json("auditor", "dashboard")
     assert set(board) == {"environments", "projects", "cells"}
     cells = {(c["project"], c["environment"]): c for c in board["cells"]}
@@ -265,29 +269,21 @@ def test_story_3_database_and_website_1_0_1(story: Story, tmp_path: Path) -> Non
         encoding="utf-8",
     )
     website = component_copy(tmp_path, "src/Web", "1.0.1")
-    for project, folder in (("Database", database), ("Website", website)):
-        package_id = COMPONENTS[project][0]
-        made = story.json(
-            "build",
-            "package",
-            "pack",
-            str(folder),
-            "--id",
-            package_id,
-            "--version",
-            "1.0.1",
-            "-o",
-            str(tmp_path / "packages"),
-        )
-        story.ok("build", "package", "push", made["path"])
-        release = story.json("build", "release", "create", "--project", project)
-        assert release["version"] == "1.0.1", release  # the next version after 1.0.0
-        assert release["packages"] == {package_id: "1.0.1"}, release
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        made = pool.submit(build, story, "Database", database, None, tmp_path)
+        # In text, release create also says where the release went by itself.
+        said = build(story, "Website", website, None, tmp_path, text=True)
+        release = made.result()
+    assert release["version"] == "1.0.1", release  # the next version after 1.0.0
+    assert release["packages"] == {"OctoPetShop.Database": "1.0.1"}, release
+    assert "Created Website 1.0.1" in said, said
+    assert "OctoPetShop.Web 1.0.1" in said, said
+    assert "Deploying automatically to Development" in said, said
     development = story.deployments("build", "--environment", "Development")
     newest = [r for r in development if r["release"] == "1.0.1"]
     assert {r["project"] for r in newest} == {"Database", "Website"}, development
-    for row in newest:
-        story.wait("build", row["task"])
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda row: story.wait("build", row["task"]), newest))
     story.done.add(3)
 
 
@@ -452,9 +448,15 @@ def test_story_7_ops_deploys_to_staging_through_both_approvals(story: Story) -> 
         "result": None,
     }, item
     interruption = item["id"]
-    story.refused("ops", "interruption", "submit", interruption, "--result", "proceed")
-    story.refused("owner", "interruption", "submit", interruption, "--result", "proceed")
-    story.refused("owner", "interruption", "take", interruption)
+    # ops may deploy but not approve; owner is not in QA: both refused, with the reason.
+    refusals = [
+        ("ops", "interruption", "submit", interruption, "--result", "proceed"),
+        ("owner", "interruption", "submit", interruption, "--result", "proceed"),
+        ("owner", "interruption", "take", interruption),
+    ]
+    with ThreadPoolExecutor(max_workers=len(refusals)) as pool:
+        messages = list(pool.map(lambda args: story.refused(*args), refusals))
+    assert all("QA" in m for m in messages[1:]), messages
     mine = story.json("qa", "interruption", "list", "--mine")
     assert [i["id"] for i in mine] == [interruption], mine
     taken = story.json("qa", "interruption", "take", interruption)
@@ -537,3 +539,44 @@ def test_story_10_ops_may_not_edit_a_component_process(story: Story, tmp_path: P
     )
     message = story.refused("ops", "apply", "-f", write_yaml(tmp_path, "ops.yaml", changed))
     assert "ProcessEdit" in message or "Database" in message, message
+
+
+def test_people_read_it_all_in_text(story: Story) -> None:
+    """The same commands for people: short, aligned tables and sentences."""
+    story.require(8)
+    commands = {
+        "dashboard": ("dashboard",),
+        "deployments": ("deployment", "list", "--environment", "Staging"),
+        "releases": ("release", "list", "--project", "Deploy All"),
+        "release": ("release", "show", "--project", "Deploy All", "--version", "1.0.1"),
+        "interruptions": ("interruption", "list"),
+        "task": ("task", "show", story.tasks["test"]),
+        "plan": (
+            "release",
+            "plan",
+            "--project",
+            "Deploy All",
+            "--version",
+            "1.0.1",
+            "--to",
+            "Production",
+        ),
+    }
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        said = dict(
+            zip(
+                commands,
+                pool.map(lambda a: story.ok("auditor", *a).stdout, commands.values()),
+                strict=True,
+            )
+        )
+    board = said["dashboard"].splitlines()
+    assert board[0].split()[:5] == ["project", "Development", "Test", "Staging", "Production"]
+    website = next(line for line in board if line.startswith("Website"))
+    assert website.split()[1:] == ["1.0.1", "✓", "1.0.1", "✓", "1.0.1", "✓"], board
+    assert "Deploy All" in said["deployments"] and "Deployments-" in said["deployments"]
+    assert said["releases"].index("1.0.1") < said["releases"].index("1.0.0")
+    assert "child   Database 1.0.1" in said["release"], said["release"]
+    assert "QA approval" in said["interruptions"] and "abort" in said["interruptions"]
+    assert "Deploy Shopping Cart Service" in said["task"] and "skipped" in said["task"]
+    assert "Deploy Website" in said["plan"]

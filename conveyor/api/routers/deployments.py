@@ -25,45 +25,32 @@ class NewRelease(BaseModel):
     build: dict[str, Any] = Field(default_factory=dict, description="build information")
 
 
-@router.post("/projects/{project}/releases", tags=["Releases"], status_code=201,
-             summary="Create a release (a snapshot of the process and variables)")
+@router.post(
+    "/projects/{project}/releases",
+    tags=["Releases"],
+    status_code=201,
+    summary="Create a release (a snapshot of the process and variables)",
+)
 async def create_release(
     project: str, body: NewRelease, services: ServicesDep, caller: CallerDep
 ) -> dict[str, Any]:
-    release = await releases.create_release(
-        services, caller, project, version=body.version, packages=body.packages,
-        children=body.children, notes=body.notes, build=body.build,
+    release, automatic = await deployments.create_release(
+        services,
+        caller,
+        project,
+        version=body.version,
+        packages=body.packages,
+        children=body.children,
+        notes=body.notes,
+        build=body.build,
     )
-    out = release.as_dict()
-    out["automatic_deployments"] = await _automatic(services, caller, project, release.version)
-    return out
-
-
-async def _automatic(services: Any, caller: Any, project: str, version: str) -> list[dict[str, Any]]:
-    """A new release goes by itself to its first phase's automatic environments."""
-    from conveyor.domain import lifecycle as lc
-    from conveyor.domain.errors import ConveyorError
-    from conveyor.services.config import load
-
-    loaded = await load(services)
-    doc = loaded.model.get("projects", project) or next(
-        (p for p in loaded.model.projects if p.name.lower() == project.lower()), None
-    )
-    if doc is None:
-        return []
-    lifecycle = loaded.model.get("lifecycles", doc.lifecycle)
-    out = []
-    for env in lc.automatic_on_creation(lifecycle) if lifecycle else []:
-        try:
-            queued = await deployments.deploy(services, caller, doc.name, version, env)
-            out.append({"environment": env, **queued.as_dict()})
-        except ConveyorError as exc:
-            out.append({"environment": env, "error": exc.message})
-    return out
+    return {**release.as_dict(), "automatic_deployments": automatic}
 
 
 @router.get("/projects/{project}/releases", tags=["Releases"], summary="Releases, newest first")
-async def list_releases(project: str, services: ServicesDep, caller: CallerDep) -> list[dict[str, Any]]:
+async def list_releases(
+    project: str, services: ServicesDep, caller: CallerDep
+) -> list[dict[str, Any]]:
     return [r.as_dict() for r in await releases.list_releases(services, caller, project)]
 
 
@@ -74,11 +61,18 @@ async def get_release(
     return (await releases.get_release(services, caller, project, version)).as_dict()
 
 
-@router.get("/projects/{project}/releases/{version}/plan", tags=["Releases"],
-            summary="What deploying this release to an environment would do, and why")
+@router.get(
+    "/projects/{project}/releases/{version}/plan",
+    tags=["Releases"],
+    summary="What deploying this release to an environment would do, and why",
+)
 async def plan(
-    project: str, version: str, services: ServicesDep, caller: CallerDep,
-    environment: str = Query(..., alias="to"), skip: list[str] = Query(default=[]),
+    project: str,
+    version: str,
+    services: ServicesDep,
+    caller: CallerDep,
+    environment: str = Query(..., alias="to"),
+    skip: list[str] = Query(default=[]),
 ) -> dict[str, Any]:
     return await deployments.plan(services, caller, project, version, environment, skip=skip)
 
@@ -98,8 +92,13 @@ async def create_deployment(
     body: NewDeployment, services: ServicesDep, caller: CallerDep
 ) -> dict[str, Any]:
     queued = await deployments.deploy(
-        services, caller, body.project, body.version, body.environment,
-        skip=body.skip, guided_failure=body.guided_failure,
+        services,
+        caller,
+        body.project,
+        body.version,
+        body.environment,
+        skip=body.skip,
+        guided_failure=body.guided_failure,
     )
     return queued.as_dict()
 
@@ -111,11 +110,19 @@ class Promotion(BaseModel):
     guided_failure: bool | None = None
 
 
-@router.post("/deployments/promote", tags=["Deployments"], status_code=201,
-             summary="Deploy the release current in one environment to another")
+@router.post(
+    "/deployments/promote",
+    tags=["Deployments"],
+    status_code=201,
+    summary="Deploy the release current in one environment to another",
+)
 async def promote(body: Promotion, services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
     queued = await deployments.promote(
-        services, caller, body.project, body.source, body.destination,
+        services,
+        caller,
+        body.project,
+        body.source,
+        body.destination,
         guided_failure=body.guided_failure,
     )
     return queued.as_dict()
@@ -123,8 +130,12 @@ async def promote(body: Promotion, services: ServicesDep, caller: CallerDep) -> 
 
 @router.get("/deployments", tags=["Deployments"], summary="Deployments, newest first")
 async def list_deployments(
-    services: ServicesDep, caller: CallerDep, project: str | None = None,
-    environment: str | None = None, limit: int = 100, before: int | None = None,
+    services: ServicesDep,
+    caller: CallerDep,
+    project: str | None = None,
+    environment: str | None = None,
+    limit: int = 100,
+    before: int | None = None,
 ) -> list[dict[str, Any]]:
     return await tasks.list_deployments(
         services, caller, project=project, environment=environment, limit=limit, before=before
@@ -136,11 +147,18 @@ async def get_task(task: str, services: ServicesDep, caller: CallerDep) -> dict[
     return await tasks.get_task(services, caller, task)
 
 
-@router.get("/tasks/{task}/log", tags=["Tasks"],
-            summary="Log lines after an offset; `wait` long-polls for new lines")
+@router.get(
+    "/tasks/{task}/log",
+    tags=["Tasks"],
+    summary="Log lines after an offset; `wait` long-polls for new lines",
+)
 async def task_log(
-    task: str, services: ServicesDep, caller: CallerDep, after: int = 0,
-    limit: int = 1000, wait: float = Query(default=0, ge=0, le=30),
+    task: str,
+    services: ServicesDep,
+    caller: CallerDep,
+    after: int = 0,
+    limit: int = 1000,
+    wait: float = Query(default=0, ge=0, le=30),
 ) -> dict[str, Any]:
     result = await tasks.task_log(services, caller, task, after=after, limit=limit)
     waited = 0.0
@@ -156,15 +174,20 @@ async def cancel(task: str, services: ServicesDep, caller: CallerDep) -> dict[st
     return await tasks.cancel_task(services, caller, task)
 
 
-@router.get("/tasks/{task}/wait", tags=["Tasks"],
-            summary="Wait (up to `timeout` seconds) for a task to end")
+@router.get(
+    "/tasks/{task}/wait",
+    tags=["Tasks"],
+    summary="Wait (up to `timeout` seconds) for a task to end",
+)
 async def wait(
-    task: str, services: ServicesDep, caller: CallerDep,
-    timeout: float = Query(default=25, ge=0, le=60),
+    task: str,
+    services: ServicesDep,
+    caller: CallerDep,
+    seconds: float = Query(default=25, ge=0, le=60, alias="timeout"),
 ) -> dict[str, Any]:
     waited = 0.0
     result = await tasks.get_task(services, caller, task)
-    while result["state"] not in TERMINAL and waited < timeout:
+    while result["state"] not in TERMINAL and waited < seconds:
         await asyncio.sleep(0.25)
         waited += 0.25
         result = await tasks.get_task(services, caller, task)
@@ -173,7 +196,10 @@ async def wait(
 
 @router.get("/interruptions", tags=["Interruptions"], summary="Interruptions you may view")
 async def list_interruptions(
-    services: ServicesDep, caller: CallerDep, task: str | None = None, mine: bool = False,
+    services: ServicesDep,
+    caller: CallerDep,
+    task: str | None = None,
+    mine: bool = False,
     pending: bool = False,
 ) -> list[dict[str, Any]]:
     return await interruptions.list_interruptions(
@@ -186,8 +212,11 @@ async def get_interruption(ident: str, services: ServicesDep, caller: CallerDep)
     return await interruptions.get_interruption(services, caller, ident)
 
 
-@router.post("/interruptions/{ident}/take", tags=["Interruptions"],
-             summary="Take responsibility for an interruption")
+@router.post(
+    "/interruptions/{ident}/take",
+    tags=["Interruptions"],
+    summary="Take responsibility for an interruption",
+)
 async def take(ident: str, services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
     return await interruptions.take(services, caller, ident)
 
@@ -198,11 +227,16 @@ class Answer(BaseModel):
 
 
 @router.post("/interruptions/{ident}/submit", tags=["Interruptions"], summary="Answer")
-async def submit(ident: str, body: Answer, services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
+async def submit(
+    ident: str, body: Answer, services: ServicesDep, caller: CallerDep
+) -> dict[str, Any]:
     return await interruptions.submit(services, caller, ident, body.result, body.notes)
 
 
-@router.get("/dashboard", tags=["Dashboard"],
-            summary="The current deployment of each project in each environment")
+@router.get(
+    "/dashboard",
+    tags=["Dashboard"],
+    summary="The current deployment of each project in each environment",
+)
 async def dashboard(services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
     return await tasks.dashboard(services, caller)

@@ -61,15 +61,35 @@ def _add_kind(segment: str, kind: Kind) -> None:
     tag: list[str | Enum] = [label.capitalize()]
     router.add_api_route(f"/{segment}", list_, methods=["GET"], tags=tag, summary=f"List {label}")
     router.add_api_route(
-        f"/{segment}", create, methods=["POST"], tags=tag, summary=f"Create one of the {label}",
+        f"/{segment}",
+        create,
+        methods=["POST"],
+        tags=tag,
+        summary=f"Create one of the {label}",
         status_code=201,
     )
-    router.add_api_route(f"/{segment}/{{ref}}", get, methods=["GET"], tags=tag,
-                         summary=f"Read one of the {label} by name, slug or id")
-    router.add_api_route(f"/{segment}/{{ref}}", update, methods=["PUT"], tags=tag,
-                         summary=f"Replace one of the {label} (a new name renames it)")
-    router.add_api_route(f"/{segment}/{{ref}}", delete, methods=["DELETE"], tags=tag,
-                         summary=f"Delete one of the {label}", status_code=204)
+    router.add_api_route(
+        f"/{segment}/{{ref}}",
+        get,
+        methods=["GET"],
+        tags=tag,
+        summary=f"Read one of the {label} by name, slug or id",
+    )
+    router.add_api_route(
+        f"/{segment}/{{ref}}",
+        update,
+        methods=["PUT"],
+        tags=tag,
+        summary=f"Replace one of the {label} (a new name renames it)",
+    )
+    router.add_api_route(
+        f"/{segment}/{{ref}}",
+        delete,
+        methods=["DELETE"],
+        tags=tag,
+        summary=f"Delete one of the {label}",
+        status_code=204,
+    )
 
 
 for _segment, _kind in ROUTES.items():

@@ -9,8 +9,8 @@ from pydantic import BaseModel, Field
 
 from conveyor import __version__
 from conveyor.api.deps import CallerDep, ServicesDep
-from conveyor.services import users
 from conveyor.services import permissions as perm_service
+from conveyor.services import users
 
 router = APIRouter()
 
@@ -38,7 +38,9 @@ class ApplyRequest(BaseModel):
 
 
 @router.post("/config/apply", tags=["Config as code"], summary="Apply a configuration file")
-async def apply_config(body: ApplyRequest, services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
+async def apply_config(
+    body: ApplyRequest, services: ServicesDep, caller: CallerDep
+) -> dict[str, Any]:
     from conveyor.services import configfile
 
     result = await configfile.apply_text(
@@ -121,7 +123,9 @@ class NewApiKey(BaseModel):
 
 
 @router.get("/users/{username}/api-keys", tags=["Users"], summary="A user's API keys (no secrets)")
-async def list_keys(username: str, services: ServicesDep, caller: CallerDep) -> list[dict[str, Any]]:
+async def list_keys(
+    username: str, services: ServicesDep, caller: CallerDep
+) -> list[dict[str, Any]]:
     return [k.as_dict() for k in await users.list_api_keys(services, caller, username)]
 
 
@@ -139,10 +143,14 @@ async def create_key(
 
 
 @router.delete(
-    "/users/{username}/api-keys/{key_id}", tags=["Users"], summary="Revoke an API key",
+    "/users/{username}/api-keys/{key_id}",
+    tags=["Users"],
+    summary="Revoke an API key",
     status_code=204,
 )
-async def revoke_key(username: str, key_id: str, services: ServicesDep, caller: CallerDep) -> Response:
+async def revoke_key(
+    username: str, key_id: str, services: ServicesDep, caller: CallerDep
+) -> Response:
     await users.revoke_api_key(services, caller, username, key_id)
     return Response(status_code=204)
 

@@ -1,0 +1,131 @@
+"""Per-step orchestration overhead: a release of N no-op script steps, against a plain loop.
+
+Run: .venv/bin/python bench/bench_steps.py [--steps 1 10 50] [--runs 5] [--postgres URL]
+
+For each N it deploys a release whose process has N script steps (`echo step i`) and measures,
+from the deployment request to the task's success, the time Conveyor took; next to it, the time
+of running the same N commands in a plain loop of subprocesses, measured in the same run. The
+slope (T(N) - T(1)) / (N - 1) is the cost of one more step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("CONVEYOR_INSECURE_FAST_PASSWORD_HASHING", "1")
+
+from conveyor.engine.node import Node  # noqa: E402
+from conveyor.services import deployments, releases, tasks  # noqa: E402
+from conveyor.services.access import caller_for_user, get_user  # noqa: E402
+from conveyor.services.configfile import apply_text  # noqa: E402
+from conveyor.services.core import bootstrap  # noqa: E402
+from conveyor.services.users import initialise  # noqa: E402
+from conveyor.settings import Settings  # noqa: E402
+from conveyor.store.db import upgrade  # noqa: E402
+
+HEAD = """
+environments:
+  - name: Bench
+lifecycles:
+  - name: Bench
+    phases:
+      - name: Bench
+        environments: [Bench]
+project_groups:
+  - name: Bench
+projects:
+"""
+
+
+def project(n: int) -> str:
+    steps = "".join(
+        f"          - name: Step {i}\n            type: script\n            script: echo step {i}\n"
+        for i in range(1, n + 1)
+    )
+    return (
+        f"  - name: Steps {n}\n    group: Bench\n    lifecycle: Bench\n"
+        f"    process:\n      steps:\n{steps}"
+    )
+
+
+def shell_loop(n: int) -> float:
+    start = time.perf_counter()
+    for i in range(1, n + 1):
+        subprocess.run(["bash", "-c", f"echo step {i}"], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+async def deploy_once(services: object, caller: object, n: int) -> float:
+    release = await releases.create_release(services, caller, f"Steps {n}")  # type: ignore[arg-type]
+    start = time.perf_counter()
+    queued = await deployments.deploy(services, caller, f"Steps {n}", release.version, "Bench")  # type: ignore[arg-type]
+    task = queued.as_dict()["task"]
+    while True:
+        state = (await tasks.get_task(services, caller, task))["state"]  # type: ignore[arg-type]
+        if state in ("success", "failed", "canceled", "timed_out"):
+            break
+        await asyncio.sleep(0.002)
+    elapsed = time.perf_counter() - start
+    if state != "success":
+        raise SystemExit(f"the benchmark deployment ended {state}")
+    return elapsed
+
+
+async def main(sizes: list[int], runs: int, database_url: str | None) -> None:
+    data = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
+    try:
+        settings = Settings(data_dir=data, database_url=database_url, run_engine=False)
+        upgrade(settings.resolved_database_url)
+        services = bootstrap(settings)
+        await initialise(services)
+        async with services.read() as session:
+            admin = await caller_for_user(session, await get_user(session, "admin"))
+        await apply_text(services, admin, HEAD + "".join(project(n) for n in sizes))
+        node = Node(services, slots=4, name="bench")
+        await node.start()
+        results: dict[int, tuple[list[float], list[float]]] = {}
+        for _ in range(runs):
+            for n in sizes:  # alternate ours and the plain loop within each run
+                ours = await deploy_once(services, admin, n)
+                plain = await asyncio.to_thread(shell_loop, n)
+                results.setdefault(n, ([], []))[0].append(ours)
+                results[n][1].append(plain)
+        await node.stop()
+        await services.close()
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    db = "PostgreSQL" if database_url else "SQLite"
+    print(f"Conveyor per-step overhead ({db}, Python {sys.version.split()[0]}, {runs} runs, median)")
+    print(f"{'steps':>6} {'conveyor s':>11} {'plain loop s':>13} {'ratio':>7}")
+    medians = {}
+    for n in sizes:
+        ours, plain = (statistics.median(v) for v in results[n])
+        medians[n] = (ours, plain)
+        print(f"{n:>6} {ours:>11.3f} {plain:>13.3f} {ours / plain:>7.1f}x")
+    if len(sizes) > 1:
+        low, high = min(sizes), max(sizes)
+        slope = (medians[high][0] - medians[low][0]) / (high - low)
+        plain_slope = (medians[high][1] - medians[low][1]) / (high - low)
+        print(
+            f"slope: {slope * 1000:.1f} ms per step (plain loop {plain_slope * 1000:.1f} ms); "
+            f"overhead above the loop {(slope - plain_slope) * 1000:.1f} ms per step"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--postgres", default=None, help="a PostgreSQL URL (default: SQLite)")
+    args = parser.parse_args()
+    asyncio.run(main(args.steps, args.runs, args.postgres))

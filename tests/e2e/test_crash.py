@@ -1,0 +1,192 @@
+"""Kill the server with SIGKILL and start it again: nothing finished runs twice, a step caught
+mid-run fails with a clear message, and a deployment waiting for a person still waits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import (
+    CONVEYOR,
+    START_TIMEOUT,
+    clean_env,
+    describe,
+    free_port,
+    run_conveyor,
+    stop,
+    wait_for_api,
+)
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = """
+environments:
+  - name: Dev
+lifecycles:
+  - name: Dev only
+    phases:
+      - name: Dev
+        environments: [Dev]
+project_groups:
+  - name: Crash
+projects:
+  - name: Mid-run
+    group: Crash
+    lifecycle: Dev only
+    process:
+      steps:
+        - name: Before
+          type: script
+          script: echo before >> {marks}
+        - name: Long
+          type: script
+          script: |
+            echo started-long
+            sleep 60
+        - name: Afterwards
+          type: script
+          condition: always
+          script: echo afterwards >> {marks}
+  - name: Approval
+    group: Crash
+    lifecycle: Dev only
+    process:
+      steps:
+        - name: Before
+          type: script
+          script: echo approval-before >> {marks}
+        - name: Approve
+          type: manual_intervention
+          instructions: Say yes
+        - name: After
+          type: script
+          script: echo approval-after >> {marks}
+"""
+
+
+class Restartable:
+    """A server on one data folder that the test can kill and start again."""
+
+    def __init__(self, tmp: Path, database_url: str | None) -> None:
+        self.tmp = tmp
+        self.env = {"CONVEYOR_DATA_DIR": str(tmp / "data")}
+        if database_url:
+            self.env["CONVEYOR_DATABASE_URL"] = database_url
+        init = run_conveyor(("admin", "init", "--output", "json"), self.env, cwd=tmp)
+        assert init.returncode == 0, describe(init)
+        self.api_key = json.loads(init.stdout)["api_key"]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.starts = 0
+
+    def start(self) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.starts += 1
+        log = self.tmp / f"server-{self.starts}.log"
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [str(CONVEYOR), "server", "--port", str(port)],
+                env=clean_env(self.env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.tmp,
+            )
+        wait_for_api(self.url, self.proc, log, START_TIMEOUT)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()  # SIGKILL: no clean-up of any kind
+        self.proc.wait(timeout=10)
+
+    def api(self, method: str, path: str, **kw: Any) -> Any:
+        response = httpx.request(
+            method, f"{self.url}/api/v1{path}", headers={"X-Api-Key": self.api_key},
+            timeout=30, **kw,
+        )
+        assert response.status_code < 400, response.text
+        return response.json()
+
+    def task(self, task: str) -> Any:
+        return self.api("GET", f"/tasks/{task}")
+
+    def until(self, task: str, check: Any, timeout: float = 30) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.task(task)
+            if check(state):
+                return state
+            time.sleep(0.1)
+        raise AssertionError(f"{task} never got there: {state}")
+
+
+@pytest.fixture
+def crashable(database_url: str, tmp_path: Path) -> Iterator[Restartable]:
+    server = Restartable(tmp_path, database_url)
+    server.start()
+    marks = tmp_path / "marks.txt"
+    config = tmp_path / "crash.yaml"
+    config.write_text(CONFIG.format(marks=marks))
+    applied = run_conveyor(
+        ("apply", "-f", str(config)),
+        {**server.env, "CONVEYOR_SERVER": server.url, "CONVEYOR_API_KEY": server.api_key},
+        cwd=tmp_path,
+    )
+    assert applied.returncode == 0, describe(applied)
+    try:
+        yield server
+    finally:
+        if server.proc is not None:
+            stop(server.proc)
+
+
+def _deploy(server: Restartable, project: str) -> str:
+    server.api("POST", f"/projects/{project}/releases", json={"version": "1.0.0"})
+    queued = server.api(
+        "POST", "/deployments", json={"project": project, "version": "1.0.0", "environment": "Dev"}
+    )
+    task: str = queued["task"]
+    return task
+
+
+def test_sigkill_during_a_script_fails_that_step_and_reruns_nothing(
+    crashable: Restartable, tmp_path: Path
+) -> None:
+    task = _deploy(crashable, "Mid-run")
+    crashable.until(task, lambda t: any(s["name"] == "Long" and s["state"] == "running" for s in t["steps"]))
+    crashable.kill()
+    crashable.start()
+    result = crashable.until(task, lambda t: t["state"] in ("failed", "success"))
+    steps = {s["name"]: s for s in result["steps"]}
+    assert result["state"] == "failed"
+    assert steps["Before"]["state"] == "success"
+    assert steps["Long"]["state"] == "failed"
+    assert steps["Long"]["reason"] == "the server stopped while this step was running"
+    assert steps["Afterwards"]["state"] == "success"
+    # The step that had finished did not run again.
+    marks = (tmp_path / "marks.txt").read_text().split()
+    assert marks == ["before", "afterwards"]
+
+
+def test_sigkill_while_waiting_for_approval_keeps_waiting_and_resumes(
+    crashable: Restartable, tmp_path: Path
+) -> None:
+    task = _deploy(crashable, "Approval")
+    crashable.until(task, lambda t: t["state"] == "waiting")
+    crashable.kill()
+    crashable.start()
+    time.sleep(1)
+    assert crashable.task(task)["state"] == "waiting"
+    [pending] = crashable.api("GET", f"/interruptions?task={task}")
+    crashable.api("POST", f"/interruptions/{pending['id']}/submit", json={"result": "proceed"})
+    result = crashable.until(task, lambda t: t["state"] in ("failed", "success"))
+    assert result["state"] == "success"
+    marks = (tmp_path / "marks.txt").read_text().split()
+    assert marks == ["approval-before", "approval-after"]
