@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from conveyor import __version__
 from conveyor.api import errors
-from conveyor.api.routers import deployments, documents, system
+from conveyor.api.routers import deployments, documents, events, system
 from conveyor.api.routers import packages as package_routes
 from conveyor.services.core import Services, bootstrap
 from conveyor.services.users import sync_built_in_roles
@@ -64,4 +64,5 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(documents.router, prefix=API_PREFIX)
     app.include_router(package_routes.router, prefix=API_PREFIX)
     app.include_router(deployments.router, prefix=API_PREFIX)
+    app.include_router(events.router, prefix=API_PREFIX)
     return app

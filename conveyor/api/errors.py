@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -35,16 +36,20 @@ TITLES = {
 }
 
 
+# The members every problem has; an error's details never replace them.
+RESERVED = frozenset({"type", "title", "status", "code", "message", "detail"})
+
+
 def problem(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    body = {
+    body: dict[str, Any] = {
         "type": f"https://conveyor.dev/problems/{code}",
         "title": TITLES.get(status, "Error"),
         "status": status,
         "code": code,
         "message": message,
         "detail": message,
-        **extra,
     }
+    body.update((k, v) for k, v in jsonable_encoder(extra).items() if k not in RESERVED)
     headers = {"WWW-Authenticate": "ApiKey"} if status == 401 else None
     return JSONResponse(
         body, status_code=status, media_type="application/problem+json", headers=headers
@@ -55,18 +60,43 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(errors.ConveyorError)
     async def _domain(_: Request, exc: errors.ConveyorError) -> JSONResponse:
         status = STATUS.get(exc.code, 500)
-        return problem(status, exc.code, exc.message, **exc.details)
+        details = {k: v for k, v in exc.details.items() if k not in RESERVED}
+        return problem(status, exc.code, exc.message, **details)
 
     @app.exception_handler(RequestValidationError)
     async def _request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-            problems.append({"path": loc, "message": err.get("msg", "is not valid")})
-        message = "; ".join(f"{p['path']}: {p['message']}" for p in problems) or "invalid request"
-        return problem(422, errors.ValidationFailed.code, message, problems=problems)
+        problems = [_request_problem(err) for err in exc.errors()]
+        message = "; ".join(
+            f"{p['path']}: {p['message']}" if p["path"] else p["message"] for p in problems
+        )
+        return problem(
+            422, errors.ValidationFailed.code, message or "invalid request", problems=problems
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # A bug, not bad input: say so in the usual shape; the server log has the traceback
+        # (Starlette re-raises the exception after this response is sent).
+        return problem(
+            500, "internal_error", "an unexpected error occurred; the server log has the details"
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return problem(exc.status_code, code, str(exc.detail))
+
+
+def _request_problem(err: Any) -> dict[str, str]:
+    """One of FastAPI's request validation errors as a problem with a readable path."""
+    loc = [str(p) for p in err.get("loc", ())]
+    # "body" is the whole document; "query.user" says where a parameter was expected.
+    path = ".".join(loc[1:] if loc[:1] == ["body"] else loc)
+    kind = err.get("type", "")
+    if kind == "json_invalid":
+        reason = (err.get("ctx") or {}).get("error", "")
+        position = f" at character {loc[1]}" if len(loc) > 1 else ""
+        return {"path": "", "message": f"the body is not valid JSON: {reason}{position}"}
+    if kind == "missing" and loc == ["body"]:
+        return {"path": "", "message": "a JSON body is required"}
+    return {"path": path, "message": str(err.get("msg", "is not valid"))}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -27,13 +29,16 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.http.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _need_key(self) -> None:
         if not self.api_key:
             raise Failure(
                 "unauthenticated",
                 "no API key: set CONVEYOR_API_KEY or pass --api-key "
                 "(conveyor admin api-key create --user NAME makes one)",
             )
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        self._need_key()
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -45,6 +50,23 @@ class Client:
         if response.status_code >= 400:
             raise _failure(response)
         return response
+
+    @contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A response read as it arrives (exports); errors as ``request`` raises them."""
+        self._need_key()
+        try:
+            with self.http.stream(method, path, **kwargs) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _failure(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise Failure(
+                "unreachable",
+                f"the connection to the Conveyor server at {self.server} failed "
+                f"({exc.__class__.__name__}): is it running?",
+            ) from exc
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs).json()

@@ -26,15 +26,23 @@ COMPONENTS = (
 )
 
 
-def port_free(port: int) -> None:
-    """Refuse a port in use before the folder is wiped and the example applied for nothing."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def port_free(port: int, host: str = "127.0.0.1") -> None:
+    """Refuse a port in use up front, with the option to change (not after minutes of set-up,
+    nor as the server's own exit status, which would mean something else here)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        message = f"cannot listen on {host}: {exc.strerror}; check --host"
+        raise Failure("bad_input", message) from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind(address)
         except OSError as exc:
             raise Failure(
-                "bad_input", f"port {port} is in use ({exc.strerror}): choose another with --port"
+                "bad_input",
+                f"cannot listen on {host} port {port} ({exc.strerror}): choose another with --port",
             ) from exc
 
 

@@ -441,11 +441,15 @@ def _log_line(line: dict[str, Any]) -> str:
 
 
 def _status_text(task: dict[str, Any]) -> str:
-    busy = [
-        f"{s['name']}: {s['state']}"
-        for s in task.get("steps", [])
-        if s["state"] in ("running", "waiting")
-    ]
+    """One line for the spinner: the task's state and what its steps are doing now."""
+    busy = []
+    for step in task.get("steps", []):
+        if step["state"] == "running":
+            busy.append(f"{step['name']}: running")
+        elif step["state"] == "waiting" and step.get("child_task"):
+            busy.append(f"{step['name']}: {step['child_task']} running")
+        elif step["state"] == "waiting":
+            busy.append(f"{step['name']}: waiting for a person")
     text = f"{task['description']}: {task['state']}"
     if task.get("queue_reason"):
         text += f" ({task['queue_reason']})"
@@ -513,8 +517,6 @@ def _follow_loud(
         for line in page["lines"]:
             say(_log_line(line))
         after = page["next"]
-        if page["lines"] and not page["finished"]:
-            continue  # read everything there is before looking at the state
         task: dict[str, Any] = client.get(path)
         if status is not None:
             status.update(_status_text(task))
@@ -532,11 +534,14 @@ def _follow_loud(
                 if item["id"] in announced:
                     continue
                 announced.add(item["id"])
-                teams = ", ".join(item["responsible_teams"]) or "anyone who may deploy here"
+                teams = ", ".join(item["responsible_teams"]) or "someone who may deploy here"
+                answers = (
+                    "retry|ignore|abort" if item["kind"] == "guided_failure" else "proceed|abort"
+                )
+                say(f'Waiting for {teams} to answer "{item["step"]}" ({item["id"]}):')
                 say(
-                    f"Waiting for {teams}: {item['step']} ({item['id']}). "
-                    f"Answer with: conveyor interruption take {item['id']}; "
-                    f"conveyor interruption submit {item['id']} --result proceed|abort"
+                    f"  conveyor interruption take {item['id']} && "
+                    f"conveyor interruption submit {item['id']} --result {answers}"
                 )
         if deadline is not None and time.monotonic() >= deadline:
             return task
@@ -636,7 +641,10 @@ def task_cancel(
     if output == Format.JSON:
         emit_json({"id": result["id"], "state": result["state"]})
         return
-    say(f"Canceling {result['id']} ({result['description']}): it is {result['state']}")
+    if result["state"] in TERMINAL:
+        say(f"{result['id']} ({result['description']}) ended {result['state']}.")
+    else:
+        say(f"Canceling {result['id']} ({result['description']}): it stops shortly.")
 
 
 @task_app.command("show")

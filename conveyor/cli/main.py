@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from conveyor.cli import deploy
+from conveyor.cli.audit import audit_app
 from conveyor.cli.client import Client
 from conveyor.cli.output import Failure, Format, emit_json, fail, say
 from conveyor.cli.packages import packages_app
@@ -45,6 +46,7 @@ app.add_typer(deploy.release_app, name="release")
 app.add_typer(deploy.deployment_app, name="deployment")
 app.add_typer(deploy.task_app, name="task")
 app.add_typer(deploy.interruption_app, name="interruption")
+app.add_typer(audit_app, name="audit")
 
 ServerOpt = Annotated[
     str | None, typer.Option("--server", help="Server URL (default: $CONVEYOR_SERVER)")
@@ -198,10 +200,20 @@ def server(
     import uvicorn
 
     from conveyor.api.app import create_app
+    from conveyor.cli.demo import port_free
     from conveyor.store.db import current_revision, head_revision
 
     settings = _settings()
     settings = settings.model_copy(update={"host": host, "port": port})
+    database = settings.data_dir / "conveyor.db"
+    if not settings.database_url and not database.exists():
+        fail(
+            Failure(
+                "bad_input",
+                f"there is no database at {database.resolve()}: run `conveyor admin init` first, "
+                "with the same CONVEYOR_DATA_DIR (or CONVEYOR_DATABASE_URL)",
+            )
+        )
     try:
         revision = current_revision(settings.resolved_database_url)
     except Exception as exc:  # the database cannot be opened at all
@@ -213,7 +225,12 @@ def server(
                 "the database is not initialised or needs an upgrade: run `conveyor admin init`",
             )
         )
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    run(Format.TEXT, lambda: port_free(port, host))
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    except SystemExit as exc:  # uvicorn's own exit status means nothing in CLI.md's terms
+        if exc.code not in (None, 0):
+            fail(Failure("server_error", "the server could not start or stopped on an error"))
 
 
 @app.command("demo")

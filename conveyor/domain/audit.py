@@ -1,12 +1,22 @@
-"""The catalogue of audit event categories.
+"""The audit log's rules: the category catalogue, the hash chain, and who may read which events.
 
 Every change of state and every refused attempt at a protected action appends one event; the
-category says what caused it, the documents say what it concerns.
+category says what caused it, the documents say what it concerns. Each event carries the SHA-256
+of its canonical form, which includes the previous event's hash: altering, removing or inserting
+an event breaks the chain at that point, and ``ChainCheck`` names where.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
+
+from conveyor.domain import permissions as perms
 
 
 class Category(StrEnum):
@@ -68,3 +78,217 @@ DESCRIPTIONS: dict[Category, str] = {
     Category.INTERRUPTION_SUBMITTED: "Someone answered an interruption (with notes)",
     Category.TASK_CANCELED: "A task was canceled",
 }
+
+# ---------------------------------------------------------------- the hash chain
+
+# The previous hash of the first event.
+GENESIS = "0" * 64
+# Column widths: a value is cut to fit before it is hashed, so the stored value hashes the same.
+USER_AGENT_MAX = 400
+IP_MAX = 64
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """An event as stored: what the hash covers, plus the chain fields."""
+
+    id: int
+    occurred_at: datetime
+    category: str
+    actor_id: int | None
+    actor: str
+    on_behalf_of: str | None
+    ip_address: str | None
+    user_agent: str | None
+    message: str
+    project_id: int | None
+    environment_id: int | None
+    documents: Sequence[str]
+    details: Mapping[str, Any]
+    hash: str | None = None
+    prev_hash: str | None = None
+
+
+def utc_text(value: datetime) -> str:
+    """The one text form of a time in the hash (SQLite hands back naive UTC datetimes)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def plain_json(details: Mapping[str, Any]) -> dict[str, Any]:
+    """Details as they read back from a JSON column (string keys, no tuples or datetimes), so
+    that what is hashed when writing is what is hashed when verifying."""
+    result: dict[str, Any] = json.loads(json.dumps(dict(details), default=str))
+    return result
+
+
+def canonical(event: EventRecord, prev_hash: str) -> bytes:
+    """JSON with sorted keys and no whitespace, ASCII only: reproducible in any language."""
+    form = {
+        "id": event.id,
+        "occurred_at": utc_text(event.occurred_at),
+        "category": event.category,
+        "actor_id": event.actor_id,
+        "actor": event.actor,
+        "on_behalf_of": event.on_behalf_of,
+        "ip_address": event.ip_address,
+        "user_agent": event.user_agent,
+        "message": event.message,
+        "project_id": event.project_id,
+        "environment_id": event.environment_id,
+        "documents": sorted(event.documents),
+        "details": event.details,
+        "prev_hash": prev_hash,
+    }
+    return json.dumps(form, sort_keys=True, separators=(",", ":")).encode("ascii")
+
+
+def event_hash(event: EventRecord, prev_hash: str) -> str:
+    return hashlib.sha256(canonical(event, prev_hash)).hexdigest()
+
+
+def public(event_id: int) -> str:
+    return f"Events-{event_id}"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The first place the chain breaks."""
+
+    event_id: int
+    kind: str  # altered | removed | inserted | unhashed
+    message: str
+
+
+@dataclass
+class ChainCheck:
+    """Walks events in id order, fed in chunks, and stops at the first break.
+
+    For each event: its ``prev_hash`` must be the previous event's hash (the genesis value for
+    the first), and its own hash must be the hash of its content. Events written before the
+    chain existed (no hash, before any hashed event) are counted as unchained.
+    """
+
+    count: int = 0
+    unchained: int = 0
+    finding: Finding | None = None
+    _last: EventRecord | None = field(default=None, repr=False)
+    _before_last: EventRecord | None = field(default=None, repr=False)
+
+    @property
+    def head(self) -> EventRecord | None:
+        return self._last
+
+    def feed(self, events: Iterable[EventRecord]) -> bool:
+        """Check the next events; False once a break was found (feed no more)."""
+        for event in events:
+            if self.finding is not None:
+                return False
+            self.finding = self._check(event)
+            if self.finding is None:
+                self.count += 1
+        return self.finding is None
+
+    def _check(self, event: EventRecord) -> Finding | None:
+        name = public(event.id)
+        last = self._last
+        if event.hash is None:
+            if last is None or last.hash is None:
+                self.unchained += 1
+                self._last = event
+                return None
+            return Finding(
+                event.id,
+                "unhashed",
+                f"{name} has no hash: it was written outside Conveyor, or its hash was erased",
+            )
+        expected = last.hash if last is not None and last.hash is not None else GENESIS
+        content_ok = event_hash(event, event.prev_hash or "") == event.hash
+        if not content_ok:
+            return Finding(
+                event.id,
+                "altered",
+                f"{name} was altered (or forged): its content does not match its hash",
+            )
+        if event.prev_hash != expected:
+            return self._broken_link(event, last)
+        self._before_last, self._last = last, event
+        return None
+
+    def _broken_link(self, event: EventRecord, last: EventRecord | None) -> Finding:
+        """The event is intact but not chained to its predecessor: say what happened between."""
+        name = public(event.id)
+        before = self._before_last
+        if last is not None and before is not None and event.prev_hash == before.hash:
+            return Finding(
+                last.id,
+                "inserted",
+                f"{public(last.id)} was inserted: {name} is chained to {public(before.id)}",
+            )
+        first_missing = last.id + 1 if last is not None else 1
+        if event.id > first_missing:
+            gap = public(first_missing)
+            if event.id - 1 > first_missing:
+                gap += f" to {public(event.id - 1)}"
+            return Finding(
+                event.id,
+                "removed",
+                f"the event before {name} is missing or was altered: {gap} removed",
+            )
+        return Finding(
+            event.id,
+            "removed",
+            f"the event before {name} is missing or was altered "
+            f"({name} is not chained to the hash of "
+            f"{public(last.id) if last is not None else 'the start of the log'})",
+        )
+
+
+# ---------------------------------------------------------------- who may read which events
+
+
+@dataclass(frozen=True)
+class EventScope:
+    """The events one grant of EventView shows: ``None`` on a dimension means any value,
+    events without a project or environment included; a set means only events naming one."""
+
+    projects: frozenset[str] | None
+    environments: frozenset[str] | None
+
+
+def event_scopes(
+    principal: perms.Principal,
+    projects: Sequence[perms.ProjectRef],
+    environments: Sequence[str],
+) -> list[EventScope] | None:
+    """``None``: every event. Otherwise one scope per grant of EventView (an empty list: none).
+
+    Each grant is judged on its own (as ``authorize`` does), and the projects and environments
+    it covers are found by asking ``authorize`` itself, so reading never drifts from the rules.
+    """
+    if not principal.active:
+        return []
+    scopes: list[EventScope] = []
+    for grant in principal.grants:
+        if perms.Permission.EventView not in grant.permissions:
+            continue
+        alone = perms.Principal(principal.username, principal.active, (grant,))
+        project_names: frozenset[str] | None = None
+        if grant.projects or grant.project_groups:
+            project_names = frozenset(
+                p.name
+                for p in projects
+                if perms.authorize(alone, perms.Permission.EventView, project=p).allowed
+            )
+        env_names: frozenset[str] | None = None
+        if grant.environments:
+            env_names = frozenset(
+                e
+                for e in environments
+                if perms.authorize(alone, perms.Permission.EventView, environment=e).allowed
+            )
+        if project_names is None and env_names is None:
+            return None
+        scopes.append(EventScope(project_names, env_names))
+    return scopes

@@ -149,7 +149,5 @@ def settle(facts: Facts, answers: Sequence[Answer]) -> Settlement:
             f"{len(approvers)} of {needed} required approvals so far",
         )
     if missing_teams:
-        return Settlement(
-            False, None, f"still needs an approval from {', '.join(missing_teams)}"
-        )
+        return Settlement(False, None, f"still needs an approval from {', '.join(missing_teams)}")
     return Settlement(True, Result.PROCEED, f"approved by {', '.join(a.username for a in answers)}")

@@ -93,7 +93,11 @@ def _condition(step: Step, situation: Situation) -> str | None:
     if step.condition == RunCondition.ALWAYS:
         return None
     if step.condition == RunCondition.SUCCESS:
-        return "a previous step failed and this step runs only on success" if situation.failed else None
+        return (
+            "a previous step failed and this step runs only on success"
+            if situation.failed
+            else None
+        )
     if step.condition == RunCondition.FAILURE:
         return None if situation.failed else "runs only after a failure, and nothing has failed"
     values = dict(situation.variables)

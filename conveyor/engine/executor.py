@@ -93,21 +93,22 @@ class Executor:
             return
         for batch in planning.batches(steps):
             failed = any(s.state == "failed" for s in run.steps)
-            results = await asyncio.gather(
-                *(self._step(ctx, i, failed) for i in batch)
-            )
+            results = await asyncio.gather(*(self._step(ctx, i, failed) for i in batch))
             if ctx.cancel.is_set():
                 await self._canceled(ctx)
                 return
             waits = {r for r in results if r != DONE}
             if waits:
                 waiting_on = (
-                    WAIT_BLOCK if WAIT_BLOCK in waits
-                    else WAIT_PERSON if WAIT_PERSON in waits
+                    WAIT_BLOCK
+                    if WAIT_BLOCK in waits
+                    else WAIT_PERSON
+                    if WAIT_PERSON in waits
                     else WAIT_CHILD
                 )
                 ctx.log.line(
-                    "Waiting for a person to answer" if waiting_on != WAIT_CHILD
+                    "Waiting for a person to answer"
+                    if waiting_on != WAIT_CHILD
                     else "Waiting for the child deployment"
                 )
                 await ctx.log.flush()
@@ -142,9 +143,13 @@ class Executor:
                 queued = await deploy(
                     self.services, caller, run.project.name, run.release.version, env
                 )
-                ctx.log.line(f"Deploying automatically to {env}: {public_id('tasks', queued.task_id)}")
+                ctx.log.line(
+                    f"Deploying automatically to {env}: {public_id('tasks', queued.task_id)}"
+                )
             except ConveyorError as exc:
-                ctx.log.line(f"Could not deploy automatically to {env}: {exc.message}", level="warn")
+                ctx.log.line(
+                    f"Could not deploy automatically to {env}: {exc.message}", level="warn"
+                )
         await ctx.log.flush()
 
     async def _canceled(self, ctx: Context) -> None:
@@ -317,7 +322,11 @@ class Executor:
                 return await self._succeeded(ctx, idx, step, f"approved by {who}{said}", outputs)
             ctx.log.line(f'"{step.name}" was aborted by {who}{said}', step=idx, level="error")
             await ex.set_step(
-                self.services, ctx.run, idx, "failed", reason=f"aborted by {who}{said}",
+                self.services,
+                ctx.run,
+                idx,
+                "failed",
+                reason=f"aborted by {who}{said}",
                 outputs=outputs,
             )
             return DONE
@@ -342,7 +351,8 @@ class Executor:
         env = key(ctx.run.environment.name)
         wanted = {key(r) for r in roles}
         found = [
-            t for t in ctx.targets
+            t
+            for t in ctx.targets
             if env in {key(e) for e in t.environments} and wanted & {key(r) for r in t.roles}
         ]
         if not found:
@@ -353,13 +363,22 @@ class Executor:
 
     def _target_dir(self, ctx: Context, target: Target) -> Path:
         return (
-            self.data_dir / "targets" / slugify(target.name)
-            / slugify(ctx.run.environment.name) / slugify(ctx.run.project.name)
+            self.data_dir
+            / "targets"
+            / slugify(target.name)
+            / slugify(ctx.run.environment.name)
+            / slugify(ctx.run.project.name)
         )
 
     async def _run(
-        self, ctx: Context, idx: int, step: Step, body: str, syntax: ScriptSyntax,
-        cwd: Path, values: dict[str, str],
+        self,
+        ctx: Context,
+        idx: int,
+        step: Step,
+        body: str,
+        syntax: ScriptSyntax,
+        cwd: Path,
+        values: dict[str, str],
     ) -> tuple[bool, str, dict[str, str]]:
         script = substitute(body, values, what=f'the script of step "{step.name}"')
         cwd.mkdir(parents=True, exist_ok=True)
@@ -386,7 +405,10 @@ class Executor:
         self, ctx: Context, idx: int, step: Step, action: ScriptAction, values: dict[str, str]
     ) -> str:
         places = (
-            [(t.name, self._target_dir(ctx, t)) for t in self._targets(ctx, action.target_roles, step)]
+            [
+                (t.name, self._target_dir(ctx, t))
+                for t in self._targets(ctx, action.target_roles, step)
+            ]
             if action.target_roles
             else [("the server", self._work_dir(ctx, idx) / "cwd")]
         )
@@ -394,7 +416,12 @@ class Executor:
         for name, cwd in places:
             ctx.log.line(f"Running the script on {name}", step=idx)
             ok, reason, out = await self._run(
-                ctx, idx, step, action.body, action.syntax, cwd,
+                ctx,
+                idx,
+                step,
+                action.body,
+                action.syntax,
+                cwd,
                 values | {"Conveyor.Target.Name": name},
             )
             outputs.update(out)
@@ -438,8 +465,14 @@ class Executor:
             outputs["InstallationDirectoryPath"] = str(folder)
             if action.post_deploy_script.strip():
                 ok, reason, out = await self._run(
-                    ctx, idx, step, action.post_deploy_script, action.post_deploy_syntax, folder,
-                    values | {
+                    ctx,
+                    idx,
+                    step,
+                    action.post_deploy_script,
+                    action.post_deploy_syntax,
+                    folder,
+                    values
+                    | {
                         "Conveyor.Target.Name": target.name,
                         "Conveyor.Action.Package.InstallationDirectoryPath": str(folder),
                         "Conveyor.Action.Package.PackageId": action.package,
@@ -452,7 +485,11 @@ class Executor:
         return await self._succeeded(ctx, idx, step, f"{action.package} {version}", outputs)
 
     async def _manual(
-        self, ctx: Context, idx: int, step: Step, action: ManualInterventionAction,
+        self,
+        ctx: Context,
+        idx: int,
+        step: Step,
+        action: ManualInterventionAction,
         values: dict[str, str],
     ) -> str:
         instructions = substitute(action.instructions, values, what="the instructions")
@@ -477,7 +514,11 @@ class Executor:
         return WAIT_BLOCK if action.block_deployments else WAIT_PERSON
 
     async def _child(
-        self, ctx: Context, idx: int, step: Step, action: DeployReleaseAction,
+        self,
+        ctx: Context,
+        idx: int,
+        step: Step,
+        action: DeployReleaseAction,
         values: dict[str, str],
     ) -> str:
         choice = next(
@@ -504,7 +545,11 @@ class Executor:
         return {"name": name, "value": value}
 
     async def _notify(
-        self, ctx: Context, idx: int, step: Step, action: NotificationAction,
+        self,
+        ctx: Context,
+        idx: int,
+        step: Step,
+        action: NotificationAction,
         values: dict[str, str],
     ) -> str:
         from conveyor.engine.notify import deliver_step

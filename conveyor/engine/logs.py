@@ -30,7 +30,7 @@ class TaskLog:
         self._lock = asyncio.Lock()
 
     def line(self, text: str, *, step: int | None = None, level: str = "info") -> None:
-        for part in (text.splitlines() or [""]):
+        for part in text.splitlines() or [""]:
             masked = self.masker(part)
             if len(masked) > MAX_LINE:
                 masked = masked[:MAX_LINE] + " … (line cut)"

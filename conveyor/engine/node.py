@@ -30,7 +30,9 @@ def node_name() -> str:
 
 
 class Node:
-    def __init__(self, services: Services, slots: int | None = None, name: str | None = None) -> None:
+    def __init__(
+        self, services: Services, slots: int | None = None, name: str | None = None
+    ) -> None:
         self.services = services
         self.name = name or node_name()
         self.slots = slots or services.settings.task_slots

@@ -186,7 +186,11 @@ async def change_config(
             asked = _with_renames(
                 diff(_renamed(current, renames, cascade=True), desired), current, desired, renames
             )
-        _authorise(tx, asked, current, desired, renames)
+        try:
+            _authorise(tx, asked, current, desired, renames)
+        except PermissionDenied:
+            _concerning(tx.refusals[-1:], asked, loaded)
+            raise
         result = ConfigResult(changes, dry_run)
         if dry_run or not changes:
             _collect_ids(result, loaded, desired)
@@ -206,6 +210,7 @@ async def change_config(
                 documents=[doc_id] if doc_id else [],
                 details=_audit_details(change),
                 project_id=project_id,
+                environment_id=row_id if change.kind == "environments" else None,
             )
         if summary:
             await tx.audit(
@@ -215,6 +220,20 @@ async def change_config(
             )
         _collect_ids(result, loaded, desired)
         return result
+
+
+def _concerning(refusals: list[PendingEvent], changes: list[Change], loaded: Loaded) -> None:
+    """A refused change names the projects it touched, so that their readers see it."""
+    ids = sorted(
+        {
+            row_id
+            for c in changes
+            if c.kind == "projects" and (row_id := loaded.id_of("projects", c.name)) is not None
+        }
+    )
+    for event in refusals:
+        event.documents = [public_id("projects", i) for i in ids]
+        event.project_id = ids[0] if len(ids) == 1 else None
 
 
 def _name_field(kind: Kind) -> str:
@@ -278,7 +297,8 @@ def _message(caller: Caller, change: Change) -> str:
         return f'{caller.username} changed the deployment process of project "{change.name}"'
     if change.aspect == "variables":
         return f'{caller.username} changed the variables of project "{change.name}"'
-    if change.kind == "users" and change.op == "delete":
+    deactivated = any(f.field == "active" and f.after is False for f in change.fields)
+    if change.kind == "users" and (change.op == "delete" or deactivated):
         return f'{caller.username} deactivated user "{change.name}"'
     renamed = next((f for f in change.fields if f.field == _name_field(change.kind)), None)
     if change.op == "update" and renamed is not None:

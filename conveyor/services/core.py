@@ -15,11 +15,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from conveyor.domain import permissions as perms
-from conveyor.domain.audit import Category
+from conveyor.domain.audit import (
+    GENESIS,
+    IP_MAX,
+    USER_AGENT_MAX,
+    Category,
+    EventRecord,
+    event_hash,
+    plain_json,
+)
 from conveyor.domain.errors import PermissionDenied
 from conveyor.services.secrets import SecretBox, load_or_create_key
 from conveyor.settings import Settings
@@ -30,6 +38,9 @@ log = logging.getLogger("conveyor")
 
 # Advisory lock key that serialises configuration writes on PostgreSQL.
 CONFIG_LOCK = 7_010_001
+# Advisory lock key that serialises audit writers on PostgreSQL, so that the hash chain stays
+# linear (SQLite has one writer already: the services' write lock).
+EVENT_LOCK = 7_010_004
 
 
 def utcnow() -> datetime:
@@ -93,6 +104,8 @@ class Tx:
     now: datetime = field(default_factory=utcnow)
     # Refusals to audit even though this transaction rolls back.
     refusals: list[PendingEvent] = field(default_factory=list)
+    # Events to append when the transaction's work is done (see ``flush_events``).
+    events: list[PendingEvent] = field(default_factory=list)
     woke: bool = False
 
     async def wake(self) -> None:
@@ -167,45 +180,98 @@ class Tx:
         details: dict[str, Any] | None = None,
         project_id: int | None = None,
         environment_id: int | None = None,
-    ) -> int:
-        return await write_event(
-            self.session,
-            self.caller,
+    ) -> None:
+        self.events.append(
             PendingEvent(
                 category, message, documents or [], details or {}, project_id, environment_id
-            ),
-            self.now,
+            )
+        )
+
+    async def flush_events(self) -> None:
+        """Append this transaction's events, just before it commits: the chain lock is then the
+        last lock it takes (no deadlock with row locks taken earlier) and is held briefly."""
+        events, self.events = self.events, []
+        await write_event(
+            self.session, self.caller, events, self.now, postgres=not self.services.is_sqlite
         )
 
 
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 async def write_event(
-    session: AsyncSession, caller: Caller, event: PendingEvent, now: datetime
-) -> int:
-    result = await session.execute(
-        insert(t.events)
-        .values(
-            occurred_at=now,
+    session: AsyncSession,
+    caller: Caller,
+    events: list[PendingEvent],
+    now: datetime,
+    *,
+    postgres: bool,
+) -> None:
+    """Append events to the hash chain: each one's ``prev_hash`` is the hash of the event before.
+
+    Ids are assigned here (the last id + 1, under the lock) so that they have no gaps: a gap in
+    the chain then means an event was removed.
+    """
+    if not events:
+        return
+    if postgres:
+        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": EVENT_LOCK})
+    last = (
+        await session.execute(
+            select(t.events.c.id, t.events.c.hash, t.events.c.occurred_at)
+            .order_by(t.events.c.id.desc())
+            .limit(1)
+        )
+    ).first()
+    next_id = last.id + 1 if last is not None else 1
+    prev = last.hash if last is not None and last.hash else GENESIS
+    # Never earlier than the event before: time then grows with the id, so that a time range
+    # is an id range (the audit filters rely on it).
+    occurred = max(now, _aware(last.occurred_at)) if last is not None else now
+    rows: list[dict[str, Any]] = []
+    links: list[dict[str, Any]] = []
+    for offset, event in enumerate(events):
+        record = EventRecord(
+            id=next_id + offset,
+            occurred_at=occurred,
             category=str(event.category),
             actor_id=caller.user_id,
             actor=caller.username,
             on_behalf_of=caller.on_behalf_of,
-            ip_address=caller.ip_address,
-            user_agent=caller.user_agent[:400] if caller.user_agent else None,
+            ip_address=caller.ip_address[:IP_MAX] if caller.ip_address else None,
+            user_agent=caller.user_agent[:USER_AGENT_MAX] if caller.user_agent else None,
             message=event.message,
             project_id=event.project_id,
             environment_id=event.environment_id,
             documents=sorted(set(event.documents)),
-            details=event.details,
+            details=plain_json(event.details),
         )
-        .returning(t.events.c.id)
-    )
-    event_id = int(result.scalar_one())
-    docs = sorted(set(event.documents))
-    if docs:
-        await session.execute(
-            insert(t.event_documents), [{"event_id": event_id, "document": d} for d in docs]
+        digest = event_hash(record, prev)
+        rows.append(
+            {
+                "id": record.id,
+                "occurred_at": record.occurred_at,
+                "category": record.category,
+                "actor_id": record.actor_id,
+                "actor": record.actor,
+                "on_behalf_of": record.on_behalf_of,
+                "ip_address": record.ip_address,
+                "user_agent": record.user_agent,
+                "message": record.message,
+                "project_id": record.project_id,
+                "environment_id": record.environment_id,
+                "documents": list(record.documents),
+                "details": record.details,
+                "hash": digest,
+                "prev_hash": prev,
+            }
         )
-    return event_id
+        links += [{"event_id": record.id, "document": d} for d in record.documents]
+        prev = digest
+    await session.execute(insert(t.events), rows)
+    if links:
+        await session.execute(insert(t.event_documents), links)
 
 
 class Services:
@@ -259,6 +325,7 @@ class Services:
                                 text("SELECT pg_advisory_xact_lock(:k)"), {"k": CONFIG_LOCK}
                             )
                         yield tx
+                        await tx.flush_events()
                 except PermissionDenied:
                     await self._write_refusals(tx)
                     raise
@@ -273,8 +340,7 @@ class Services:
         if not tx.refusals:
             return
         async with self.sessions() as session, session.begin():
-            for event in tx.refusals:
-                await write_event(session, tx.caller, event, tx.now)
+            await write_event(session, tx.caller, tx.refusals, tx.now, postgres=not self.is_sqlite)
 
 
 def bootstrap(settings: Settings) -> Services:

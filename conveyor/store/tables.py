@@ -134,7 +134,12 @@ events = Table(
     Column("environment_id", Id, nullable=True),
     Column("documents", JSON, nullable=False),
     Column("details", JSON, nullable=False),
+    # The hash chain (conveyor.domain.audit.event_hash): SHA-256 of the event's canonical form,
+    # which includes the previous event's hash, so an edit, removal or insertion shows.
+    Column("hash", String(64), nullable=True),
+    Column("prev_hash", String(64), nullable=True),
     Index("ix_events_category_id", "category", "id"),
+    Index("ix_events_project_id_id", "project_id", "id"),
     Index("ix_events_actor_id_id", "actor_id", "id"),
     Index("ix_events_project_env_id", "project_id", "environment_id", "id"),
     Index("ix_events_environment_id_id", "environment_id", "id"),

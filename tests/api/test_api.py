@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import select
 
 from conveyor.services import documents as docs
@@ -18,44 +19,17 @@ from conveyor.services.core import Services, system_caller
 from conveyor.services.secrets import KEY_FILE
 from conveyor.settings import Settings
 from conveyor.store import tables as t
-from tests.api.conftest import ClientFor, UserFactory
+from tests.api.conftest import BASE_URL, ClientFor, UserFactory
+from tests.api.helpers import assert_problem, events, row_text
 
-PROBLEM_JSON = "application/problem+json"
 pytestmark = pytest.mark.usefixtures("shop")
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM_JSON)
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["code"] == code
-    assert body["message"]
-    return body
-
-
-async def events(services: Services, *categories: str) -> list[Any]:
-    async with services.read() as session:
-        query = select(t.events).order_by(t.events.c.id)
-        if categories:
-            query = query.where(t.events.c.category.in_(categories))
-        return list((await session.execute(query)).all())
-
-
-def row_text(row: Any) -> str:
-    return json.dumps({k: v for k, v in row._mapping.items()}, default=str)
 
 
 # ---------------------------------------------------------------- authentication
 
 
-async def test_missing_api_key_is_401_telling_how_to_send_one(anonymous: httpx.AsyncClient) -> None:
-    body = assert_problem(await anonymous.get("/projects"), 401, "unauthenticated")
-    assert "X-Api-Key" in body["message"]
-
-
 async def test_bad_revoked_and_deactivated_keys_are_401(
-    client: httpx.AsyncClient, client_for: ClientFor, user_with: UserFactory
+    client: httpx.AsyncClient, client_for: ClientFor, user_with: UserFactory, services: Services
 ) -> None:
     assert_problem(await client_for("not-a-key").get("/projects"), 401, "unauthenticated")
 
@@ -75,18 +49,22 @@ async def test_bad_revoked_and_deactivated_keys_are_401(
     body = assert_problem(await ops.get("/me"), 401, "unauthenticated")
     assert "inactive" in body["message"]
     assert (await client.get("/users/ops")).json()["active"] is False
-
-
-async def test_public_root_needs_no_key(anonymous: httpx.AsyncClient) -> None:
-    response = await anonymous.get("http://conveyor.test/api/v1")
-    assert response.status_code == 200
-    assert response.json()["openapi"] == "/api/v1/openapi.json"
+    deactivated = (await events(services, "DocumentModified"))[-1]
+    assert deactivated.message == 'admin deactivated user "ops"'
 
 
 # ---------------------------------------------------------------- OpenAPI
 
 
-async def test_openapi_lists_the_document_routes(anonymous: httpx.AsyncClient) -> None:
+async def test_public_root_openapi_and_a_missing_key(anonymous: httpx.AsyncClient) -> None:
+    response = await anonymous.get("http://conveyor.test/api/v1")
+    assert response.status_code == 200
+    assert response.json()["openapi"] == "/api/v1/openapi.json"
+    response = await anonymous.get("/projects")
+    body = assert_problem(response, 401, "unauthenticated")
+    assert "X-Api-Key" in body["message"]
+    assert response.headers["www-authenticate"] == "ApiKey"
+
     response = await anonymous.get("/openapi.json")
     assert response.status_code == 200
     spec = response.json()
@@ -114,13 +92,11 @@ async def test_openapi_lists_the_document_routes(anonymous: httpx.AsyncClient) -
 # ---------------------------------------------------------------- errors
 
 
-async def test_unknown_route_is_404_problem(client: httpx.AsyncClient) -> None:
+async def test_unknown_routes_and_ids_are_404_problems(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get("/no-such-thing"), 404, "not_found")
     assert_problem(await client.get("/projects/NoSuchProject"), 404, "not_found")
     assert_problem(await client.patch("/projects"), 405, "method_not_allowed")
-
-
-async def test_odd_ids_are_404_not_500(client: httpx.AsyncClient) -> None:
+    # ids that are no row ids are simply not found
     for path in (
         "/environments/Environments-\u00b2",
         "/environments/Environments-99999999999999999999999",
@@ -133,29 +109,44 @@ async def test_odd_ids_are_404_not_500(client: httpx.AsyncClient) -> None:
     assert (await client.get(f"/environments/{environment['id'].lower()}")).json() == environment
 
 
-BAD_BODIES: list[tuple[bytes, str | None]] = [
-    (b"{not json", None),
-    (b'{"name": ["a list"]}', "name"),
-    (b'{"name": "X", "guided_failure": "yes"}', "guided_failure"),
-    (b'{"name": "X", "colour": "blue"}', "colour"),
-    (b'"a string"', None),
-    (b"[1, 2]", None),
-    (b"", None),
+async def test_a_bug_is_a_500_problem_not_a_stack_trace(
+    app: FastAPI, admin_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(docs, "list_documents", broken)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(
+        transport=transport, base_url=BASE_URL, headers={"X-Api-Key": admin_key}
+    ) as client:
+        body = assert_problem(await client.get("/projects"), 500, "internal_error")
+    assert "a bug" not in body["message"]
+
+
+# (body, path of the first problem, words of its message)
+BAD_BODIES: list[tuple[bytes, str, str]] = [
+    (b"{not json", "", "not valid JSON"),
+    (b"", "", "a JSON body is required"),
+    (b'{"name": ["a list"]}', "name", "must be text"),
+    (b'{"name": "X", "guided_failure": "yes"}', "guided_failure", "true or false"),
+    (b'{"name": "X", "colour": "blue"}', "colour", "not a known field"),
+    (b'"a string"', "", "expected a mapping"),
+    (b"[1, 2]", "", "expected a mapping"),
 ]
 
 
 async def test_bad_input_is_422_with_the_field_path(client: httpx.AsyncClient) -> None:
-    for content, path in BAD_BODIES:
+    for content, path, words in BAD_BODIES:
         response = await client.post(
             "/environments", content=content, headers={"content-type": "application/json"}
         )
         body = assert_problem(response, 422, "validation_failed")
-        assert body["problems"], content
-        if path is not None:
-            assert [p["path"] for p in body["problems"]] == [path], content
+        assert body["problems"][0]["path"] == path, content
+        assert words in body["problems"][0]["message"], content
+        assert words in body["message"]
 
-
-async def test_wrong_types_deep_in_a_document_are_located(client: httpx.AsyncClient) -> None:
+    # wrong types deep in a document are located
     response = await client.post(
         "/lifecycles",
         json={"name": "L", "phases": [{"name": "P", "environments": "Dev", "optional": 3}]},
@@ -172,7 +163,21 @@ async def test_wrong_types_deep_in_a_document_are_located(client: httpx.AsyncCli
     assert body["problems"][0]["path"] == "name"
 
 
+TOO_LONG: list[tuple[str, dict[str, Any], str]] = [
+    ("environments", {"name": "x" * 201}, "environments"),
+    # a name within the limit whose slug ("ffi" for each ligature) is not
+    ("environments", {"name": "\ufb03" * 100}, "environments"),
+    ("users", {"username": "eve", "email": "e" * 320 + "@x.io"}, "users[eve].email"),
+    ("users", {"username": "eve", "display_name": "E" * 201}, "users[eve].display_name"),
+    ("users", {"username": "e" * 101}, "users"),
+]
+
+
 async def test_text_the_database_cannot_store_is_422_not_500(client: httpx.AsyncClient) -> None:
+    for kind, document, path in TOO_LONG:
+        response = await client.post(f"/{kind}", json=document)
+        body = assert_problem(response, 422, "validation_failed")
+        assert body["problems"][0]["path"].startswith(path), body
     response = await client.post("/environments", json={"name": "Nul\u0000Env"})
     assert_problem(response, 422, "validation_failed")
     response = await client.post("/users", json={"username": "eve", "email": "e\u0000@x.io"})
@@ -187,40 +192,27 @@ async def test_text_the_database_cannot_store_is_422_not_500(client: httpx.Async
     assert_problem(response, 422, "validation_failed")
 
 
-TOO_LONG: list[tuple[str, dict[str, Any], str]] = [
-    ("environments", {"name": "x" * 201}, "environments"),
-    # a name within the limit whose slug ("ffi" for each ligature) is not
-    ("environments", {"name": "\ufb03" * 100}, "environments"),
-    ("users", {"username": "eve", "email": "e" * 320 + "@x.io"}, "users[eve].email"),
-    ("users", {"username": "eve", "display_name": "E" * 201}, "users[eve].display_name"),
-    ("users", {"username": "e" * 101}, "users"),
-]
-
-
-async def test_text_longer_than_its_column_is_422_not_500(client: httpx.AsyncClient) -> None:
-    for kind, document, path in TOO_LONG:
-        response = await client.post(f"/{kind}", json=document)
-        body = assert_problem(response, 422, "validation_failed")
-        assert body["problems"][0]["path"].startswith(path), body
-
-
-async def test_name_conflict_is_409(client: httpx.AsyncClient) -> None:
+async def test_name_conflicts_and_missing_references(client: httpx.AsyncClient) -> None:
     body = assert_problem(await client.post("/environments", json={"name": "dev"}), 409, "conflict")
     assert "Dev" in body["message"] or "dev" in body["message"]
     # renaming onto another document's name is a conflict too
     response = await client.put("/environments/Test", json={"name": "Prod"})
     assert_problem(response, 409, "conflict")
 
-
-async def test_reference_to_a_missing_lifecycle_is_422_naming_the_path(
-    client: httpx.AsyncClient,
-) -> None:
+    # a reference to a lifecycle that does not exist names where it is made
     response = await client.post(
         "/projects", json={"name": "X", "group": "Shop", "lifecycle": "Nope"}
     )
     body = assert_problem(response, 422, "validation_failed")
     assert [p["path"] for p in body["problems"]] == ["projects[X].lifecycle"]
     assert "Nope" in body["problems"][0]["message"]
+
+    # a project's process and variables have their own endpoints
+    document = {"name": "Web", "group": "Shop", "lifecycle": "Main", "variables": []}
+    body = assert_problem(
+        await client.put("/projects/Web", json=document), 422, "validation_failed"
+    )
+    assert "/variables" in body["message"]
 
 
 # ---------------------------------------------------------------- process
@@ -266,8 +258,7 @@ async def test_process_edits_are_versioned_and_stale_edits_refused(
     )
     assert body["problems"][0]["path"] == "version"
 
-
-async def test_process_invalid_reference_is_422(client: httpx.AsyncClient) -> None:
+    # a step scoped to an environment that does not exist
     step = {**STEP, "environments": ["Nowhere"]}
     response = await client.put("/projects/Web/process", json={"version": 0, "steps": [step]})
     body = assert_problem(response, 422, "validation_failed")
@@ -319,16 +310,6 @@ async def test_sensitive_variables_are_encrypted_masked_and_kept(
 
     for row in await events(services):
         assert SECRET not in row_text(row)
-
-
-async def test_projects_cannot_carry_process_or_variables_in_the_document(
-    client: httpx.AsyncClient,
-) -> None:
-    document = {"name": "Web", "group": "Shop", "lifecycle": "Main", "variables": []}
-    body = assert_problem(
-        await client.put("/projects/Web", json=document), 422, "validation_failed"
-    )
-    assert "/variables" in body["message"]
 
 
 # ---------------------------------------------------------------- permissions and audit
@@ -431,7 +412,9 @@ async def test_lists_show_only_what_the_caller_may_view(
     assert (await nobody.get("/teams")).json() == []
 
 
-async def test_explain_and_matrix(client_for: ClientFor, user_with: UserFactory) -> None:
+async def test_explain_and_matrix(
+    client: httpx.AsyncClient, client_for: ClientFor, user_with: UserFactory
+) -> None:
     await user_with("dev", roles=[{"role": "Project Contributor", "projects": ["Database"]}])
     nobody = client_for(await user_with("nobody"))
 
@@ -453,11 +436,7 @@ async def test_explain_and_matrix(client_for: ClientFor, user_with: UserFactory)
     assert response.json()["allowed"] is False
     assert (await nobody.get("/permissions/matrix", params={"user": "nobody"})).status_code == 200
 
-
-async def test_explain_says_which_team_and_role_grant(
-    client: httpx.AsyncClient, user_with: UserFactory
-) -> None:
-    await user_with("dev", roles=[{"role": "Project Contributor", "projects": ["Database"]}])
+    # with UserView: which team and role grant it, or what is missing
     params = {"user": "dev", "permission": "ProcessEdit", "project": "Database"}
     allowed = (await client.get("/permissions/explain", params=params)).json()
     assert allowed["allowed"] is True
@@ -482,22 +461,22 @@ async def test_explain_says_which_team_and_role_grant(
     assert cells == {"Web": False, "Database": True}
 
 
-async def test_me(client: httpx.AsyncClient, client_for: ClientFor, user_with: UserFactory) -> None:
+async def test_me_and_api_keys_shown_once_listed_without_secret_and_revocable(
+    client: httpx.AsyncClient, client_for: ClientFor, user_with: UserFactory, services: Services
+) -> None:
     me = (await client.get("/me")).json()
     assert me == {
         "username": "admin",
         "teams": ["Administrators"],
         "roles": ["System Administrator"],
     }
-    dev = client_for(await user_with("dev", roles=[{"role": "Project Viewer"}]))
-    assert (await dev.get("/me")).json()["teams"] == ["dev team"]
-
-
-async def test_api_keys_are_shown_once_listed_without_secret_and_revocable(
-    client: httpx.AsyncClient, client_for: ClientFor, user_with: UserFactory, services: Services
-) -> None:
     dev_key = await user_with("dev", roles=[{"role": "Project Viewer"}])
     dev = client_for(dev_key)
+    assert (await dev.get("/me")).json() == {
+        "username": "dev",
+        "teams": ["dev team"],
+        "roles": ["Project Viewer"],
+    }
     response = await dev.post("/users/dev/api-keys", json={"name": "laptop"})
     assert response.status_code == 201
     created = response.json()

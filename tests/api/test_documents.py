@@ -11,7 +11,7 @@ import pytest
 
 from conveyor.services.core import Services
 from tests.api.conftest import BASE_URL, ClientFor, UserFactory
-from tests.api.test_api import assert_problem, events
+from tests.api.helpers import assert_problem, events
 
 pytestmark = pytest.mark.usefixtures("shop")
 
@@ -204,9 +204,29 @@ async def rename(client: httpx.AsyncClient, segment: str, old: str, new: str) ->
     assert response.status_code == 200, response.text
 
 
-async def test_renames_carry_references_along(client: httpx.AsyncClient) -> None:
+async def test_renames_carry_references_along(
+    client: httpx.AsyncClient, services: Services
+) -> None:
     await linked(client)
+    start = len(await events(services))
     await rename(client, "environments", "Dev", "Development")
+    # the rename and every reference it rewrote are audited
+    new = (await events(services))[start:]
+    assert {e.category for e in new} == {"DocumentModified"}
+    assert new[0].message == 'admin renamed environment "Dev" to "Development"'
+    assert new[0].details["fields"] == [{"field": "name", "before": "Dev", "after": "Development"}]
+    assert {e.message for e in new[1:]} == {
+        'admin changed lifecycle "Main"',
+        'admin changed target "box"',
+        'admin changed team "Builders"',
+        'admin changed the deployment process of project "Web"',
+        'admin changed the variables of project "Web"',
+    }
+    phases = next(e for e in new if "lifecycle" in e.message).details["fields"][0]
+    assert phases["field"] == "phases"
+    assert phases["before"][0]["environments"] == ["Dev"]
+    assert phases["after"][0]["environments"] == ["Development"]
+
     await rename(client, "lifecycles", "Main", "Standard")
     await rename(client, "project-groups", "Shop", "Pet Shop")
     await rename(client, "projects", "Database", "Data Store")
@@ -253,7 +273,9 @@ async def test_deleting_a_referenced_document_is_409_naming_where_it_is_used(
         assert (await client.get(f"/{segment}/{name}")).status_code == 200
 
 
-async def test_built_in_roles_cannot_be_changed(client: httpx.AsyncClient) -> None:
+async def test_built_in_roles_and_the_last_administrator_are_protected(
+    client: httpx.AsyncClient,
+) -> None:
     role = (await client.get("/user-roles/Project Viewer")).json()
     assert role["built_in"] is True
     edited = {"name": "Project Viewer", "permissions": ["ProjectView"]}
@@ -272,6 +294,13 @@ async def test_built_in_roles_cannot_be_changed(client: httpx.AsyncClient) -> No
     )
     assert body["problems"][0]["path"] == "built_in"
 
+    # nor can the last way to administer Conveyor be deleted
+    for path in ("/users/admin", "/teams/Administrators"):
+        body = assert_problem(await client.delete(path), 409, "conflict")
+        assert "cannot be deleted" in body["message"]
+        assert "AdministerSystem" in body["message"]
+    assert (await client.get("/me")).status_code == 200
+
 
 async def test_updating_a_project_keeps_its_process_and_variables(
     client: httpx.AsyncClient,
@@ -287,23 +316,6 @@ async def test_updating_a_project_keeps_its_process_and_variables(
     assert (await client.get("/projects/Web/variables")).json()["variables"] == [
         {"name": "A", "value": "1"}
     ]
-
-
-async def test_a_rename_is_audited_with_the_references_it_rewrote(
-    client: httpx.AsyncClient, services: Services
-) -> None:
-    start = len(await events(services))
-    await rename(client, "environments", "Dev", "Development")
-    new = (await events(services))[start:]
-    assert [(e.category, e.message) for e in new] == [
-        ("DocumentModified", 'admin renamed environment "Dev" to "Development"'),
-        ("DocumentModified", 'admin changed lifecycle "Main"'),
-    ]
-    assert new[0].details["fields"] == [{"field": "name", "before": "Dev", "after": "Development"}]
-    phases = new[1].details["fields"][0]
-    assert phases["field"] == "phases"
-    assert phases["before"][0]["environments"] == ["Dev"]
-    assert phases["after"][0]["environments"] == ["Development"]
 
 
 async def test_a_rename_needs_the_permission_on_the_current_name_only(
@@ -333,13 +345,3 @@ async def test_a_rename_needs_the_permission_on_the_current_name_only(
         "/teams/kim team", json={**team, "description": "we keep the playground"}
     )
     assert "TeamEdit" in assert_problem(response, 403, "permission_denied")["message"]
-
-
-async def test_deleting_the_last_administrator_is_409_saying_why(
-    client: httpx.AsyncClient,
-) -> None:
-    for path in ("/users/admin", "/teams/Administrators"):
-        body = assert_problem(await client.delete(path), 409, "conflict")
-        assert "cannot be deleted" in body["message"]
-        assert "AdministerSystem" in body["message"]
-    assert (await client.get("/me")).status_code == 200

@@ -143,7 +143,11 @@ class Server:
 
         from conveyor.cli.main import app
 
-        env = {"CONVEYOR_SERVER": self.url, "CONVEYOR_API_KEY": api_key or self.api_key}
+        env: dict[str, str | None] = {
+            "CONVEYOR_DATABASE_URL": None,  # unset unless this server has one
+            **self.env,
+            "CONVEYOR_API_KEY": api_key or self.api_key,
+        }
         result = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
         return subprocess.CompletedProcess(
             ["conveyor", *args], result.exit_code, result.stdout, result.stderr
@@ -166,9 +170,12 @@ class Server:
         assert result.returncode == 0, describe(result)
         return result
 
-    def api_key_for(self, username: str) -> str:
-        """A new API key for a user, made by the local command as an operator would."""
-        result = self.ok("admin", "api-key", "create", "--user", username, "--output", "json")
+    def api_key_for(self, username: str, *, in_process: bool = False) -> str:
+        """A new API key for a user, made by the local command as an operator would (run in
+        this process with ``in_process``: the same command, without a second of start-up)."""
+        args = ("admin", "api-key", "create", "--user", username, "--output", "json")
+        result = self.cli_in_process(*args) if in_process else self.cli(*args)
+        assert result.returncode == 0, describe(result)
         data = json.loads(result.stdout)
         assert data["user"] == username
         key: str = data["api_key"]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import EXAMPLE, Server, describe, run_conveyor
+from tests.e2e.conftest import EXAMPLE, Server, describe, free_port, run_conveyor
 
 pytestmark = pytest.mark.e2e
 
@@ -239,3 +240,20 @@ def test_help_is_clean() -> None:
     assert result.stderr == ""
     for command in ("apply", "export", "permissions", "admin", "server", "demo"):
         assert command in result.stdout
+
+
+def test_server_refuses_a_missing_database_and_a_busy_port(tmp_path: Path) -> None:
+    env = {"CONVEYOR_DATA_DIR": str(tmp_path / "data")}
+    missing = run_conveyor(("server", "--port", str(free_port())), env)
+    assert missing.returncode == 2, describe(missing)
+    assert "conveyor admin init" in missing.stderr
+    assert not (tmp_path / "data" / "conveyor.db").exists()
+
+    assert run_conveyor(("admin", "init"), env).returncode == 0
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_conveyor(("server", "--port", str(port)), env, timeout=30)
+    assert result.returncode == 2, describe(result)
+    assert f"port {port}" in result.stderr and "--port" in result.stderr

@@ -1,4 +1,4 @@
-"""The Octo Pet Shop story (stories 1, 2, 4 to 8 and 10) against a real server, through the CLI.
+"""The Octo Pet Shop story (1, 2, 4 to 8 and 10; 3 only by its outcome) against a real server.
 
 One server per database (SQLite, PostgreSQL). The stories build on each other, so they run in
 order, sharing one module-scoped ``Story``; a story whose predecessor did not finish is skipped
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,10 +52,10 @@ class Story:
 
     # ------------------------------------------------------------ the CLI, as a user
 
-    def run(self, user: str, *args: str) -> Any:
+    def run(self, user: str, *args: str) -> subprocess.CompletedProcess[str]:
         return self.server.cli(*args, api_key=self.keys[user])
 
-    def ok(self, user: str, *args: str) -> Any:
+    def ok(self, user: str, *args: str) -> subprocess.CompletedProcess[str]:
         result = self.run(user, *args)
         assert result.returncode == 0, f"as {user}: {describe(result)}"
         return result

@@ -221,7 +221,9 @@ projects:
 def test_the_server_refuses_what_the_story_forbids(story: Server) -> None:
     """The same users, with their own keys: the server itself refuses, and nothing changes."""
     assert WITHOUT_QA_APPROVAL != EXAMPLE_TEXT and DATABASE_CHANGED != EXAMPLE_TEXT
-    keys = {user: story.api_key_for(user) for user in ("dev", "ops", "auditor")}
+    # One key per user: dev's through the installed command, the others by the same command's
+    # code in this process (a second of start-up each saved).
+    keys = {user: story.api_key_for(user, in_process=user != "dev") for user in USERS}
     files = {}
     for name, text in (
         ("no-qa-approval.yaml", WITHOUT_QA_APPROVAL),
@@ -252,6 +254,14 @@ def test_the_server_refuses_what_the_story_forbids(story: Server) -> None:
     refused("ops", "database-changed.yaml", "ProcessEdit")
     refused("auditor", "database-changed.yaml", "ProcessEdit")
     refused("auditor", "sandbox.yaml", "EnvironmentCreate")
+    # qa may not drop its own approval, owner create an environment, build edit a process.
+    for user, name, permission in (
+        ("qa", "no-qa-approval.yaml", "ProcessEdit"),
+        ("owner", "sandbox.yaml", "EnvironmentCreate"),
+        ("build", "database-changed.yaml", "ProcessEdit"),
+    ):
+        result = story.cli_in_process("apply", "-f", str(files[name]), api_key=keys[user])
+        assert result.returncode == 3 and permission in result.stderr, describe(result)
     after = story.export()
     assert after == before
 
@@ -265,3 +275,12 @@ def test_the_server_refuses_what_the_story_forbids(story: Server) -> None:
     assert partial.returncode == 0, describe(partial)
     exported = story.export()
     assert "Apply, in order," not in exported and "QA approval" in exported
+
+    # Each may ask about themselves with their own key (no UserView needed).
+    for user in USERS:
+        mine = story.cli_in_process(
+            "permissions", "explain", "--user", user, "--permission", "ProjectView",
+            "--project", "Deploy All", "--output", "json", api_key=keys[user],
+        )  # fmt: skip
+        assert mine.returncode == 0, describe(mine)
+        assert json.loads(mine.stdout)["allowed"] is (user != "build"), mine.stdout

@@ -359,3 +359,63 @@ async def test_guided_failure_retry_then_ignore(
     assert result["state"] == "success"
     assert "failure ignored by admin" in result["steps"][0]["reason"]
     assert "next-ran" in await log_text(services, admin, task)
+
+
+async def test_waiting_tasks_hold_no_slot_and_parents_never_deadlock(
+    services: Services, admin: Caller
+) -> None:
+    """With one slot: a deployment waiting for a person does not stop another from running,
+    and a parent waiting for its child does not stop the child."""
+    approval = """        - name: Approve
+          type: manual_intervention
+          instructions: Wait here
+"""
+    parent = """        - name: Child
+          type: deploy_release
+          project: Leaf
+"""
+    await setup(
+        services,
+        admin,
+        project("Waits", approval),
+        project("Leaf", "        - name: S\n          type: script\n          script: echo leaf\n"),
+        project("Parent", parent),
+    )
+    node = Node(services, slots=1, name=f"one-slot-{os.getpid()}")
+    await node.start()
+    try:
+        waiting = await deploy(services, admin, "Waits")
+        assert (await finished(services, admin, waiting))["state"] == "waiting"
+        leaf = await releases.create_release(services, admin, "Leaf")
+        assert leaf.version
+        parent_task = await deploy(services, admin, "Parent")
+        result = await finished(services, admin, parent_task, waiting=False)
+        assert result["state"] == "success", result
+        [child] = result["children"]
+        assert child["state"] == "success"
+        assert (await tasks.get_task(services, admin, waiting))["state"] == "waiting"
+    finally:
+        await node.stop()
+
+
+async def test_canceling_a_parent_cancels_its_child(
+    services: Services, admin: Caller, engine: Node
+) -> None:
+    await setup(
+        services,
+        admin,
+        project("Slow leaf", "        - name: S\n          type: script\n          script: sleep 30\n"),
+        project("Parent", "        - name: Child\n          type: deploy_release\n          project: Slow leaf\n"),
+    )
+    await releases.create_release(services, admin, "Slow leaf")
+    parent_task = await deploy(services, admin, "Parent")
+    for _ in range(200):
+        parent_now = await tasks.get_task(services, admin, parent_task)
+        if parent_now["children"] and parent_now["children"][0]["state"] == "executing":
+            break
+        await asyncio.sleep(0.05)
+    await tasks.cancel_task(services, admin, parent_task)
+    parent_end = await finished(services, admin, parent_task, waiting=False)
+    assert parent_end["state"] == "canceled"
+    child = await finished(services, admin, parent_end["children"][0]["id"], waiting=False)
+    assert child["state"] == "canceled"
