@@ -1,4 +1,4 @@
-"""The FastAPI application: API under /api/v1 (and, later, the web UI), built from settings."""
+"""The FastAPI application: API under /api/v1 and the web UI at /, built from settings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from conveyor import __version__
+from conveyor import __version__, web
 from conveyor.api import errors
 from conveyor.api.routers import deployments, documents, events, system
 from conveyor.api.routers import packages as package_routes
@@ -65,4 +65,6 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(package_routes.router, prefix=API_PREFIX)
     app.include_router(deployments.router, prefix=API_PREFIX)
     app.include_router(events.router, prefix=API_PREFIX)
+    # After the API, so that its routes come first; the pages also give the API the session.
+    web.install(app)
     return app

@@ -14,7 +14,6 @@ from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 import typer
-from rich.console import Console
 from rich.status import Status
 from rich.table import Table
 
@@ -470,20 +469,31 @@ def _follow(
     output: Format,
     timeout: float | None,
 ) -> dict[str, Any]:
-    """Follow a task until it ends (or ``timeout`` seconds pass); returns the task."""
+    """Follow a task until it ends (or ``timeout`` seconds pass); returns the task.
+
+    Ctrl-C stops following, not the task: it says so, and how to pick it up again."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    with Client(server, api_key) as client:
-        if output == Format.JSON:
-            return _run(output, lambda: _wait_quietly(client, task_id, deadline))
-        console: Console = out
-        status = Status("", console=console) if console.is_terminal else None
-        try:
+    status = Status("", console=out) if output == Format.TEXT and out.is_terminal else None
+    try:
+        with Client(server, api_key) as client:
+            if output == Format.JSON:
+                return _run(output, lambda: _wait_quietly(client, task_id, deadline))
             if status is not None:
                 status.start()
             return _run(output, lambda: _follow_loud(client, task_id, deadline, status))
-        finally:
-            if status is not None:
-                status.stop()
+    except KeyboardInterrupt:
+        if status is not None:
+            status.stop()
+        err.print(
+            f"Stopped following {task_id}; it keeps running (conveyor task wait {task_id}).",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
+    finally:
+        if status is not None:
+            status.stop()
 
 
 def _remaining(deadline: float | None) -> float:

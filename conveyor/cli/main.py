@@ -197,12 +197,10 @@ def server(
     port: Annotated[int, typer.Option("--port")] = 8080,
 ) -> None:
     """Run the API, web UI and task engine in one process."""
-    import uvicorn
-
-    from conveyor.api.app import create_app
     from conveyor.cli.demo import port_free
-    from conveyor.store.db import current_revision, head_revision
 
+    # The cheap checks first, before the server's imports.
+    run(Format.TEXT, lambda: port_free(port, host))
     settings = _settings()
     settings = settings.model_copy(update={"host": host, "port": port})
     database = settings.data_dir / "conveyor.db"
@@ -214,6 +212,12 @@ def server(
                 "with the same CONVEYOR_DATA_DIR (or CONVEYOR_DATABASE_URL)",
             )
         )
+
+    import uvicorn
+
+    from conveyor.api.app import create_app
+    from conveyor.store.db import current_revision, head_revision
+
     try:
         revision = current_revision(settings.resolved_database_url)
     except Exception as exc:  # the database cannot be opened at all
@@ -225,7 +229,6 @@ def server(
                 "the database is not initialised or needs an upgrade: run `conveyor admin init`",
             )
         )
-    run(Format.TEXT, lambda: port_free(port, host))
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
     except SystemExit as exc:  # uvicorn's own exit status means nothing in CLI.md's terms

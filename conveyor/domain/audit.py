@@ -110,10 +110,11 @@ class EventRecord:
 
 
 def utc_text(value: datetime) -> str:
-    """The one text form of a time in the hash (SQLite hands back naive UTC datetimes)."""
+    """The one text form of a time in the hash: ``2025-03-01T12:00:01.123456Z`` (SQLite hands
+    back naive UTC datetimes, PostgreSQL aware ones)."""
     if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return value.isoformat(timespec="microseconds") + "Z"
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def plain_json(details: Mapping[str, Any]) -> dict[str, Any]:
@@ -121,6 +122,9 @@ def plain_json(details: Mapping[str, Any]) -> dict[str, Any]:
     that what is hashed when writing is what is hashed when verifying."""
     result: dict[str, Any] = json.loads(json.dumps(dict(details), default=str))
     return result
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 def canonical(event: EventRecord, prev_hash: str) -> bytes:
@@ -141,7 +145,7 @@ def canonical(event: EventRecord, prev_hash: str) -> bytes:
         "details": event.details,
         "prev_hash": prev_hash,
     }
-    return json.dumps(form, sort_keys=True, separators=(",", ":")).encode("ascii")
+    return _CANONICAL.encode(form).encode("ascii")
 
 
 def event_hash(event: EventRecord, prev_hash: str) -> str:

@@ -14,9 +14,10 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from json.encoder import encode_basestring
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, func, or_, select, true
+from sqlalchemy import ColumnElement, Text, and_, cast, false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain import permissions as perms
@@ -292,6 +293,74 @@ async def export_events(
     return _stream(services, fmt, where, names, newest)
 
 
+# The export reads the JSON columns as their text and writes it through as is: decoding and
+# encoding a kilobyte of details per event would cost more than everything else together.
+_EXPORTED = (
+    E.id,
+    E.occurred_at,
+    E.category,
+    E.actor,
+    E.on_behalf_of,
+    E.ip_address,
+    E.user_agent,
+    E.message,
+    E.project_id,
+    E.environment_id,
+    E.actor_id,
+    E.hash,
+    E.prev_hash,
+    cast(E.documents, Text),
+    cast(E.details, Text),
+)
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
+
+
+def _number(value: int | None) -> str:
+    return "null" if value is None else str(value)
+
+
+def _jsonl(row: Any, names: Names) -> str:
+    """One line, written directly (a fraction of the allocations of json.dumps of a dict)."""
+    (ident, occurred, category, actor, behalf, ip, agent, message) = row[:8]
+    (project_id, env_id, actor_id, digest, prev, documents, details) = row[8:]
+    project = names.projects.get(project_id) if project_id else None
+    environment = names.environments.get(env_id) if env_id else None
+    return (
+        f'{{"id": "{public(ident)}", "occurred": {_text(iso(occurred))}, '
+        f'"category": {_text(category)}, "actor": {_text(actor)}, '
+        f'"on_behalf_of": {_text(behalf)}, "ip_address": {_text(ip)}, '
+        f'"user_agent": {_text(agent)}, "message": {_text(message)}, '
+        f'"project": {_text(project)}, "environment": {_text(environment)}, '
+        f'"actor_id": {_number(actor_id)}, "project_id": {_number(project_id)}, '
+        f'"environment_id": {_number(env_id)}, "hash": {_text(digest)}, '
+        f'"prev_hash": {_text(prev)}, "documents": {documents}, "details": {details}}}\n'
+    )
+
+
+def _csv(row: Any, names: Names) -> list[Any]:
+    (ident, occurred, category, actor, behalf, ip, agent, message) = row[:8]
+    (project_id, env_id, _, digest, prev, documents, details) = row[8:]
+    return [
+        public(ident),
+        iso(occurred),
+        category,
+        actor,
+        behalf,
+        ip,
+        agent,
+        message,
+        names.projects.get(project_id) if project_id else None,
+        names.environments.get(env_id) if env_id else None,
+        " ".join(json.loads(documents or "[]")),
+        details,
+        digest,
+        prev,
+    ]
+
+
 async def _stream(
     services: Services,
     fmt: str,
@@ -305,7 +374,7 @@ async def _stream(
     while after < newest:
         async with services.read() as session:
             query = (
-                select(t.events)
+                select(*_EXPORTED)
                 .where(*where, E.id > after, E.id <= newest)
                 .order_by(E.id)
                 .limit(CHUNK)
@@ -313,15 +382,13 @@ async def _stream(
             rows = (await session.execute(query)).all()
         if not rows:
             return
-        buffer = io.StringIO()
         if fmt == "csv":
-            writer = csv.writer(buffer)
-            writer.writerows(csv_row(event_json(r, names)) for r in rows)
+            buffer = io.StringIO()
+            csv.writer(buffer).writerows(_csv(r, names) for r in rows)
+            yield buffer.getvalue()
         else:
-            for row in rows:
-                buffer.write(json.dumps(event_json(row, names), ensure_ascii=False) + "\n")
-        yield buffer.getvalue()
-        after = rows[-1].id
+            yield "".join(_jsonl(r, names) for r in rows)
+        after = rows[-1][0]
 
 
 # ---------------------------------------------------------------- the chain

@@ -464,6 +464,18 @@ async def suspend(services: Services, run: Run, waiting_on: str) -> None:
     state = "waiting" if waiting_on in ("interruption", "block") else "executing"
     async with services.tx(engine_caller(run.creator)) as tx:
         await _set_task(tx, run, state, waiting_on=waiting_on, node=None, lease_expires_at=None)
+        canceled = (
+            await tx.session.execute(
+                select(t.tasks.c.cancel_requested).where(t.tasks.c.id == run.task_id)
+            )
+        ).scalar_one()
+        if canceled:
+            # A cancel that arrived while the batch ran: come back at once to honour it.
+            await tx.session.execute(
+                update(t.tasks).where(t.tasks.c.id == run.task_id).values(wake=True)
+            )
+            await tx.wake()
+            return
         if waiting_on == "child":
             # The child may have finished while this task was still running its batch.
             child_ids = [

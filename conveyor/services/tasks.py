@@ -166,6 +166,7 @@ async def _cancel(tx: Tx, row: Any) -> None:
         await tx.session.execute(
             update(t.tasks).where(t.tasks.c.id == row.id).values(cancel_requested=True)
         )
+        await _cancel_children_of(tx, row.id)
         return
     # Queued, waiting for a person, or suspended for a child: wake it to cancel itself.
     await tx.session.execute(
@@ -183,10 +184,14 @@ async def _cancel(tx: Tx, row: Any) -> None:
         .values(state="canceled")
     )
     await tx.wake()
+    await _cancel_children_of(tx, row.id)
+
+
+async def _cancel_children_of(tx: Tx, task_id: int) -> None:
     children = (
         await tx.session.execute(
             select(t.tasks).where(
-                t.tasks.c.parent_task_id == row.id, t.tasks.c.state.not_in(TERMINAL)
+                t.tasks.c.parent_task_id == task_id, t.tasks.c.state.not_in(TERMINAL)
             )
         )
     ).all()

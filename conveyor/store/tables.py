@@ -366,4 +366,34 @@ ID_PREFIXES.update(
     }
 )
 
+
+# ---------------------------------------------------------------- web sign-in
+
+# Browser sessions of the web UI. Only the SHA-256 of the random session id is kept, so a copy
+# of the database signs nobody in.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),
+    Column("ip_address", String(64), nullable=True),
+    Column("user_agent", String(400), nullable=True),
+)
+
+# Failed sign-ins within the throttling window, per username and per client address. In the
+# database, so that the limit survives a restart and holds across nodes.
+sign_in_failures = Table(
+    "sign_in_failures",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    # "user:<slug>" or "ip:<address>"
+    Column("subject", String(200), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_sign_in_failures_subject_at", "subject", "at"),
+)
+
 __all__ = ["DOCUMENT_TABLES", "ID_PREFIXES", "metadata"]

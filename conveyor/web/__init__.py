@@ -1,1 +1,42 @@
+"""The web UI: server-rendered pages on the same app and process as the API."""
 
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from conveyor.web.pages import STATIC
+from conveyor.web.routes import (
+    audit,
+    auth,
+    dashboard,
+    interruptions,
+    people,
+    process,
+    projects,
+    releases,
+    tasklog,
+    tasks,
+)
+from conveyor.web.session import SessionMiddleware
+
+ROUTERS = (
+    auth,
+    dashboard,
+    projects,
+    process,
+    releases,
+    tasks,
+    tasklog,
+    interruptions,
+    audit,
+    people,
+)
+
+
+def install(app: FastAPI) -> None:
+    """Mount the pages and static files, and read the session cookie of every request."""
+    app.add_middleware(SessionMiddleware)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    for module in ROUTERS:
+        app.include_router(module.router)

@@ -1,0 +1,299 @@
+"""Browser sessions of the web UI: sign in (throttled), resume, sign out, change one's password.
+
+A session id is 256 random bits, handed to the browser once (in an HttpOnly cookie) and stored
+only as its SHA-256, like API keys. The form token that protects against cross-site requests is
+derived from the session id, so it needs no storage and cannot be computed from the database.
+
+Failed sign-ins are counted per username and per client address in the database, so that the
+limit holds across restarts and server nodes. An address gets more attempts than a name: many
+people may share one address (an office behind NAT), while a name is one account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+
+from conveyor.domain.audit import Category
+from conveyor.domain.documents import key
+from conveyor.domain.errors import Unauthenticated, ValidationFailed
+from conveyor.domain.permissions import Principal
+from conveyor.services import auth
+from conveyor.services.access import UserRow, caller_for_user, find_user
+from conveyor.services.config import public_id
+from conveyor.services.core import Caller, Services
+from conveyor.services.credentials import verify_password
+from conveyor.services.users import set_password
+from conveyor.store import tables as t
+
+WINDOW = timedelta(minutes=5)
+MAX_PER_USER = 5
+MAX_PER_ADDRESS = 20
+# Writing last-seen on every request would make every page view a write.
+TOUCH_EVERY = timedelta(minutes=1)
+MAX_TOKEN = 128
+
+
+class SignInThrottled(Unauthenticated):
+    """Too many failed sign-ins: nothing is checked until ``retry_after`` seconds have passed."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Session:
+    token: str
+    caller: Caller
+    expires_at: datetime
+
+    @property
+    def csrf(self) -> str:
+        return csrf_token(self.token)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def csrf_token(token: str) -> str:
+    """The form token of a session: keyed by the session id, which only the browser holds."""
+    return hmac.new(token.encode(), b"conveyor form token", hashlib.sha256).hexdigest()
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes for what was stored in UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _subjects(username: str, ip_address: str | None) -> list[tuple[str, int]]:
+    subjects = [(f"user:{key(username)}"[:200], MAX_PER_USER)]
+    if ip_address:
+        subjects.append((f"ip:{ip_address}"[:200], MAX_PER_ADDRESS))
+    return subjects
+
+
+async def _wait_seconds(services: Services, subjects: list[tuple[str, int]], now: datetime) -> int:
+    """How long until another attempt is allowed (0: now)."""
+    wait = 0
+    async with services.read() as session:
+        for subject, limit in subjects:
+            rows = (
+                await session.execute(
+                    select(t.sign_in_failures.c.at)
+                    .where(
+                        t.sign_in_failures.c.subject == subject,
+                        t.sign_in_failures.c.at > now - WINDOW,
+                    )
+                    .order_by(t.sign_in_failures.c.at.desc())
+                    .limit(limit)
+                )
+            ).all()
+            if len(rows) >= limit:
+                # The oldest of the last ``limit`` failures frees a place when it leaves the window.
+                free_at = _aware(rows[-1].at) + WINDOW
+                wait = max(wait, int((free_at - now).total_seconds()) + 1)
+    return wait
+
+
+def _minutes(seconds: int) -> str:
+    if seconds < 60:
+        return f"{seconds} seconds"
+    minutes = -(-seconds // 60)
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
+
+
+async def sign_in(
+    services: Services,
+    username: str,
+    password: str,
+    ip_address: str | None = None,
+    user_agent: str | None = None,
+) -> Session:
+    """A new session; ``Unauthenticated`` (or ``SignInThrottled``) otherwise, audited either way."""
+    now = services.clock()
+    subjects = _subjects(username.strip(), ip_address)
+    wait = await _wait_seconds(services, subjects, now)
+    if wait:
+        await _audit_throttled(services, username.strip(), ip_address, user_agent, wait)
+        raise SignInThrottled(
+            f"Too many failed sign-ins. Wait {_minutes(wait)}, then try again.", wait
+        )
+    try:
+        caller = await auth.sign_in(services, username, password, ip_address, user_agent)
+    except Unauthenticated:
+        async with services.write() as session:
+            await session.execute(
+                insert(t.sign_in_failures), [{"subject": s, "at": now} for s, _ in subjects]
+            )
+            # The window is all that is kept.
+            await session.execute(
+                delete(t.sign_in_failures).where(t.sign_in_failures.c.at <= now - WINDOW)
+            )
+        raise
+    token = secrets.token_urlsafe(32)
+    expires = now + timedelta(hours=services.settings.session_hours)
+    async with services.write() as session:
+        # The account's own failures are forgiven; the address's stay (it may be guessing others).
+        await session.execute(
+            delete(t.sign_in_failures).where(t.sign_in_failures.c.subject == subjects[0][0])
+        )
+        await session.execute(delete(t.web_sessions).where(t.web_sessions.c.expires_at <= now))
+        await session.execute(
+            insert(t.web_sessions).values(
+                token_hash=token_hash(token),
+                user_id=caller.user_id,
+                created_at=now,
+                expires_at=expires,
+                last_seen_at=now,
+                ip_address=ip_address[:64] if ip_address else None,
+                user_agent=user_agent[:400] if user_agent else None,
+            )
+        )
+    return Session(token, caller, expires)
+
+
+async def _audit_throttled(
+    services: Services,
+    username: str,
+    ip_address: str | None,
+    user_agent: str | None,
+    wait: int,
+) -> None:
+    anonymous = Caller(
+        user_id=None,
+        username=auth.ANONYMOUS,
+        principal=Principal(auth.ANONYMOUS, False, ()),
+        ip_address=ip_address,
+        user_agent=user_agent,
+    )
+    async with services.tx(anonymous) as tx:
+        await tx.audit(
+            Category.LOGIN_FAILED,
+            f"A sign-in as {username[:100]!r} was refused without checking the password: "
+            "too many failed attempts" + (f" from {ip_address}" if ip_address else ""),
+            details={"username": username[:100], "reason": "throttled", "retry_after": wait},
+        )
+
+
+async def resume(
+    services: Services,
+    token: str | None,
+    *,
+    ip_address: str | None = None,
+    user_agent: str | None = None,
+) -> Session | None:
+    """The session of a cookie, with the caller's permissions as of now; ``None`` if it is
+    unknown, expired, or its user is inactive."""
+    if not token or len(token) > MAX_TOKEN:
+        return None
+    now = services.clock()
+    async with services.read() as session:
+        row = (
+            await session.execute(
+                select(
+                    t.web_sessions.c.id.label("session_id"),
+                    t.web_sessions.c.expires_at,
+                    t.web_sessions.c.last_seen_at,
+                    t.users,
+                )
+                .join(t.users, t.users.c.id == t.web_sessions.c.user_id)
+                .where(t.web_sessions.c.token_hash == token_hash(token))
+            )
+        ).first()
+        if row is None or _aware(row.expires_at) <= now or not row.active:
+            return None
+        user = _user(row)
+        caller = await caller_for_user(session, user, ip_address=ip_address, user_agent=user_agent)
+    if _aware(row.last_seen_at) < now - TOUCH_EVERY:
+        async with services.write() as session:
+            await session.execute(
+                update(t.web_sessions)
+                .where(t.web_sessions.c.id == row.session_id)
+                .values(last_seen_at=now)
+            )
+    return Session(token, caller, _aware(row.expires_at))
+
+
+def _user(row: Any) -> UserRow:
+    return UserRow(
+        id=row.id,
+        username=row.username,
+        display_name=row.display_name,
+        email=row.email,
+        service_account=row.service_account,
+        active=row.active,
+        password_hash=None,
+    )
+
+
+async def sign_out(services: Services, caller: Caller, token: str) -> None:
+    async with services.tx(caller) as tx:
+        ended = await tx.session.execute(
+            delete(t.web_sessions)
+            .where(t.web_sessions.c.token_hash == token_hash(token))
+            .returning(t.web_sessions.c.id)
+        )
+        if ended.first() is not None:
+            await tx.audit(
+                Category.LOGGED_OUT,
+                f"{caller.username} signed out",
+                documents=[public_id("users", caller.user_id)] if caller.user_id else [],
+            )
+
+
+async def change_own_password(
+    services: Services, caller: Caller, token: str, current: str, new: str
+) -> None:
+    """Change the signed-in person's password after checking the current one; their other
+    sessions end (whoever else held one no longer does)."""
+    now = services.clock()
+    # Guessing the current password from a borrowed session counts like guessing at sign-in.
+    subjects = _subjects(caller.username, None)
+    wait = await _wait_seconds(services, subjects, now)
+    if wait:
+        raise SignInThrottled(
+            f"Too many wrong passwords. Wait {_minutes(wait)}, then try again.", wait
+        )
+    async with services.read() as session:
+        user = await find_user(session, caller.username)
+    stored = user.password_hash if user is not None else None
+    ok = await asyncio.to_thread(verify_password, stored, current)
+    if not ok:
+        async with services.write() as session:
+            await session.execute(insert(t.sign_in_failures).values(subject=subjects[0][0], at=now))
+        raise ValidationFailed("the current password is wrong")
+    if new == current:
+        raise ValidationFailed("the new password is the same as the current one")
+    await set_password(services, caller, caller.username, new)
+    async with services.write() as session:
+        await session.execute(
+            delete(t.web_sessions).where(
+                t.web_sessions.c.user_id == caller.user_id,
+                t.web_sessions.c.token_hash != token_hash(token),
+            )
+        )
+
+
+async def active_sessions(services: Services, caller: Caller) -> int:
+    """How many sessions the signed-in person has open (shown on their account page)."""
+    async with services.read() as session:
+        count = (
+            await session.execute(
+                select(func.count())
+                .select_from(t.web_sessions)
+                .where(
+                    t.web_sessions.c.user_id == caller.user_id,
+                    t.web_sessions.c.expires_at > services.clock(),
+                )
+            )
+        ).scalar_one()
+    return int(count)

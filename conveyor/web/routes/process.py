@@ -1,0 +1,155 @@
+"""A project's deployment process: read by whoever may view it, edited by those with ProcessEdit.
+
+Every form sends the process version it was read at; the services refuse an edit made to a
+version that has changed since, and the page says so and shows the process as it is now.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.datastructures import FormData
+
+from conveyor.domain.errors import Conflict, NotFound, ValidationFailed
+from conveyor.services import documents
+from conveyor.services.core import Caller, Services
+from conveyor.web import stepform
+from conveyor.web.pages import (
+    PageCaller,
+    PageRoute,
+    ServicesDep,
+    form_text,
+    redirect,
+    render,
+    sentence,
+)
+from conveyor.web.routes.projects import project_header
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+DONE = {
+    "saved": "The step was saved.",
+    "removed": "The step was removed.",
+    "moved": "The step was moved.",
+}
+
+
+async def _page(
+    request: Request,
+    services: Services,
+    caller: Caller,
+    slug: str,
+    *,
+    status: int = 200,
+    error: str = "",
+    editing: int | None = None,
+) -> Response:
+    header = await project_header(services, caller, slug)
+    process = await documents.get_process(services, caller, slug)  # checks ProcessView
+    steps = [
+        {
+            "index": i,
+            "data": step,
+            "fields": [(f, stepform.shown(step, f)) for f in stepform.fields_of(step["type"])],
+            "facts": stepform.facts(step),
+        }
+        for i, step in enumerate(process["steps"])
+    ]
+    return render(
+        request,
+        "process.html",
+        status=status,
+        title=f"{header['name']}: process",
+        project=header,
+        tab="process",
+        version=process["version"],
+        steps=steps,
+        error=error,
+        editing=editing,
+        notice=DONE.get(request.query_params.get("done", ""), ""),
+    )
+
+
+@router.get("/projects/{slug}/process")
+async def process(
+    slug: str, request: Request, services: ServicesDep, caller: PageCaller
+) -> Response:
+    return await _page(request, services, caller, slug)
+
+
+def _version(form: FormData) -> int | str:
+    text = form_text(form, "version")
+    return int(text) if text.isdigit() else text
+
+
+async def _change(
+    request: Request,
+    services: Services,
+    caller: Caller,
+    slug: str,
+    index: int,
+    change: Any,
+) -> Response:
+    """Apply ``change(steps, form)`` to the process as read at the form's version."""
+    form = await request.form()
+    current = await documents.get_process(services, caller, slug)
+    steps: list[dict[str, Any]] = list(current["steps"])
+    try:
+        if not 0 <= index < len(steps):
+            raise NotFound(f"the process has no step {index + 1}: it changed since you read it")
+        done = change(steps, index, form)
+        await documents.update_process(
+            services, caller, slug, {"version": _version(form), "steps": steps}
+        )
+    except (Conflict, ValidationFailed, NotFound) as exc:
+        status = 422 if isinstance(exc, ValidationFailed) else 409
+        editing = index if isinstance(exc, ValidationFailed) else None
+        return await _page(
+            request,
+            services,
+            caller,
+            slug,
+            status=status,
+            error=sentence(exc.message),
+            editing=editing,
+        )
+    return redirect(f"/projects/{slug}/process", done=done)
+
+
+def _edit(steps: list[dict[str, Any]], index: int, form: FormData) -> str:
+    steps[index] = stepform.edited(steps[index], form)
+    return "saved"
+
+
+def _remove(steps: list[dict[str, Any]], index: int, form: FormData) -> str:
+    del steps[index]
+    return "removed"
+
+
+def _move(steps: list[dict[str, Any]], index: int, form: FormData) -> str:
+    other = index - 1 if form_text(form, "direction") == "up" else index + 1
+    if 0 <= other < len(steps):
+        steps[index], steps[other] = steps[other], steps[index]
+    return "moved"
+
+
+@router.post("/projects/{slug}/process/steps/{index}")
+async def edit_step(
+    slug: str, index: int, request: Request, services: ServicesDep, caller: PageCaller
+) -> Response:
+    return await _change(request, services, caller, slug, index, _edit)
+
+
+@router.post("/projects/{slug}/process/steps/{index}/remove")
+async def remove_step(
+    slug: str, index: int, request: Request, services: ServicesDep, caller: PageCaller
+) -> Response:
+    return await _change(request, services, caller, slug, index, _remove)
+
+
+@router.post("/projects/{slug}/process/steps/{index}/move")
+async def move_step(
+    slug: str, index: int, request: Request, services: ServicesDep, caller: PageCaller
+) -> Response:
+    return await _change(request, services, caller, slug, index, _move)

@@ -1,0 +1,101 @@
+"""Tasks: recent deployments, and one task with its steps, log, children and interruptions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from conveyor.domain import permissions as perms
+from conveyor.domain.errors import ConveyorError
+from conveyor.services import documents, interruptions, progress, tasks
+from conveyor.services.core import Caller, Services
+from conveyor.services.deployments import TERMINAL
+from conveyor.web.pages import PageCaller, PageRoute, ServicesDep, may, num, redirect, render
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+P = perms.Permission
+PER_PAGE = 40
+# Lines rendered with the page; the live log streams the rest.
+FIRST_LINES = 2000
+
+
+def signature(task: dict[str, Any], asked: list[dict[str, Any]]) -> str:
+    """What, when it changes, the task page must be rendered again for (step states and log
+    lines are updated in place)."""
+    facts = [
+        task["state"],
+        [(c["id"], c["state"]) for c in task["children"]],
+        [(i["id"], i["state"], i["taken_by"], len(i["answers"])) for i in asked],
+    ]
+    return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
+
+
+async def may_cancel(services: Services, caller: Caller, task: dict[str, Any]) -> bool:
+    if task["state"] in TERMINAL or not task["project"]:
+        return False
+    try:
+        doc = await documents.get_document(services, caller, "projects", task["project"])
+    except ConveyorError:
+        return False
+    ref = perms.ProjectRef(doc.name, str(doc.data.get("group", "")))
+    return may(caller, P.TaskCancel, project=ref, environment=task["environment"])
+
+
+@router.get("/tasks")
+async def task_list(request: Request, services: ServicesDep, caller: PageCaller) -> Response:
+    before_text = request.query_params.get("before", "")
+    before = int(before_text) if before_text.isdigit() else None
+    rows = await tasks.list_deployments(services, caller, limit=PER_PAGE + 1, before=before)
+    shown = rows[:PER_PAGE]
+    older = num(shown[-1]["id"]) if len(rows) > PER_PAGE and shown else None
+    return render(
+        request,
+        "tasks.html",
+        title="Deployments",
+        rows=shown,
+        older=older,
+        first=before is None,
+    )
+
+
+@router.get("/tasks/{task}")
+async def task_page(
+    task: str, request: Request, services: ServicesDep, caller: PageCaller
+) -> Response:
+    found = await tasks.get_task(services, caller, task)
+    log = await tasks.task_log(services, caller, task, limit=FIRST_LINES)
+    asked = await interruptions.list_interruptions(services, caller, task=found["id"])
+    lines: dict[int | None, list[dict[str, Any]]] = {}
+    for line in log["lines"]:
+        lines.setdefault(line["step"], []).append(line)
+    version = None
+    if found["deployment"]:
+        version = await progress.release_of_deployment(services, caller, found["deployment"])
+    children = {c["id"]: c for c in found["children"]}
+    return render(
+        request,
+        "task.html",
+        title=found["description"],
+        task=found,
+        version=version,
+        lines=lines,
+        next_offset=log["next"],
+        more_lines=len(log["lines"]) >= FIRST_LINES,
+        asked=asked,
+        pending=[i for i in asked if i["state"] == "pending"],
+        answered=[i for i in asked if i["state"] != "pending"],
+        children=children,
+        can_cancel=await may_cancel(services, caller, found),
+        signature=signature(found, asked),
+        finished=found["state"] in TERMINAL,
+    )
+
+
+@router.post("/tasks/{task}/cancel")
+async def cancel(task: str, services: ServicesDep, caller: PageCaller) -> Response:
+    await tasks.cancel_task(services, caller, task)
+    return redirect(f"/tasks/{num(task)}")

@@ -1,0 +1,139 @@
+"""The fields of a step's edit form, and the step document a submitted form makes.
+
+A step is edited in the shape the API reads and writes (``encode_step``), so the services decode
+and validate it exactly as they do for the API and config as code. Fields the form does not show
+(a notification's webhooks, a deploy_release step's variables) are kept as they were.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.datastructures import FormData
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    label: str
+    # text, textarea, list, choice, flag, number
+    kind: str
+    choices: tuple[str, ...] = ()
+    hint: str = ""
+
+
+SYNTAX = ("bash", "python")
+COMMON = (
+    Field("name", "Name", "text"),
+    Field("environments", "Only in environments", "list", hint="Comma-separated; empty: all"),
+    Field("excluded_environments", "Never in environments", "list", hint="Comma-separated"),
+    Field("condition", "Run condition", "choice", ("success", "failure", "always", "variable")),
+    Field("condition_expression", "Condition expression", "text", hint="For a variable condition"),
+    Field("start", "Start", "choice", ("after_previous", "with_previous")),
+    Field("timeout", "Timeout (seconds)", "number", hint="Empty: no timeout"),
+    Field("required", "Required (cannot be skipped when deploying)", "flag"),
+    Field("disabled", "Disabled", "flag"),
+)
+BY_TYPE: dict[str, tuple[Field, ...]] = {
+    "script": (
+        Field("script", "Script", "textarea"),
+        Field("syntax", "Syntax", "choice", SYNTAX),
+        Field("target_roles", "Target roles", "list", hint="Empty: run once on the server"),
+    ),
+    "package": (
+        Field("package", "Package", "text"),
+        Field("target_roles", "Target roles", "list"),
+        Field("post_deploy_script", "Post-deploy script", "textarea"),
+        Field("post_deploy_syntax", "Post-deploy syntax", "choice", SYNTAX),
+    ),
+    "manual_intervention": (
+        Field("instructions", "Instructions", "textarea"),
+        Field("responsible_teams", "Responsible teams", "list"),
+        Field("prevent_self_approval", "The deployer may not approve", "flag"),
+        Field("required_approvals", "Approvals needed", "number"),
+        Field("approval_teams", "Approvals needed from teams", "list"),
+        Field("block_deployments", "Block other deployments while waiting", "flag"),
+    ),
+    "notification": (
+        Field("to_teams", "To teams", "list"),
+        Field("to_users", "To users", "list"),
+        Field("to_addresses", "To addresses", "list"),
+        Field("subject", "Subject", "text"),
+        Field("body", "Body", "textarea"),
+        Field("warn_only", "Only warn when delivery fails", "flag"),
+    ),
+    "deploy_release": (
+        Field("project", "Project", "text"),
+        Field(
+            "deployment_condition",
+            "Deploy",
+            "choice",
+            ("always", "if_not_current", "if_newer"),
+        ),
+    ),
+}
+DEFAULTS = {
+    "condition": "success",
+    "start": "after_previous",
+    "syntax": "bash",
+    "post_deploy_syntax": "bash",
+    "deployment_condition": "always",
+}
+
+
+def fields_of(step_type: str) -> tuple[Field, ...]:
+    return COMMON[:1] + BY_TYPE.get(step_type, ()) + COMMON[1:]
+
+
+def shown(step: dict[str, Any], field: Field) -> Any:
+    """The value a form field shows for a step as read."""
+    value = step.get(field.name)
+    if field.kind == "list":
+        return ", ".join(str(v) for v in value or ())
+    if field.kind == "flag":
+        return bool(value)
+    if field.kind == "choice":
+        return value or DEFAULTS.get(field.name, field.choices[0])
+    return "" if value is None else value
+
+
+def _number(text: str) -> int | str:
+    # Not a number is passed on as text: the services' validation names the field.
+    return int(text) if re.fullmatch(r"[0-9]{1,9}", text) else text
+
+
+def edited(step: dict[str, Any], form: FormData) -> dict[str, Any]:
+    """The step with the form's values in place of the fields the form shows."""
+    out = dict(step)
+    for field in fields_of(str(step.get("type", ""))):
+        raw = form.get(field.name)
+        text = raw.strip() if isinstance(raw, str) else ""
+        if field.kind == "flag":
+            out[field.name] = field.name in form
+        elif field.kind == "list":
+            out[field.name] = [v.strip() for v in re.split(r"[,\n]", text) if v.strip()]
+        elif field.kind == "number":
+            if text:
+                out[field.name] = _number(text)
+            else:
+                out.pop(field.name, None)
+        elif field.kind == "textarea":
+            out[field.name] = raw.replace("\r\n", "\n") if isinstance(raw, str) else ""
+        else:
+            out[field.name] = text
+    return out
+
+
+def facts(step: dict[str, Any]) -> list[tuple[Field, Any]]:
+    """The fields worth reading for a step: set, and not at their default."""
+    out = []
+    for field in fields_of(str(step.get("type", ""))):
+        value = shown(step, field)
+        if field.name == "name" or value in ("", False, None):
+            continue
+        if field.kind == "choice" and value == DEFAULTS.get(field.name):
+            continue
+        out.append((field, value))
+    return out
