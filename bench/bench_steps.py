@@ -24,17 +24,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("CONVEYOR_INSECURE_FAST_PASSWORD_HASHING", "1")
 
-from sqlalchemy import select  # noqa: E402
+from sqlalchemy import select
 
-from conveyor.engine.node import Node  # noqa: E402
-from conveyor.services import deployments, releases  # noqa: E402
-from conveyor.services.access import caller_for_user, get_user  # noqa: E402
-from conveyor.services.configfile import apply_text  # noqa: E402
-from conveyor.services.core import bootstrap  # noqa: E402
-from conveyor.services.users import initialise  # noqa: E402
-from conveyor.settings import Settings  # noqa: E402
-from conveyor.store import tables as t  # noqa: E402
-from conveyor.store.db import upgrade  # noqa: E402
+from conveyor.engine.node import Node
+from conveyor.services import deployments, releases
+from conveyor.services.access import caller_for_user, get_user
+from conveyor.services.configfile import apply_text
+from conveyor.services.core import bootstrap
+from conveyor.services.users import initialise
+from conveyor.settings import Settings
+from conveyor.store import tables as t
+from conveyor.store.db import upgrade
 
 HEAD = """
 environments:
@@ -108,7 +108,9 @@ async def main(sizes: list[int], runs: int, database_url: str | None) -> None:
     finally:
         shutil.rmtree(data, ignore_errors=True)
     db = "PostgreSQL" if database_url else "SQLite"
-    print(f"Conveyor per-step overhead ({db}, Python {sys.version.split()[0]}, {runs} runs, median)")
+    print(
+        f"Conveyor per-step overhead ({db}, Python {sys.version.split()[0]}, {runs} runs, median)"
+    )
     print(f"{'steps':>6} {'conveyor s':>11} {'plain loop s':>13} {'ratio':>7}")
     medians = {}
     for n in sizes:

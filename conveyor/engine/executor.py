@@ -388,7 +388,7 @@ class Executor:
             cwd=cwd,
             env=self._environ(values),
             on_line=lambda level, text: ctx.log.line(text, step=idx, level=level),
-            timeout=step.timeout_seconds,
+            timeout_seconds=step.timeout_seconds,
             cancel=ctx.cancel,
             script_dir=self._work_dir(ctx, idx),
         )

@@ -48,7 +48,7 @@ async def run_script(
     cwd: Path,
     env: Mapping[str, str],
     on_line: Callable[[str, str], None],
-    timeout: float | None,
+    timeout_seconds: float | None,
     cancel: asyncio.Event,
     script_dir: Path,
 ) -> ScriptResult:
@@ -90,7 +90,7 @@ async def run_script(
     canceled = asyncio.ensure_future(cancel.wait())
     try:
         done, _ = await asyncio.wait(
-            {waiter, canceled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            {waiter, canceled}, timeout=timeout_seconds, return_when=asyncio.FIRST_COMPLETED
         )
         if waiter not in done:
             if canceled in done:

@@ -190,11 +190,14 @@ async def release_of_deployment(services: Services, caller: Caller, deployment: 
     name = loaded.name_of("projects", row.project_id)
     project = loaded.model.get("projects", name) if name else None
     env = loaded.name_of("environments", row.environment_id)
-    if project is None or not perms.authorize(
-        caller.principal,
-        P.DeploymentView,
-        project=perms.ProjectRef(project.name, project.group),
-        environment=env,
-    ).allowed:
+    if (
+        project is None
+        or not perms.authorize(
+            caller.principal,
+            P.DeploymentView,
+            project=perms.ProjectRef(project.name, project.group),
+            environment=env,
+        ).allowed
+    ):
         return None
     return str(row.version)

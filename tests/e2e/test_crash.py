@@ -108,8 +108,11 @@ class Restartable:
 
     def api(self, method: str, path: str, **kw: Any) -> Any:
         response = httpx.request(
-            method, f"{self.url}/api/v1{path}", headers={"X-Api-Key": self.api_key},
-            timeout=30, **kw,
+            method,
+            f"{self.url}/api/v1{path}",
+            headers={"X-Api-Key": self.api_key},
+            timeout=30,
+            **kw,
         )
         assert response.status_code < 400, response.text
         return response.json()
@@ -160,7 +163,9 @@ def test_sigkill_during_a_script_fails_that_step_and_reruns_nothing(
     crashable: Restartable, tmp_path: Path
 ) -> None:
     task = _deploy(crashable, "Mid-run")
-    crashable.until(task, lambda t: any(s["name"] == "Long" and s["state"] == "running" for s in t["steps"]))
+    crashable.until(
+        task, lambda t: any(s["name"] == "Long" and s["state"] == "running" for s in t["steps"])
+    )
     crashable.kill()
     crashable.start()
     result = crashable.until(task, lambda t: t["state"] in ("failed", "success"))

@@ -116,7 +116,8 @@ async def test_script_variables_outputs_and_masking(
           syntax: python
           script: |
             import os
-            print("colour", "#{Conveyor.Action[Produce].Output.Colour}", os.environ["CONVEYOR_PROJECT_NAME"])
+            project = os.environ["CONVEYOR_PROJECT_NAME"]
+            print("colour", "#{Conveyor.Action[Produce].Output.Colour}", project)
 """
     variables = """      - name: Greeting
         value: hello
@@ -170,7 +171,13 @@ async def test_failure_and_run_conditions(services: Services, admin: Caller, eng
 async def test_unknown_variable_fails_the_step_naming_it(
     services: Services, admin: Caller, engine: Node
 ) -> None:
-    await setup(services, admin, project("Typo", "        - name: S\n          type: script\n          script: 'echo #{Nope}'\n"))
+    await setup(
+        services,
+        admin,
+        project(
+            "Typo", "        - name: S\n          type: script\n          script: 'echo #{Nope}'\n"
+        ),
+    )
     result = await finished(services, admin, await deploy(services, admin, "Typo"))
     assert result["state"] == "failed"
     assert "#{Nope}" in result["steps"][0]["reason"]
@@ -250,7 +257,11 @@ async def test_parallel_steps_run_together(services: Services, admin: Caller, en
 async def test_one_deployment_per_project_and_environment_at_a_time(
     services: Services, admin: Caller, engine: Node
 ) -> None:
-    await setup(services, admin, project("Serial", "        - name: S\n          type: script\n          script: sleep 1\n"))
+    await setup(
+        services,
+        admin,
+        project("Serial", "        - name: S\n          type: script\n          script: sleep 1\n"),
+    )
     first = await deploy(services, admin, "Serial")
     second = await deploy(services, admin, "Serial")
     await asyncio.sleep(0.3)
@@ -265,7 +276,11 @@ async def test_one_deployment_per_project_and_environment_at_a_time(
 async def test_concurrent_release_creation_gives_distinct_versions(
     services: Services, admin: Caller
 ) -> None:
-    await setup(services, admin, project("Busy", "        - name: S\n          type: script\n          script: 'true'\n"))
+    await setup(
+        services,
+        admin,
+        project("Busy", "        - name: S\n          type: script\n          script: 'true'\n"),
+    )
     created = await asyncio.gather(
         *(releases.create_release(services, admin, "Busy") for _ in range(20))
     )
@@ -310,8 +325,10 @@ async def test_four_eyes_quorum_and_teams(services: Services, admin: Caller, eng
 async def test_quorum_settles_and_the_deployment_resumes(
     services: Services, admin: Caller, engine: Node
 ) -> None:
-    steps = APPROVAL.replace("{{", "{").replace("}}", "}").replace(
-        "prevent_self_approval: true", "prevent_self_approval: false"
+    steps = (
+        APPROVAL.replace("{{", "{")
+        .replace("}}", "}")
+        .replace("prevent_self_approval: true", "prevent_self_approval: false")
     )
     await setup(services, admin, project("Quorum", steps))
     bob = await caller_of(services, "bob")
@@ -349,7 +366,9 @@ async def test_guided_failure_retry_then_ignore(
     assert first["kind"] == "guided_failure"
     await interruptions.submit(services, admin, first["id"], "retry")
     for _ in range(100):
-        pending = await interruptions.list_interruptions(services, admin, task=task, pending_only=True)
+        pending = await interruptions.list_interruptions(
+            services, admin, task=task, pending_only=True
+        )
         if pending:
             break
         await asyncio.sleep(0.05)
@@ -404,8 +423,13 @@ async def test_canceling_a_parent_cancels_its_child(
     await setup(
         services,
         admin,
-        project("Slow leaf", "        - name: S\n          type: script\n          script: sleep 30\n"),
-        project("Parent", "        - name: Child\n          type: deploy_release\n          project: Slow leaf\n"),
+        project(
+            "Slow leaf", "        - name: S\n          type: script\n          script: sleep 30\n"
+        ),
+        project(
+            "Parent",
+            "        - name: Child\n          type: deploy_release\n          project: Slow leaf\n",
+        ),
     )
     await releases.create_release(services, admin, "Slow leaf")
     parent_task = await deploy(services, admin, "Parent")
