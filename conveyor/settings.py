@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_username: str | None = None
     smtp_password: str | None = None
+    # Notifications from subscriptions and interruptions: how often a failed delivery is tried,
+    # and the first wait before trying again (it doubles each time, up to an hour).
+    delivery_attempts: int = 10
+    delivery_backoff_seconds: float = 10.0
     # Sign-in throttling and sessions for the web UI.
     session_hours: int = 12
     # Run the task engine inside the server process (tests of the API alone turn it off).

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from conveyor import __version__, web
 from conveyor.api import errors
-from conveyor.api.routers import deployments, documents, events, system
+from conveyor.api.routers import changes, deployments, documents, events, notifications, system
 from conveyor.api.routers import packages as package_routes
 from conveyor.services.core import Services, bootstrap
 from conveyor.services.users import sync_built_in_roles
@@ -65,6 +65,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(package_routes.router, prefix=API_PREFIX)
     app.include_router(deployments.router, prefix=API_PREFIX)
     app.include_router(events.router, prefix=API_PREFIX)
+    app.include_router(changes.router, prefix=API_PREFIX)
+    app.include_router(notifications.router, prefix=API_PREFIX)
     # After the API, so that its routes come first; the pages also give the API the session.
     web.install(app)
     return app

@@ -178,7 +178,7 @@ def audit_list(
     if output == ListFormat.JSON:
         emit_json(events)
     elif output == ListFormat.CSV:
-        from conveyor.services.audit import CSV_COLUMNS, csv_row
+        from conveyor.services.audit_export import CSV_COLUMNS, csv_row
 
         writer = csv.writer(sys.stdout)
         writer.writerow(CSV_COLUMNS)

@@ -18,7 +18,7 @@ from rich.status import Status
 from rich.table import Table
 
 from conveyor.cli.client import Client
-from conveyor.cli.output import FAILED, Failure, Format, emit_json, err, out, say
+from conveyor.cli.output import FAILED, Failure, Format, emit_json, err, fail, out, say
 
 T = TypeVar("T")
 
@@ -110,7 +110,9 @@ def _release_text(release: dict[str, Any]) -> None:
 
 @release_app.command("create")
 def release_create(
-    project: ProjectOpt,
+    project: Annotated[
+        str | None, typer.Option("--project", help="Project name or slug (or --changed-since)")
+    ] = None,
     version: Annotated[
         str | None, typer.Option("--version", help="Default: the next version after the highest")
     ] = None,
@@ -125,11 +127,61 @@ def release_create(
         ),
     ] = None,
     notes: Annotated[str, typer.Option("--notes", help="Release notes")] = "",
+    commit: Annotated[
+        str | None, typer.Option("--commit", help="Build information: the commit it is built from")
+    ] = None,
+    branch: Annotated[str | None, typer.Option("--branch", help="Build information")] = None,
+    build_url: Annotated[
+        str | None, typer.Option("--build-url", help="Build information: the CI run's URL")
+    ] = None,
+    commits_from: Annotated[
+        str | None,
+        typer.Option(
+            "--commits-from",
+            help="List the commits after this revision (default: the previous release's commit)",
+        ),
+    ] = None,
+    repo: Annotated[
+        str | None, typer.Option("--repo", help="The git repository (default: the current folder)")
+    ] = None,
+    changed_since: Annotated[
+        str | None,
+        typer.Option(
+            "--changed-since",
+            help="Release every project changed since REV (or last-release, last-deployed:ENV)",
+        ),
+    ] = None,
+    until: Annotated[
+        str, typer.Option("--until", help="With --changed-since: the revision released")
+    ] = "HEAD",
     server: ServerOpt = None,
     api_key: ApiKeyOpt = None,
     output: OutputOpt = Format.TEXT,
 ) -> None:
     """Create a release: a snapshot of the project's process and variables."""
+    from conveyor.cli import builds
+    from conveyor.cli.changes import print_notes
+
+    if changed_since is not None:
+        conflicting = {"--project": project, "--child": child, "--commit": commit}
+        conflicting["--commits-from"] = commits_from
+        builds.release_changed(
+            since=changed_since,
+            until=until,
+            repo=repo,
+            version=version,
+            conflicting=conflicting,
+            package=package,
+            notes=notes,
+            branch=branch,
+            build_url=build_url,
+            server=server,
+            api_key=api_key,
+            output=output,
+        )
+        return
+    if not project:
+        fail(Failure("bad_input", "--project is required (or --changed-since REV)"), output)
 
     def work() -> Any:
         body: dict[str, Any] = {
@@ -139,6 +191,17 @@ def release_create(
             "notes": notes,
         }
         with Client(server, api_key) as client:
+            if commit or branch or build_url or commits_from:
+                body["build"], said = builds.collect_build(
+                    client,
+                    project,
+                    commit=commit,
+                    branch=branch,
+                    build_url=build_url,
+                    commits_from=commits_from,
+                    repo=repo,
+                )
+                print_notes(said)
             return client.post(f"/projects/{_seg(project)}/releases", json=body)
 
     release = _run(output, work)
@@ -218,6 +281,9 @@ def release_show(
         say("  notes:")
         for line in release["notes"].splitlines():
             say(f"    {line}")
+    from conveyor.cli.builds import print_build
+
+    print_build(release.get("build") or {})
 
 
 @release_app.command("plan")
@@ -257,6 +323,7 @@ def release_plan(
                     }
                     for s in plan["steps"]
                 ],
+                "changes": plan.get("changes", []),
             }
         )
         return
@@ -270,6 +337,9 @@ def release_plan(
         say(f"The lifecycle does not allow it yet: {plan['lifecycle']['reason']}")
     if not plan["may_deploy"]["allowed"]:
         say(f"You may not deploy it: {plan['may_deploy']['reason']}")
+    from conveyor.cli.builds import print_plan_changes
+
+    print_plan_changes(plan)
 
 
 def _queued(

@@ -17,7 +17,9 @@ import typer
 
 from conveyor.cli import deploy
 from conveyor.cli.audit import audit_app
+from conveyor.cli.changes import changes
 from conveyor.cli.client import Client
+from conveyor.cli.deliveries import delivery_app
 from conveyor.cli.output import Failure, Format, emit_json, fail, say
 from conveyor.cli.packages import packages_app
 from conveyor.domain.errors import ConveyorError
@@ -47,6 +49,7 @@ app.add_typer(deploy.deployment_app, name="deployment")
 app.add_typer(deploy.task_app, name="task")
 app.add_typer(deploy.interruption_app, name="interruption")
 app.add_typer(audit_app, name="audit")
+app.add_typer(delivery_app, name="delivery")
 
 ServerOpt = Annotated[
     str | None, typer.Option("--server", help="Server URL (default: $CONVEYOR_SERVER)")
@@ -430,6 +433,7 @@ def permissions_list(
 
 
 app.command("dashboard")(deploy.dashboard)
+app.command("changes")(changes)
 
 
 def main() -> None:

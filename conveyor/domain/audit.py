@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from conveyor.domain import permissions as perms
+from conveyor.domain.documents import key
 
 
 class Category(StrEnum):
@@ -261,6 +262,15 @@ class EventScope:
     environments: frozenset[str] | None
 
 
+def sees_everything(principal: perms.Principal) -> bool:
+    """Holds EventView through a grant restricted neither by project nor by environment."""
+    return principal.active and any(
+        perms.Permission.EventView in g.permissions
+        and not (g.projects or g.project_groups or g.environments)
+        for g in principal.grants
+    )
+
+
 def event_scopes(
     principal: perms.Principal,
     projects: Sequence[perms.ProjectRef],
@@ -280,10 +290,15 @@ def event_scopes(
         alone = perms.Principal(principal.username, principal.active, (grant,))
         project_names: frozenset[str] | None = None
         if grant.projects or grant.project_groups:
+            # Only the projects the grant names, or whose group it names, can be in scope: ask
+            # ``authorize`` about those, not about every project there is.
+            named = {key(n) for n in grant.projects}
+            groups = {key(n) for n in grant.project_groups}
             project_names = frozenset(
                 p.name
                 for p in projects
-                if perms.authorize(alone, perms.Permission.EventView, project=p).allowed
+                if (key(p.name) in named or key(p.group) in groups)
+                and perms.authorize(alone, perms.Permission.EventView, project=p).allowed
             )
         env_names: frozenset[str] | None = None
         if grant.environments:

@@ -30,6 +30,8 @@ from conveyor.domain.documents import (
     StartTrigger,
     Step,
     StepType,
+    Subscription,
+    SubscriptionWebhook,
     Target,
     Team,
     User,
@@ -258,6 +260,7 @@ def _user(data: Any, path: Path, problems: list[Problem]) -> User:
         email=r.text("email"),
         service_account=r.flag("service_account"),
         active=r.flag("active", True),
+        notify_interruptions=r.flag("notify_interruptions", True),
     )
     r.finish()
     return user
@@ -298,6 +301,33 @@ def _team(data: Any, path: Path, problems: list[Problem]) -> Team:
     )
     r.finish()
     return team
+
+
+def _subscription(data: Any, path: Path, problems: list[Problem]) -> Subscription:
+    r = Reader(data, path, problems, "a subscription")
+    webhook = None
+    if r.raw("webhook") is not None:
+        wr = Reader(r.raw("webhook"), (*path, "webhook"), problems, "a webhook")
+        webhook = SubscriptionWebhook(
+            url=wr.text("url", required=True),
+            headers=wr.mapping("headers"),
+            secret=wr.text("secret"),
+        )
+        wr.finish()
+    sub = Subscription(
+        name=r.text("name", required=True),
+        description=r.text("description"),
+        team=r.text("team"),
+        user=r.text("user"),
+        webhook=webhook,
+        categories=r.names("categories"),
+        projects=r.names("projects"),
+        project_groups=r.names("project_groups"),
+        environments=r.names("environments"),
+        disabled=r.flag("disabled"),
+    )
+    r.finish()
+    return sub
 
 
 def decode_variables(data: Any, path: Path, problems: list[Problem]) -> tuple[Variable, ...]:
@@ -465,6 +495,7 @@ _DECODERS: dict[str, Callable[[Any, Path, list[Problem]], Any]] = {
     "projects": _project,
     "targets": _target,
     "teams": _team,
+    "subscriptions": _subscription,
 }
 
 
@@ -533,6 +564,8 @@ def _enc_user(user: Any, _: bool) -> dict[str, Any]:
     )
     if not user.active:
         out["active"] = False
+    if not user.notify_interruptions:
+        out["notify_interruptions"] = False
     return out
 
 
@@ -565,6 +598,32 @@ def _enc_team(team: Any, _: bool) -> dict[str, Any]:
                 )
                 for r in team.roles
             ],
+        }
+    )
+
+
+def _enc_subscription(sub: Any, with_secrets: bool) -> dict[str, Any]:
+    webhook = None
+    if sub.webhook is not None:
+        hook = sub.webhook
+        webhook = {"url": hook.url} | _compact(
+            {
+                "headers": dict(hook.headers),
+                "secret": hook.secret if with_secrets else None,
+            }
+        )
+    return _compact(
+        {
+            "name": sub.name,
+            "description": sub.description,
+            "team": sub.team,
+            "user": sub.user,
+            "webhook": webhook,
+            "categories": list(sub.categories),
+            "projects": list(sub.projects),
+            "project_groups": list(sub.project_groups),
+            "environments": list(sub.environments),
+            "disabled": sub.disabled,
         }
     )
 
@@ -679,4 +738,5 @@ _ENCODERS: dict[str, Callable[[Any, bool], dict[str, Any]]] = {
     "projects": _enc_project,
     "targets": _enc_target,
     "teams": _enc_team,
+    "subscriptions": _enc_subscription,
 }

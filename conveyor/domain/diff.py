@@ -116,6 +116,9 @@ def diff(current: Model, desired: Model) -> list[Change]:
             elif now[k] != doc:
                 before_doc = now[k]
                 fields = _field_changes(_masked(kind, before_doc), _masked(kind, doc))
+                if not fields and kind == "subscriptions":
+                    # Only the webhook's secret differs: never shown, but still a change.
+                    fields = (FieldChange("webhook.secret", MASK, MASK),)
                 if fields:
                     changes.append(
                         Change(
@@ -265,6 +268,7 @@ _CRUD = {
     "project_groups": "ProjectGroup",
     "targets": "Machine",
     "teams": "Team",
+    "subscriptions": "Subscription",
 }
 
 

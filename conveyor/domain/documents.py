@@ -236,6 +236,9 @@ class User:
     email: str = ""
     service_account: bool = False
     active: bool = True
+    # The person's own choice: False stops mail addressed to a team they are in (interruption
+    # calls, notification steps' to_teams, team subscriptions). A file that leaves it out keeps it.
+    notify_interruptions: bool = True
 
     @property
     def name(self) -> str:
@@ -263,4 +266,30 @@ class Team:
     name: str
     members: tuple[str, ...] = ()
     roles: tuple[ScopedRole, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class SubscriptionWebhook:
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    # Signs each body (HMAC-SHA256); sensitive: encrypted at rest, never exported or shown.
+    secret: str = ""
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """Who hears of which audit events: one subscriber (a team, a user or a webhook), the
+    categories, and filters; within a filter any value matches, across filters all must, and an
+    empty filter matches anything."""
+
+    name: str
+    team: str = ""
+    user: str = ""
+    webhook: SubscriptionWebhook | None = None
+    categories: tuple[str, ...] = ()
+    projects: tuple[str, ...] = ()
+    project_groups: tuple[str, ...] = ()
+    environments: tuple[str, ...] = ()
+    disabled: bool = False
     description: str = ""

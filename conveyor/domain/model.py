@@ -21,6 +21,7 @@ from conveyor.domain.documents import (
     ProjectGroup,
     ScopedRole,
     Step,
+    Subscription,
     Target,
     Team,
     User,
@@ -38,6 +39,7 @@ Kind = Literal[
     "projects",
     "targets",
     "teams",
+    "subscriptions",
 ]
 
 # The order in which documents are created; deletion goes the other way.
@@ -50,6 +52,7 @@ KINDS: tuple[Kind, ...] = (
     "projects",
     "targets",
     "teams",
+    "subscriptions",
 )
 
 KIND_LABELS: dict[str, str] = {
@@ -61,9 +64,20 @@ KIND_LABELS: dict[str, str] = {
     "projects": "project",
     "targets": "target",
     "teams": "team",
+    "subscriptions": "subscription",
 }
 
-Document = Environment | Lifecycle | ProjectGroup | UserRole | User | Project | Target | Team
+Document = (
+    Environment
+    | Lifecycle
+    | ProjectGroup
+    | UserRole
+    | User
+    | Project
+    | Target
+    | Team
+    | Subscription
+)
 
 
 def doc_name(doc: Document) -> str:
@@ -80,6 +94,7 @@ class Model:
     projects: tuple[Project, ...] = ()
     targets: tuple[Target, ...] = ()
     teams: tuple[Team, ...] = ()
+    subscriptions: tuple[Subscription, ...] = ()
 
     def docs(self, kind: Kind) -> tuple[Any, ...]:
         docs: tuple[Any, ...] = getattr(self, kind)
@@ -146,6 +161,12 @@ def _one(value: str, old: str, new: str) -> str:
 
 def rename(model: Model, kind: Kind, old: str, new: str) -> Model:
     """Rewrite every reference to a renamed document; pure, so a rename is one transaction."""
+    model = replace(
+        model,
+        subscriptions=tuple(
+            _rename_in_subscription(s, kind, old, new) for s in model.subscriptions
+        ),
+    )
     if kind == "environments":
         return _rename_environment(model, old, new)
     if kind == "lifecycles":
@@ -193,6 +214,20 @@ def rename(model: Model, kind: Kind, old: str, new: str) -> Model:
         )
         return replace(model, projects=projects)
     return model
+
+
+def _rename_in_subscription(sub: Subscription, kind: Kind, old: str, new: str) -> Subscription:
+    if kind == "teams":
+        return replace(sub, team=_one(sub.team, old, new) if sub.team else "")
+    if kind == "users":
+        return replace(sub, user=_one(sub.user, old, new) if sub.user else "")
+    if kind == "projects":
+        return replace(sub, projects=_swap(sub.projects, old, new))
+    if kind == "project_groups":
+        return replace(sub, project_groups=_swap(sub.project_groups, old, new))
+    if kind == "environments":
+        return replace(sub, environments=_swap(sub.environments, old, new))
+    return sub
 
 
 def _map_steps(project: Project, fn: Any) -> Project:

@@ -26,6 +26,7 @@ from conveyor.domain.documents import (
 )
 from conveyor.domain.errors import Problem
 from conveyor.domain.model import KIND_LABELS, KINDS, Model, doc_name
+from conveyor.domain.subscriptions import subscription_problems
 
 Path = tuple[str | int, ...]
 
@@ -49,6 +50,7 @@ def validate(model: Model, known_permissions: Iterable[str]) -> list[Problem]:
     _users(model, problems)
     _roles(model, set(known_permissions), problems)
     _teams(model, problems)
+    problems += subscription_problems(model)
     _someone_administers(model, problems)
     return problems
 
@@ -246,6 +248,15 @@ def _action(
             if not hook.url.startswith(("http://", "https://")):
                 problems.append(
                     Problem((*path, "webhooks", i, "url"), "must start with http:// or https://")
+                )
+            if hook.secret_variable and not any(
+                v.sensitive and v.name == hook.secret_variable for v in project.variables
+            ):
+                problems.append(
+                    Problem(
+                        (*path, "webhooks", i, "secret_variable"),
+                        f'"{hook.secret_variable}" is not a sensitive variable of this project',
+                    )
                 )
         if not (action.to_teams or action.to_users or action.to_addresses or action.webhooks):
             problems.append(

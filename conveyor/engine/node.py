@@ -14,6 +14,7 @@ import os
 import socket
 from datetime import timedelta
 
+from conveyor.engine.delivery import Deliverer
 from conveyor.engine.executor import Executor
 from conveyor.services import execution as ex
 from conveyor.services.core import Services
@@ -37,6 +38,8 @@ class Node:
         self.name = name or node_name()
         self.slots = slots or services.settings.task_slots
         self.executor = Executor(services)
+        # Notifications from the outbox: sent by every node, each row by one.
+        self.deliverer = Deliverer(services, self.name)
         self._wake = asyncio.Event()
         self._running: dict[int, asyncio.Event] = {}
         self._jobs: set[asyncio.Task[None]] = set()
@@ -58,12 +61,14 @@ class Node:
         ]
         if not self.services.is_sqlite:
             self._loops.append(asyncio.create_task(self._listen(), name="conveyor-listen"))
+        await self.deliverer.start()
         self.wake()
 
     async def stop(self) -> None:
         self._stopping = True
         if self.wake in self.services.wakers:
             self.services.wakers.remove(self.wake)
+        await self.deliverer.stop()
         for loop in self._loops:
             loop.cancel()
         for cancel in self._running.values():

@@ -1,19 +1,45 @@
-"""The notification step: email to teams, users and addresses, when mail is configured."""
+"""The notification step: mail to teams, users and addresses, and webhooks, sent directly.
+
+Direct, not through the outbox, because the step must know the outcome: each message is tried a
+few times with a growing wait (every failure logged), and what still fails fails the step, or
+only warns when the step says so.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import smtplib
-from email.message import EmailMessage
 from typing import TYPE_CHECKING
 
+from conveyor.domain import subscriptions as rules
 from conveyor.domain.documents import NotificationAction, Step, key
+from conveyor.domain.model import Model
 from conveyor.domain.variables import substitute
+from conveyor.engine.senders import mail_configured, post_webhook, send_mail, with_retries
 from conveyor.services import execution as ex
 from conveyor.services.config import load
 
 if TYPE_CHECKING:
     from conveyor.engine.executor import Context, Executor
+
+
+def recipients(model: Model, action: NotificationAction) -> list[str]:
+    """Addresses, each once: active members of the teams (less those who opted out of team
+    mail), the users, and the plain addresses."""
+    out: dict[str, str] = {}
+    teams = {key(name) for name in action.to_teams}
+    for team in model.teams:
+        if key(team.name) not in teams:
+            continue
+        for member in team.members:
+            user = model.get("users", member)
+            if user is not None and user.active and user.email and user.notify_interruptions:
+                out.setdefault(user.email.lower(), user.email)
+    for name in action.to_users:
+        user = model.get("users", name)
+        if user is not None and user.active and user.email:
+            out.setdefault(user.email.lower(), user.email)
+    for address in action.to_addresses:
+        out.setdefault(address.lower(), address)
+    return list(out.values())
 
 
 async def deliver_step(
@@ -28,48 +54,67 @@ async def deliver_step(
 
     services = executor.services
     settings = services.settings
-    if not settings.smtp_host:
-        reason = "mail is not configured (set CONVEYOR_SMTP_HOST to deliver notifications)"
-        ctx.log.line(f'Step "{step.name}" skipped: {reason}', step=idx)
-        await ex.set_step(services, ctx.run, idx, "skipped", reason=reason)
-        return DONE
-    model = (await load(services)).model
-    addresses = set(action.to_addresses)
-    for team in model.teams:
-        if key(team.name) in {key(t) for t in action.to_teams}:
-            for member in team.members:
-                user = model.get("users", member)
-                if user is not None and user.active and user.email:
-                    addresses.add(user.email)
-    for name in action.to_users:
-        user = model.get("users", name)
-        if user is not None and user.active and user.email:
-            addresses.add(user.email)
+
+    def say(text: str, level: str = "info") -> None:
+        ctx.log.line(text, step=idx, level=level)
+
     subject = substitute(action.subject, values, what="the subject")
     body = substitute(action.body, values, what="the body")
-    if not addresses:
+    addresses = recipients((await load(services)).model, action)
+    if addresses and not mail_configured(settings):
+        reason = "mail is not configured (set CONVEYOR_SMTP_HOST to deliver notifications)"
+        if not action.webhooks:
+            say(f'Step "{step.name}" skipped: {reason}')
+            await ex.set_step(services, ctx.run, idx, "skipped", reason=reason)
+            return DONE
+        say(f"Not mailing {len(addresses)} recipient(s): {reason}", "warn")
+        addresses = []
+    if not addresses and not action.webhooks:
         return await executor._succeeded(ctx, idx, step, "nobody to notify (no addresses)")
-    message = EmailMessage()
-    message["From"] = settings.smtp_from or f"conveyor@{settings.host}"
-    message["To"] = ", ".join(sorted(addresses))
-    message["Subject"] = subject
-    message.set_content(body)
 
-    def send() -> None:
-        with smtplib.SMTP(settings.smtp_host or "", settings.smtp_port, timeout=30) as smtp:
-            if settings.smtp_starttls:
-                smtp.starttls()
-            if settings.smtp_username:
-                smtp.login(settings.smtp_username, settings.smtp_password or "")
-            smtp.send_message(message)
+    errors: list[str] = []
+    for address in addresses:
 
-    try:
-        await asyncio.to_thread(send)
-    except (OSError, smtplib.SMTPException) as exc:
-        reason = f"sending mail failed: {exc}"
+        async def mail(to: str = address) -> None:
+            await send_mail(settings, to, subject, body)
+
+        error = await with_retries(mail, say, f"Mail to {address}")
+        if error:
+            errors.append(error)
+        else:
+            say(f"Mail sent to {address}: {subject}")
+    payload = rules.body_bytes(rules.step_webhook(subject, body, values))
+    for hook in action.webhooks:
+        url = substitute(hook.url, values, what="the webhook URL")
+        secret = None
+        if hook.secret_variable:
+            if hook.secret_variable not in ctx.variables.sensitive:
+                errors.append(
+                    f'{url}: "{hook.secret_variable}" is not a sensitive variable of this '
+                    "deployment, so the webhook cannot be signed"
+                )
+                say(errors[-1], "error")
+                continue
+            secret = values[hook.secret_variable]
+        headers = [(k, substitute(v, values, what=f"the header {k}")) for k, v in hook.headers]
+
+        async def post(
+            url: str = url, headers: list[tuple[str, str]] = headers, secret: str | None = secret
+        ) -> None:
+            await post_webhook(url, payload, headers, secret=secret)
+
+        error = await with_retries(post, say, f"Webhook {url}")
+        if error:
+            errors.append(error)
+        else:
+            say(f"Webhook {url} answered with success")
+
+    done = f"{len(addresses)} mail(s), {len(action.webhooks)} webhook(s)"
+    if errors:
+        reason = f"{len(errors)} of {len(addresses) + len(action.webhooks)} deliveries failed: "
+        reason += "; ".join(errors)
         if action.warn_only:
-            ctx.log.line(f"Warning: {reason}", step=idx, level="warn")
+            say(f"Warning: {reason}", "warn")
             return await executor._succeeded(ctx, idx, step, f"with a warning: {reason}")
         return await executor._failed(ctx, idx, step, reason)
-    ctx.log.line(f"Mail sent to {', '.join(sorted(addresses))}: {subject}", step=idx)
-    return await executor._succeeded(ctx, idx, step, f"mailed {len(addresses)} recipient(s)")
+    return await executor._succeeded(ctx, idx, step, f"delivered {done}")

@@ -11,7 +11,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from conveyor.domain.documents import Environment, Process, Project, UserRole, Variable, key
+from conveyor.domain.documents import (
+    Environment,
+    Process,
+    Project,
+    Subscription,
+    User,
+    UserRole,
+    Variable,
+    key,
+)
 from conveyor.domain.errors import Problem
 from conveyor.domain.model import KINDS, Document, Kind, Model, doc_name
 
@@ -53,6 +62,8 @@ def merge(
                 doc = _merge_project(stored, doc, entry, problems)
             elif isinstance(doc, UserRole):
                 doc = _merge_role(stored, doc, entry, problems)
+            else:
+                doc = kept_unsaid(stored, doc, entry.raw)
             docs.append(doc)
         if kind == "environments":
             model = replace(model, environments=_ordered(current.environments, docs))
@@ -91,6 +102,23 @@ def _merge_project(
                 var = replace(var, value=previous.value)
         variables.append(var)
     return replace(doc, process=process, variables=tuple(variables))
+
+
+def kept_unsaid(stored: Any, doc: Any, raw: Mapping[str, Any]) -> Any:
+    """What a document leaves unsaid keeps its stored value, where that value is not the
+    writer's to state: a person's own preference, and a webhook secret (never exported)."""
+    if isinstance(doc, User) and isinstance(stored, User) and "notify_interruptions" not in raw:
+        return replace(doc, notify_interruptions=stored.notify_interruptions)
+    if (
+        isinstance(doc, Subscription)
+        and isinstance(stored, Subscription)
+        and doc.webhook is not None
+        and stored.webhook is not None
+    ):
+        hook = raw.get("webhook")
+        if not (isinstance(hook, Mapping) and "secret" in hook):
+            return replace(doc, webhook=replace(doc.webhook, secret=stored.webhook.secret))
+    return doc
 
 
 def _var_key(var: Variable) -> tuple[str, frozenset[str]]:

@@ -29,6 +29,7 @@ from conveyor.domain.audit import (
     plain_json,
 )
 from conveyor.domain.errors import PermissionDenied
+from conveyor.services import outbox
 from conveyor.services.secrets import SecretBox, load_or_create_key
 from conveyor.settings import Settings
 from conveyor.store import tables as t
@@ -107,6 +108,8 @@ class Tx:
     # Events to append when the transaction's work is done (see ``flush_events``).
     events: list[PendingEvent] = field(default_factory=list)
     woke: bool = False
+    # The events queued notifications (the outbox): wake the senders after the commit.
+    outboxed: bool = False
 
     async def wake(self) -> None:
         """Wake the task engines when this transaction commits (it queued or resumed work)."""
@@ -191,9 +194,15 @@ class Tx:
         """Append this transaction's events, just before it commits: the chain lock is then the
         last lock it takes (no deadlock with row locks taken earlier) and is held briefly."""
         events, self.events = self.events, []
-        await write_event(
-            self.session, self.caller, events, self.now, postgres=not self.services.is_sqlite
+        queued = await write_event(
+            self.session,
+            self.caller,
+            events,
+            self.now,
+            postgres=not self.services.is_sqlite,
+            services=self.services,
         )
+        self.outboxed = self.outboxed or bool(queued)
 
 
 def _aware(value: datetime) -> datetime:
@@ -207,14 +216,16 @@ async def write_event(
     now: datetime,
     *,
     postgres: bool,
-) -> None:
+    services: Services | None = None,
+) -> int:
     """Append events to the hash chain: each one's ``prev_hash`` is the hash of the event before.
 
     Ids are assigned here (the last id + 1, under the lock) so that they have no gaps: a gap in
-    the chain then means an event was removed.
+    the chain then means an event was removed. With ``services``, the notifications the events
+    cause are queued in the same transaction (the outbox); returns how many.
     """
     if not events:
-        return
+        return 0
     if postgres:
         await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": EVENT_LOCK})
     last = (
@@ -231,6 +242,7 @@ async def write_event(
     occurred = max(now, _aware(last.occurred_at)) if last is not None else now
     rows: list[dict[str, Any]] = []
     links: list[dict[str, Any]] = []
+    records: list[EventRecord] = []
     for offset, event in enumerate(events):
         record = EventRecord(
             id=next_id + offset,
@@ -268,10 +280,14 @@ async def write_event(
             }
         )
         links += [{"event_id": record.id, "document": d} for d in record.documents]
+        records.append(record)
         prev = digest
     await session.execute(insert(t.events), rows)
     if links:
         await session.execute(insert(t.event_documents), links)
+    if services is None:
+        return 0
+    return await outbox.enqueue(session, services, records)
 
 
 class Services:
@@ -288,6 +304,8 @@ class Services:
         self.clock: Callable[[], datetime] = utcnow
         # In-process engines to wake after a commit that queued or resumed a task.
         self.wakers: list[Callable[[], None]] = []
+        # In-process senders to wake after a commit that queued notifications.
+        self.delivery_wakers: list[Callable[[], None]] = []
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -335,12 +353,20 @@ class Services:
         if tx is not None and tx.woke:
             for hook in list(self.wakers):
                 hook()
+        if tx is not None and tx.outboxed:
+            for hook in list(self.delivery_wakers):
+                hook()
 
     async def _write_refusals(self, tx: Tx) -> None:
         if not tx.refusals:
             return
         async with self.sessions() as session, session.begin():
-            await write_event(session, tx.caller, tx.refusals, tx.now, postgres=not self.is_sqlite)
+            queued = await write_event(
+                session, tx.caller, tx.refusals, tx.now, postgres=not self.is_sqlite, services=self
+            )
+        if queued:
+            for hook in list(self.delivery_wakers):
+                hook()
 
 
 def bootstrap(settings: Settings) -> Services:

@@ -20,6 +20,7 @@ from conveyor.domain.documents import (
     key,
 )
 from conveyor.domain.errors import NotFound, PolicyViolation, ValidationFailed
+from conveyor.services.buildinfo import plan_changes
 from conveyor.services.config import load, public_id
 from conveyor.services.core import Caller, Services, Tx
 from conveyor.services.documents import resolve
@@ -383,6 +384,10 @@ async def plan(
         project=target.ref,
         environment=target.environment.name,
     )
+    # What this deployment brings: the release itself, then each child, against what is current.
+    entries = [(target.project_id, target.project.name, target.release.version)]
+    entries += [(c["project_id"], c["project"], c["version"]) for c in target.release.children]
+    changes = await plan_changes(services, caller, loaded, entries, current)
     return {
         "project": target.project.name,
         "release": target.release.version,
@@ -408,6 +413,7 @@ async def plan(
             }
             for s in steps
         ],
+        "changes": changes,
     }
 
 

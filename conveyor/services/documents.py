@@ -24,6 +24,7 @@ from conveyor.services.config import (
     project_ref,
     public_id,
 )
+from conveyor.services.configmerge import kept_unsaid
 from conveyor.services.core import Caller, Services
 from conveyor.store.documents import Loaded
 
@@ -60,6 +61,7 @@ def _view_decision(caller: Caller, model: Model, kind: Kind, doc: Any) -> perms.
         "user_roles": P.UserRoleView,
         "users": P.UserView,
         "teams": P.TeamView,
+        "subscriptions": P.SubscriptionView,
     }[kind]
     return perms.authorize(principal, permission)
 
@@ -205,6 +207,8 @@ async def update_document(
         doc = new
         if isinstance(current, Project) and isinstance(doc, Project):
             doc = replace(doc, process=current.process, variables=current.variables)
+        # What a document as read leaves out (a webhook's secret, a person's preference) stays.
+        doc = kept_unsaid(current, doc, data if isinstance(data, dict) else {})
         return model.with_doc(kind, doc, previous_name=old_name)
 
     return await _write(services, caller, kind, new_name, mutate, renames)

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from conveyor.domain import permissions as perms
 from conveyor.domain.errors import PermissionDenied
 from conveyor.domain.versions import Version
-from conveyor.services.audit import Filters, conditions, event_json, names_of
+from conveyor.services.audit import PROJECT_GROUP, Filters, conditions, event_json, names_of
 from conveyor.services.config import public_id
 from conveyor.services.core import Caller, Services, iso
 from conveyor.services.releases import get_release, read_snapshot
@@ -164,7 +164,8 @@ async def release_evidence(
         names = await names_of(session)
         row, previous = await _rows(session, view.id)
         deployments = await _deployments(session, row.id)
-        groups = {r.name: r.group for r in names.project_refs}
+        query = select(t.projects.c.name, PROJECT_GROUP.label("grp"))
+        groups = {r.name: r.grp or "" for r in await session.execute(query)}
 
         def visible(permission: P, project_id: int | None, env_id: int | None) -> bool:
             name = names.projects.get(project_id) if project_id else None
@@ -195,7 +196,7 @@ async def release_evidence(
         events: list[dict[str, Any]] = []
         events_hidden = None
         try:
-            where = await conditions(session, caller, Filters(documents=tuple(documents)), names)
+            where = await conditions(session, caller, Filters(documents=tuple(documents)))
         except PermissionDenied as exc:
             events_hidden = exc.message
         else:

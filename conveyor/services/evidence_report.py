@@ -51,7 +51,7 @@ def _build(build: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     commits = build.get("commits")
     for name, value in build.items():
-        if name != "commits":
+        if name != "commits" and value not in (None, "", []):
             lines.append(f"- **{name}**: {_cell(value)}")
     if isinstance(commits, list) and commits:
         lines.append("- **commits**:")

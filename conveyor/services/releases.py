@@ -11,6 +11,7 @@ from sqlalchemy import select, text
 
 from conveyor.domain import permissions as perms
 from conveyor.domain.audit import Category
+from conveyor.domain.buildinfo import normalise_build
 from conveyor.domain.codec import decode_process, encode_process
 from conveyor.domain.documents import (
     DeployReleaseAction,
@@ -257,6 +258,7 @@ async def create_release(
         )
         if project.disabled:
             raise PolicyViolation(f'project "{project.name}" is disabled: enable it to release')
+        build = normalise_build(build)
         await _lock(tx, project_id)
         existing = await _versions(tx, project_id)
         if version is None:
@@ -279,7 +281,7 @@ async def create_release(
                 snapshot=_write_snapshot(services, project),
                 packages=chosen_packages,
                 children=chosen_children,
-                build=build or {},
+                build=build,
             )
             .returning(t.releases)
         )
@@ -294,7 +296,8 @@ async def create_release(
                 "packages": chosen_packages,
                 "children": {c["project"]: c["version"] for c in chosen_children},
                 "notes": notes,
-                "build": build or {},
+                # The commit list stays on the release; the audit event records how many.
+                "build": {**build, "commits": len(build["commits"])} if build else {},
             },
             project_id=project_id,
         )

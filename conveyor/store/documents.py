@@ -11,7 +11,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain.codec import decode, decode_process, encode, encode_process
 from conveyor.domain.diff import Change
-from conveyor.domain.documents import Process, Project, User, Variable, key, slugify
+from conveyor.domain.documents import (
+    Process,
+    Project,
+    Subscription,
+    SubscriptionWebhook,
+    User,
+    Variable,
+    key,
+    slugify,
+)
 from conveyor.domain.errors import ConveyorError, Problem
 from conveyor.domain.model import KINDS, Kind, Model, doc_name
 from conveyor.store import tables as t
@@ -52,9 +61,12 @@ async def load_model(session: AsyncSession, box: Box) -> Loaded:
         rows = (await session.execute(select(table).order_by(table.c.position, table.c.id))).all()
         for row in rows:
             problems: list[Problem] = []
-            doc = decode(kind, row.body, (kind, row.name), problems)  # type: ignore[arg-type]
+            body, cipher = without_cipher(row.body)
+            doc = decode(kind, body, (kind, row.name), problems)  # type: ignore[arg-type]
             if doc is None:
                 raise _corrupt(kind, row.name, problems)
+            if cipher and isinstance(doc, Subscription) and doc.webhook is not None:
+                doc = replace(doc, webhook=replace(doc.webhook, secret=box.decrypt(cipher)))
             docs[kind].append((row.id, doc))
             loaded.ids[(kind, key(row.name))] = row.id
     processes = {r.project_id: r for r in (await session.execute(select(t.processes))).all()}
@@ -89,6 +101,7 @@ async def load_model(session: AsyncSession, box: Box) -> Loaded:
                 email=r.email,
                 service_account=r.service_account,
                 active=r.active,
+                notify_interruptions=r.notify_interruptions,
             )
             for r in user_rows
         ),
@@ -125,11 +138,23 @@ def _write_variables(variables: tuple[Variable, ...], box: Box) -> list[dict[str
     return out
 
 
-def _body(kind: str, doc: Any) -> dict[str, Any]:
+def _body(kind: str, doc: Any, box: Box) -> dict[str, Any]:
     body = encode(kind, doc)  # type: ignore[arg-type]
     body.pop("process", None)
     body.pop("variables", None)
+    hook = doc.webhook if isinstance(doc, Subscription) else None
+    if isinstance(hook, SubscriptionWebhook) and hook.secret:
+        body["webhook"]["cipher"] = box.encrypt(hook.secret)
     return body
+
+
+def without_cipher(body: Any) -> tuple[Any, str | None]:
+    """A subscription's body without its encrypted secret, and that secret's cipher."""
+    hook = body.get("webhook") if isinstance(body, dict) else None
+    if not isinstance(hook, dict) or "cipher" not in hook:
+        return body, None
+    rest = {k: v for k, v in hook.items() if k != "cipher"}
+    return {**body, "webhook": rest}, str(hook["cipher"])
 
 
 async def rename_row(session: AsyncSession, loaded: Loaded, kind: Kind, old: str, new: str) -> None:
@@ -170,7 +195,7 @@ async def persist(
         position = positions.get((change.kind, key(change.name)), 0)
         if change.aspect == "document":
             row_id = await _upsert_document(
-                session, loaded, change.kind, doc, position, now, change.op == "create"
+                session, box, loaded, change.kind, doc, position, now, change.op == "create"
             )
             if change.op == "create":
                 created[(change.kind, key(change.name))] = row_id
@@ -215,6 +240,7 @@ async def persist(
 
 async def _upsert_document(
     session: AsyncSession,
+    box: Box,
     loaded: Loaded,
     kind: Kind,
     doc: Any,
@@ -231,6 +257,7 @@ async def _upsert_document(
             "email": doc.email,
             "service_account": doc.service_account,
             "active": doc.active,
+            "notify_interruptions": doc.notify_interruptions,
             "position": position,
             "updated_at": now,
         }
@@ -241,7 +268,7 @@ async def _upsert_document(
             "name": name,
             "slug": slugify(name),
             "position": position,
-            "body": _body(kind, doc),
+            "body": _body(kind, doc, box),
             "updated_at": now,
         }
         if kind == "user_roles":

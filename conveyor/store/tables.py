@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    true,
 )
 
 metadata = MetaData(
@@ -65,6 +66,8 @@ user_roles = _document_table(
 targets = _document_table("targets")
 teams = _document_table("teams")
 projects = _document_table("projects")
+# A webhook's secret is kept in the body encrypted (``webhook.cipher``), never in plain text.
+subscriptions = _document_table("subscriptions")
 
 # One versioned document per project; the version refuses stale edits.
 processes = Table(
@@ -96,6 +99,7 @@ users = Table(
     Column("email", String(320), nullable=False, default=""),
     Column("service_account", Boolean, nullable=False, default=False),
     Column("active", Boolean, nullable=False, default=True),
+    Column("notify_interruptions", Boolean, nullable=False, default=True, server_default=true()),
     Column("password_hash", Text, nullable=True),
     Column("position", Integer, nullable=False, default=0),
     Column("version", Integer, nullable=False, default=1),
@@ -163,6 +167,7 @@ DOCUMENT_TABLES: dict[str, Table] = {
     "projects": projects,
     "targets": targets,
     "teams": teams,
+    "subscriptions": subscriptions,
 }
 
 # Public ids look like Octopus's ("Projects-3"); the number is the row id.
@@ -174,6 +179,7 @@ ID_PREFIXES: dict[str, str] = {
     "projects": "Projects",
     "targets": "Targets",
     "teams": "Teams",
+    "subscriptions": "Subscriptions",
     "users": "Users",
     "api_keys": "ApiKeys",
     "events": "Events",
@@ -395,5 +401,41 @@ sign_in_failures = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Index("ix_sign_in_failures_subject_at", "subject", "at"),
 )
+
+# ---------------------------------------------------------------- notifications
+
+# The outbox: one row per message an event causes (a subscriber's mail or webhook, an
+# interruption's call), written in the event's transaction and sent by the engine, which claims
+# due rows with a lease and retries with backoff. The payload is complete when written, so a
+# later change of the subscription does not change what an event said.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("event_id", Id, nullable=True),
+    # "subscription" or "interruption"
+    Column("reason", String(16), nullable=False),
+    Column("subscription", String(200), nullable=True),
+    # "email" or "webhook"
+    Column("channel", String(16), nullable=False),
+    Column("recipient", String(100), nullable=True),
+    # The address or URL.
+    Column("target", String(2000), nullable=False),
+    # email: subject and body; webhook: the exact body, headers and the secret (encrypted).
+    Column("payload", JSON, nullable=False),
+    # pending | succeeded | failed
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("node", String(200), nullable=True),
+    Column("lease_expires_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("completed_at", DateTime(timezone=True), nullable=True),
+    Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+    Index("ix_deliveries_event_id", "event_id"),
+)
+
+ID_PREFIXES["deliveries"] = "Deliveries"
 
 __all__ = ["DOCUMENT_TABLES", "ID_PREFIXES", "metadata"]

@@ -112,6 +112,7 @@ TEMPLATES.filters.update(
     num=task_number,
     q=lambda value: quote(str(value), safe=""),
 )
+TEMPLATES.filters["sentence"] = lambda text: sentence(str(text))
 
 
 def web_session(request: Request) -> Session | None:
@@ -195,12 +196,23 @@ def error_page(request: Request, status: int, message: str, title: str | None = 
     )
 
 
+# Words the services' messages start with. A message may also start with a username ("dev may
+# not …"), which must keep its case, so only these are capitalised.
+_LEADING = frozenset(
+    "the a an this that these there only you your it its no not nothing cannot must too "
+    "project projects user users release releases environment environments package packages "
+    "archive task tasks interruption lifecycle team teams role format limit step steps "
+    "process variable variables api key sensitive".split()
+)
+
+
 def sentence(text: str) -> str:
     """Messages from the services are clauses; a page shows them as sentences."""
     text = text.strip()
     if not text:
         return text
-    text = text[0].upper() + text[1:]
+    if text.split(maxsplit=1)[0].strip(",.:;").lower() in _LEADING:
+        text = text[0].upper() + text[1:]
     return text if text[-1] in ".!?" else text + "."
 
 

@@ -137,8 +137,10 @@ class Server:
     def cli_in_process(
         self, *args: str, api_key: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """The same command, run by the CLI's own code inside the test process: for tables of many
-        questions, where starting an interpreter per question would dominate the run."""
+        """The same command (remote or local, same environment), run by the CLI's own code inside
+        the test process: for many questions, or where only the answer and exit code are at
+        stake, since starting an interpreter per command would dominate the run. Tests of what a
+        user sees from the real process use ``cli``."""
         from typer.testing import CliRunner
 
         from conveyor.cli.main import app

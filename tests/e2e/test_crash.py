@@ -133,19 +133,20 @@ class Restartable:
 @pytest.fixture
 def crashable(database_url: str, tmp_path: Path) -> Iterator[Restartable]:
     server = Restartable(tmp_path, database_url)
-    server.start()
-    marks = tmp_path / "marks.txt"
-    config = tmp_path / "crash.yaml"
-    config.write_text(CONFIG.format(marks=marks))
-    applied = run_conveyor(
-        ("apply", "-f", str(config)),
-        {**server.env, "CONVEYOR_SERVER": server.url, "CONVEYOR_API_KEY": server.api_key},
-        cwd=tmp_path,
-    )
-    assert applied.returncode == 0, describe(applied)
     try:
+        server.start()
+        marks = tmp_path / "marks.txt"
+        config = tmp_path / "crash.yaml"
+        config.write_text(CONFIG.format(marks=marks))
+        applied = run_conveyor(
+            ("apply", "-f", str(config)),
+            {**server.env, "CONVEYOR_SERVER": server.url, "CONVEYOR_API_KEY": server.api_key},
+            cwd=tmp_path,
+        )
+        assert applied.returncode == 0, describe(applied)
         yield server
     finally:
+        # Also when setting up failed: never leave a server process behind.
         if server.proc is not None:
             stop(server.proc)
 

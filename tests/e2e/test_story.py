@@ -302,7 +302,7 @@ def test_story_4_deploy_all_1_0_1_chooses_the_latest_and_plans_the_skips(story: 
     plan = story.json(
         "dev", "release", "plan", "--project", "Deploy All", "--version", "1.0.1", "--to", "Test"
     )
-    assert set(plan) == {"environment", "steps"} and plan["environment"] == "Test", plan
+    assert set(plan) == {"environment", "steps", "changes"} and plan["environment"] == "Test", plan
     steps = {s["name"]: s for s in plan["steps"]}
     for step in plan["steps"]:
         assert set(step) == {"name", "action", "reason", "child"}, step

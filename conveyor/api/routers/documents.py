@@ -17,6 +17,7 @@ ROUTES: dict[str, Kind] = {
     "lifecycles": "lifecycles",
     "project-groups": "project_groups",
     "projects": "projects",
+    "subscriptions": "subscriptions",
     "targets": "targets",
     "teams": "teams",
     "user-roles": "user_roles",

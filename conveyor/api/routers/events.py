@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from conveyor.api.deps import CallerDep, ServicesDep
-from conveyor.services import audit, evidence, evidence_report
+from conveyor.services import audit, audit_export, evidence, evidence_report
 
 router = APIRouter(tags=["Audit"])
 
@@ -73,7 +73,7 @@ async def export_events(
     where: FiltersDep,
     format: Annotated[str, Query(pattern="^(csv|jsonl)$")] = "jsonl",
 ) -> StreamingResponse:
-    stream = await audit.export_events(services, caller, format, where)
+    stream = await audit_export.export_events(services, caller, format, where)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
     return StreamingResponse(

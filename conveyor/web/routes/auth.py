@@ -130,7 +130,7 @@ async def _account(
         revoked=sum(1 for k in keys if k.revoked_at is not None),
         open_sessions=await sessions.active_sessions(services, caller),
         teams=sorted({g.team for g in caller.principal.grants}),
-        notice=DONE.get(request.query_params.get("done", ""), ""),
+        done_message=DONE.get(request.query_params.get("done", ""), ""),
         **extra,
     )
 

@@ -67,7 +67,7 @@ async def _page(
         steps=steps,
         error=error,
         editing=editing,
-        notice=DONE.get(request.query_params.get("done", ""), ""),
+        done_message=DONE.get(request.query_params.get("done", ""), ""),
     )
 
 
