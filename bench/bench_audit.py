@@ -326,7 +326,8 @@ async def explain(services: Services) -> None:
     }
     async with services.read() as session:
         for name, sql in statements.items():
-            rows = await session.execute(text(prefix + sql), {"t": datetime.now(UTC)})
+            when = datetime.now(UTC) - timedelta(days=30)
+            rows = await session.execute(text(prefix + sql), {"t": when})
             print(f"{name}: " + " | ".join(str(r[-1]) for r in rows))
 
 

@@ -79,4 +79,6 @@ class GitRepo:
         return self.git("rev-parse", "HEAD")
 
     def copy_in(self, source: Path) -> None:
-        shutil.copytree(source, self.root, dirs_exist_ok=True)
+        """Copy a folder's files in (not what running them left behind)."""
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.sqlite")
+        shutil.copytree(source, self.root, dirs_exist_ok=True, ignore=ignore)

@@ -89,10 +89,11 @@ async def with_retries(
     what: str,
     *,
     attempts: int = STEP_ATTEMPTS,
-    backoff: float = STEP_BACKOFF,
+    backoff: float | None = None,
 ) -> str | None:
     """Try up to ``attempts`` times, waiting ``backoff`` then twice as long, saying each failure;
     ``None`` on success, else the last error."""
+    backoff = STEP_BACKOFF if backoff is None else backoff
     error = ""
     for n in range(1, attempts + 1):
         try:

@@ -1,5 +1,5 @@
-"""Reading the audit log: filters, the reader's scope, keyset paging, streamed export, and the
-verification of the hash chain.
+"""Reading the audit log: filters, the reader's scope, keyset paging, and the verification of
+the hash chain (the streamed export builds on this: ``conveyor.services.audit_export``).
 
 Every query is bounded and served by an index: newest first by id with a cursor, the reader's
 scope as a SQL condition computed from their grants (never by loading events to discard them),
@@ -74,7 +74,9 @@ async def names_of(session: AsyncSession, rows: Sequence[Any] | None = None) -> 
     environments = select(e.id, e.name)
     if rows is not None:
         projects = projects.where(p.id.in_({r.project_id for r in rows if r.project_id}))
-        environments = environments.where(e.id.in_({r.environment_id for r in rows}))
+        environments = environments.where(
+            e.id.in_({r.environment_id for r in rows if r.environment_id})
+        )
     return Names(
         {r.id: r.name for r in await session.execute(projects)},
         {r.id: r.name for r in await session.execute(environments)},

@@ -8,6 +8,7 @@ sends the browser to the sign-in page when nobody is signed in, and adds the sec
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from conveyor.domain.errors import ConveyorError, PermissionDenied
 from conveyor.services.core import Caller, Services
 from conveyor.services.sessions import Session, SignInThrottled
 
+log = logging.getLogger("conveyor.web")
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 PRESESSION_COOKIE = "conveyor_form"
@@ -90,12 +92,9 @@ def state_label(state: str | None) -> str:
     return STATE_LABELS.get(state or "", (state or "").replace("_", " ").capitalize())
 
 
-def task_number(ident: str | None) -> str:
+def short_id(ident: str | None) -> str:
     """``ServerTasks-12`` -> ``12`` (the short form used in page addresses)."""
     return (ident or "").rsplit("-", 1)[-1]
-
-
-num = task_number
 
 
 TEMPLATES = jinja2.Environment(
@@ -109,10 +108,9 @@ TEMPLATES.filters.update(
     ago=ago,
     state=state_label,
     slug=slugify,
-    num=task_number,
+    num=short_id,
     q=lambda value: quote(str(value), safe=""),
 )
-TEMPLATES.filters["sentence"] = lambda text: sentence(str(text))
 
 
 def web_session(request: Request) -> Session | None:
@@ -198,12 +196,13 @@ def error_page(request: Request, status: int, message: str, title: str | None = 
 
 # Words the services' messages start with. A message may also start with a username ("dev may
 # not …"), which must keep its case, so only these are capitalised.
-_LEADING = frozenset(
+_LEADING_WORDS = (
     "the a an this that these there only you your it its no not nothing cannot must too "
     "project projects user users release releases environment environments package packages "
     "archive task tasks interruption lifecycle team teams role format limit step steps "
-    "process variable variables api key sensitive".split()
+    "process variable variables api key sensitive"
 )
+_LEADING = frozenset(_LEADING_WORDS.split())
 
 
 def sentence(text: str) -> str:
@@ -214,6 +213,9 @@ def sentence(text: str) -> str:
     if text.split(maxsplit=1)[0].strip(",.:;").lower() in _LEADING:
         text = text[0].upper() + text[1:]
     return text if text[-1] in ".!?" else text + "."
+
+
+TEMPLATES.filters["sentence"] = sentence
 
 
 def redirect(url: str, **params: Any) -> RedirectResponse:
@@ -265,6 +267,11 @@ class PageRoute(APIRoute):
                 fields = ", ".join(str(e.get("loc", ("?",))[-1]) for e in exc.errors())
                 message = f"The form is missing or has a wrong value in: {fields}."
                 response = error_page(request, 422, message)
+            except Exception:
+                # A bug, not the person's doing: the log has the traceback, the page a sentence.
+                log.exception("the page %s %s failed", request.method, request.url.path)
+                message = "Something unexpected went wrong; the server log has the details."
+                response = error_page(request, 500, message)
             for name, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(name, value)
             return response

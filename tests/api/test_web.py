@@ -255,3 +255,59 @@ async def test_domain_errors_are_pages_with_a_sentence_and_the_right_status(
         assert api.status_code == 404 and api.headers["content-type"].startswith(
             "application/problem+json"
         )
+
+
+async def test_process_edits_are_checked_by_version_permission_and_validation(
+    app: FastAPI, services: Services, user_with: UserFactory, shop: None
+) -> None:
+    from conveyor.services import documents
+
+    steps = [
+        {"name": "Migrate", "type": "script", "script": "echo migrate"},
+        {"name": "Smoke test", "type": "script", "script": "echo ok"},
+    ]
+    await documents.update_process(services, system_caller(), "Web", {"version": 0, "steps": steps})
+    await user_with("lee", [{"role": "Project Contributor"}])
+    await person(user_with, services, "max")  # a viewer
+    from conveyor.services.users import set_password
+
+    await set_password(services, system_caller(), "lee", PASSWORD)
+    async with browser(app) as client:
+        await sign_in(client, "lee")
+        page = await client.get("/projects/web/process")
+        assert page.status_code == 200 and "Save step 1" in page.text
+        token = form_token(page)
+        version = re.search(r'name="version" value="(\d+)"', page.text)
+        assert version
+        form = {"csrf": token, "version": version.group(1), "name": "Migrate the database"}
+        form |= {"script": "echo migrate", "syntax": "bash", "condition": "success"}
+        form |= {"start": "after_previous", "timeout": "120"}
+        saved = await client.post("/projects/web/process/steps/0", data=form)
+        assert saved.status_code == 303, saved.text
+        # The same form again: the process changed since it was read.
+        stale = await client.post("/projects/web/process/steps/0", data=form)
+        assert stale.status_code == 409 and "changed since you read it" in stale.text
+        fresh = await client.get("/projects/web/process")
+        current = re.search(r'name="version" value="(\d+)"', fresh.text)
+        assert current and "Migrate the database" in fresh.text and "120" in fresh.text
+        moved = await client.post(
+            "/projects/web/process/steps/0/move",
+            data={"csrf": token, "version": current.group(1), "direction": "down"},
+        )
+        assert moved.status_code == 303
+        order = await documents.get_process(services, system_caller(), "Web")
+        assert [s["name"] for s in order["steps"]] == ["Smoke test", "Migrate the database"]
+        bad = await client.post(
+            "/projects/web/process/steps/0",
+            data={**form, "version": str(order["version"]), "name": ""},
+        )
+        assert bad.status_code == 422 and "must not be empty" in bad.text
+    async with browser(app) as viewer:
+        await sign_in(viewer, "max")
+        page = await viewer.get("/projects/web/process")
+        assert page.status_code == 200 and "Save step" not in page.text
+        refused = await viewer.post(
+            "/projects/web/process/steps/0/remove",
+            data={"csrf": form_token(page), "version": str(order["version"])},
+        )
+        assert refused.status_code == 403 and "max may not ProcessEdit" in refused.text

@@ -67,7 +67,11 @@ def shop(server: Server) -> Server:
 
 
 def as_json(server: Server, *args: str) -> Any:
-    return json.loads(server.ok(*args, "--output", "json").stdout)
+    """A command's JSON, run by the CLI's code in this process (no interpreter start-up); every
+    command that reads a repository is given ``--repo``."""
+    result = server.cli_in_process(*args, "--output", "json")
+    assert result.returncode == 0, describe(result)
+    return json.loads(result.stdout)
 
 
 def changes(server: Server, repo: GitRepo, *args: str) -> Any:

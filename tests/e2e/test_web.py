@@ -142,7 +142,8 @@ def web(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[We
     applied = server.cli("apply", "-f", str(EXAMPLE))
     assert applied.returncode == 0, describe(applied)
     admin = {"X-Api-Key": server.api_key}
-    for user in PEOPLE:
+
+    def set_password(user: str) -> None:
         response = httpx.put(
             f"{server.url}/api/v1/users/{user}/password",
             json={"password": password(user)},
@@ -150,10 +151,14 @@ def web(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[We
             timeout=30,
         )
         assert response.status_code == 204, response.text
-    release_components(server, server.api_key_for("build"), tmp_path_factory.mktemp("packages"))
+
+    with ThreadPoolExecutor(max_workers=len(PEOPLE)) as pool:
+        list(pool.map(set_password, PEOPLE))
+    build_key = server.api_key_for("build", in_process=True)
+    release_components(server, build_key, tmp_path_factory.mktemp("packages"))
     created = server.cli(
         "release", "create", "--project", "Deploy All", "--version", "1.0.0",
-        api_key=server.api_key_for("dev"),
+        api_key=server.api_key_for("dev", in_process=True),
     )  # fmt: skip
     assert created.returncode == 0, describe(created)
     with sync_playwright() as playwright:
@@ -232,6 +237,11 @@ def test_ops_deploys_to_staging_sees_it_wait_and_cannot_approve(web: Web) -> Non
     expect(page.get_by_role("button", name="Proceed")).to_have_count(0)
     expect(page.get_by_role("button", name="Take responsibility")).to_have_count(0)
     shot(page, "06-waiting-as-ops")
+    page.goto("/projects/deploy-all")
+    shot(page, "06b-project-as-ops")
+    page.goto("/projects/deploy-all/process")
+    expect(page.locator("button", has_text="Save step 2")).to_have_count(1)  # in a closed <details>
+    shot(page, "06c-process-as-ops")
     page.close()
     web.done.add("ops")
 
@@ -240,6 +250,7 @@ def test_qa_takes_responsibility_and_proceeds(web: Web) -> None:
     web.require("ops")
     page = web.page("qa")
     page.get_by_role("link", name="Waiting for me").click()
+    shot(page, "07a-waiting-for-qa")
     page.get_by_role("link", name="QA approval").click()
     page.get_by_role("button", name="Take responsibility").click()
     expect(page.locator(".interruption .taken-by")).to_have_text("qa")
@@ -341,7 +352,7 @@ def test_dev_edits_a_component_process_and_a_stale_edit_is_refused(web: Web) -> 
     page = web.page("dev")
     page.goto("/projects/deploy-all/process")
     expect(page.get_by_text("Read only")).to_be_visible()
-    expect(page.get_by_role("button", name=re.compile("^Save step"))).to_have_count(0)
+    expect(page.locator("button", has_text="Save step")).to_have_count(0)
     page.goto("/projects/database/process")
     stale = web.page("dev")  # a second tab: the same form, read before the edit below
     stale.goto("/projects/database/process")
@@ -363,6 +374,6 @@ def test_a_phone_sized_dashboard(web: Web) -> None:
     page = web.page("ops", phone=True)
     expect(page.locator("table.board")).to_be_visible()
     shot(page, "15-dashboard-phone")
-    page.goto("/interruptions")
-    shot(page, "16-waiting-phone")
+    page.goto(web.task)
+    shot(page, "16-task-phone")
     page.close()

@@ -4,6 +4,7 @@ of 100,000 events whose memory stays flat."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -124,6 +125,17 @@ async def test_every_event_is_chained_and_the_chain_verifies(
     assert result["intact"] and result["count"] == len(rows) > 4 * 3
     assert result["message"] == f"intact: {len(rows)} events"
     assert result["head"] == {"id": f"Events-{rows[-1].id}", "hash": rows[-1].hash}
+
+
+async def test_concurrent_writers_keep_one_line(services: Services, admin: Caller) -> None:
+    """Twenty transactions at once (on PostgreSQL on as many connections): the chain stays a
+    line, without gaps or forks."""
+    await asyncio.gather(*(create_api_key(services, admin, "admin", f"k{i}") for i in range(20)))
+    result = await verify(services, admin)
+    assert result["intact"], result
+    async with services.read() as session:
+        ids = list((await session.execute(select(t.events.c.id).order_by(t.events.c.id))).scalars())
+    assert ids == list(range(1, len(ids) + 1))
 
 
 async def test_an_edited_message_is_named(services: Services, admin: Caller, shop: None) -> None:

@@ -11,10 +11,10 @@ from conveyor.web.pages import (
     PageRoute,
     ServicesDep,
     form_text,
-    num,
     page_number,
     redirect,
     render,
+    short_id,
 )
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -43,7 +43,7 @@ async def waiting(request: Request, services: ServicesDep, caller: PageCaller) -
 @router.post("/interruptions/{ident}/take")
 async def take(ident: str, services: ServicesDep, caller: PageCaller) -> Response:
     taken = await interruptions.take(services, caller, ident)
-    return redirect(f"/tasks/{num(taken['task'])}#interruption-{num(taken['id'])}")
+    return redirect(f"/tasks/{short_id(taken['task'])}#interruption-{short_id(taken['id'])}")
 
 
 @router.post("/interruptions/{ident}/submit")
@@ -54,4 +54,4 @@ async def submit(
     answered = await interruptions.submit(
         services, caller, ident, form_text(form, "result"), form_text(form, "notes").strip()
     )
-    return redirect(f"/tasks/{num(answered['task'])}")
+    return redirect(f"/tasks/{short_id(answered['task'])}")

@@ -12,9 +12,9 @@ from conveyor.web.pages import (
     ServicesDep,
     form_list,
     form_text,
-    num,
     redirect,
     render,
+    short_id,
 )
 from conveyor.web.routes.projects import project_header
 
@@ -83,4 +83,4 @@ async def deploy(
         skip=skip,
         guided_failure=GUIDED.get(guided),
     )
-    return redirect(f"/tasks/{num(queued.as_dict()['task'])}")
+    return redirect(f"/tasks/{short_id(queued.as_dict()['task'])}")

@@ -14,7 +14,7 @@ from conveyor.domain.errors import ConveyorError
 from conveyor.services import documents, interruptions, progress, tasks
 from conveyor.services.core import Caller, Services
 from conveyor.services.deployments import TERMINAL
-from conveyor.web.pages import PageCaller, PageRoute, ServicesDep, may, num, redirect, render
+from conveyor.web.pages import PageCaller, PageRoute, ServicesDep, may, redirect, render, short_id
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 P = perms.Permission
@@ -51,7 +51,7 @@ async def task_list(request: Request, services: ServicesDep, caller: PageCaller)
     before = int(before_text) if before_text.isdigit() else None
     rows = await tasks.list_deployments(services, caller, limit=PER_PAGE + 1, before=before)
     shown = rows[:PER_PAGE]
-    older = num(shown[-1]["id"]) if len(rows) > PER_PAGE and shown else None
+    older = short_id(shown[-1]["id"]) if len(rows) > PER_PAGE and shown else None
     return render(
         request,
         "tasks.html",
@@ -98,4 +98,4 @@ async def task_page(
 @router.post("/tasks/{task}/cancel")
 async def cancel(task: str, services: ServicesDep, caller: PageCaller) -> Response:
     await tasks.cancel_task(services, caller, task)
-    return redirect(f"/tasks/{num(task)}")
+    return redirect(f"/tasks/{short_id(task)}")
