@@ -40,10 +40,8 @@ SinceOpt = Annotated[
         "omitted: the --until commit alone",
     ),
 ]
-UntilOpt = Annotated[str, typer.Option("--until", help="A revision (default: HEAD)")]
-RepoOpt = Annotated[
-    str, typer.Option("--repo", help="A folder of the git repository (default: the current one)")
-]
+UntilOpt = Annotated[str, typer.Option("--until", help="A revision")]
+RepoOpt = Annotated[str, typer.Option("--repo", help="A folder of the git repository")]
 
 
 def _run(fmt: Format, work: Callable[[], T]) -> T:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, func, or_, select, true
+from sqlalchemy import ColumnElement, and_, false, func, literal, or_, select, true, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain import permissions as perms
@@ -67,19 +67,20 @@ PROJECT_GROUP = t.projects.c.body["group"].as_string()
 
 
 async def names_of(session: AsyncSession, rows: Sequence[Any] | None = None) -> Names:
-    """The names of every project and environment, or (given rows) of those the rows name:
-    a page then costs the same with 5 projects or 5,000."""
+    """The names of every project and environment, or (given rows) of those the rows name, in
+    one query: a page then costs the same with 5 projects or 5,000."""
     p, e = t.projects.c, t.environments.c
-    projects = select(p.id, p.name)
-    environments = select(e.id, e.name)
+    projects = select(literal("p").label("kind"), p.id, p.name)
+    environments = select(literal("e").label("kind"), e.id, e.name)
     if rows is not None:
         projects = projects.where(p.id.in_({r.project_id for r in rows if r.project_id}))
         environments = environments.where(
             e.id.in_({r.environment_id for r in rows if r.environment_id})
         )
+    found = (await session.execute(union_all(projects, environments))).all()
     return Names(
-        {r.id: r.name for r in await session.execute(projects)},
-        {r.id: r.name for r in await session.execute(environments)},
+        {r.id: r.name for r in found if r.kind == "p"},
+        {r.id: r.name for r in found if r.kind == "e"},
     )
 
 

@@ -71,6 +71,9 @@ class Repository:
         try:
             repo._git("rev-parse", "--git-dir")
         except ValidationFailed as exc:
+            if "not a git repository" not in exc.message:
+                # Another refusal (an unsafe owner, say): git's own words say what to do.
+                raise ValidationFailed(f"{path.resolve()}: {exc.message}") from exc
             raise ValidationFailed(
                 f"{path.resolve()} is not inside a git repository: pass --repo with the folder "
                 "of the repository the watch paths are relative to"
@@ -92,8 +95,8 @@ class Repository:
         except subprocess.TimeoutExpired as exc:
             raise ValidationFailed(f"git {args[0]} took over {TIMEOUT:.0f} s; gave up") from exc
         if done.returncode != 0:
-            said = _decode(done.stderr).strip().splitlines()
-            raise ValidationFailed(f"git {args[0]} failed: {said[-1] if said else 'no message'}")
+            said = " ".join(line.strip() for line in _decode(done.stderr).splitlines() if line)
+            raise ValidationFailed(f"git {args[0]} failed: {said[:500] or 'no message'}")
         return done.stdout
 
     def is_shallow(self) -> bool:
