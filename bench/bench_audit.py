@@ -61,36 +61,12 @@ SPAN = timedelta(days=548)
 BATCH = 5_000
 CATEGORIES = [c.value for c in Category if c.value not in ("LoggedOut", "ReleaseDeleted")]
 # Categories about a deployment: they name an environment and a deployment.
-IN_ENVIRONMENT = {
-    "DeploymentQueued",
-    "DeploymentStarted",
-    "DeploymentSucceeded",
-    "DeploymentFailed",
-    "DeploymentCanceled",
-    "DeploymentResumed",
+IN_ENVIRONMENT = {c for c in CATEGORIES if c.startswith(("Deployment", "Interruption"))} | {
     "StepSkipped",
-    "InterruptionRaised",
-    "InterruptionTaken",
-    "InterruptionSubmitted",
     "TaskCanceled",
 }
-COLUMNS = (
-    "id",
-    "occurred_at",
-    "category",
-    "actor_id",
-    "actor",
-    "on_behalf_of",
-    "ip_address",
-    "user_agent",
-    "message",
-    "project_id",
-    "environment_id",
-    "documents",
-    "details",
-    "hash",
-    "prev_hash",
-)
+# The table's columns, in its order: what the bulk insert writes.
+COLUMNS = tuple(c.name for c in t.events.columns)
 
 
 def config() -> str:
@@ -200,25 +176,15 @@ def fill(url: str, count: int, ids: dict[str, list[int]]) -> None:
                 when: Any = record.occurred_at
                 if sqlite:  # SQLAlchemy's storage format for SQLite
                     when = when.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
-                batch.append(
-                    (
-                        record.id,
-                        when,
-                        record.category,
-                        record.actor_id,
-                        record.actor,
-                        None,
-                        record.ip_address,
-                        record.user_agent,
-                        record.message,
-                        record.project_id,
-                        record.environment_id,
-                        json.dumps(list(record.documents)),
-                        json.dumps(record.details),
-                        digest,
-                        prev,
-                    )
-                )
+                values = {
+                    **record.__dict__,
+                    "occurred_at": when,
+                    "documents": json.dumps(list(record.documents)),
+                    "details": json.dumps(record.details),
+                    "hash": digest,
+                    "prev_hash": prev,
+                }
+                batch.append(tuple(values[c] for c in COLUMNS))
                 links += [(record.id, d) for d in record.documents]
                 if len(batch) >= BATCH:
                     flush()

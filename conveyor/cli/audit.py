@@ -1,8 +1,8 @@
 """`conveyor audit list|verify|export` and `conveyor release evidence`: the audit log, remote.
 
 `conveyor.cli.main` imports this module to register it, so ``run`` is imported from there at
-call time and the option types are declared here (as in `conveyor.cli.deploy`). `release
-evidence` is added to the `release` group of `conveyor.cli.deploy` from here.
+call time and the option types are declared here (as in `conveyor.cli.packages`). `release
+evidence` is added to the `release` group of `conveyor.cli.releases` from here.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from conveyor.cli.client import Client
-from conveyor.cli.deploy import release_app
 from conveyor.cli.output import FAILED, Failure, Format, emit_json, err, out, say
+from conveyor.cli.releases import release_app
 
 T = TypeVar("T")
 

@@ -211,10 +211,10 @@ def print_plan_changes(plan: dict[str, Any]) -> None:
 
 
 def print_created(made: list[dict[str, Any]], found: Detection, output: Format) -> None:
-    from conveyor.cli.deploy import _release_json, _release_text
+    from conveyor.cli.releases import release_json, release_text
 
     if output == Format.JSON:
-        emit_json([_release_json(r) for r in made])
+        emit_json([release_json(r) for r in made])
         return
     if not made:
         say(f"No project changed up to {short(found.until)}: no release created.")
@@ -225,7 +225,7 @@ def print_created(made: list[dict[str, Any]], found: Detection, output: Format) 
             f"Created {release['project']} {release['version']} ({release['id']}) "
             f"from {short(found.until)}, {commits} commit{'s' if commits != 1 else ''}"
         )
-        _release_text(release)
+        release_text(release)
         for auto in release.get("automatic_deployments") or []:
             if "error" in auto:
                 say(f"Could not deploy automatically to {auto['environment']}: {auto['error']}")
@@ -249,7 +249,8 @@ def release_changed(
     output: Format,
 ) -> None:
     """``release create --changed-since``: the command's whole run."""
-    from conveyor.cli.deploy import _pairs, _run
+    from conveyor.cli.releases import parse_pairs
+    from conveyor.cli.remote import run
 
     given = [flag for flag, value in conflicting.items() if value]
     if given:
@@ -272,7 +273,7 @@ def release_changed(
         )
 
     def work() -> tuple[Detection, list[dict[str, Any]], list[str]]:
-        pins = _pairs(package, "--package")
+        pins = parse_pairs(package, "--package")
         repository = Repository.open(repo or ".")
         with Client(server, api_key) as client:
             return create_changed(
@@ -287,6 +288,6 @@ def release_changed(
                 build_url=build_url,
             )
 
-    found, made, said = _run(output, work)
+    found, made, said = run(output, work)
     print_notes(said)
     print_created(made, found, output)

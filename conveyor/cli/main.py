@@ -15,13 +15,16 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from conveyor.cli import deploy
 from conveyor.cli.audit import audit_app
 from conveyor.cli.changes import changes
 from conveyor.cli.client import Client
 from conveyor.cli.deliveries import delivery_app
+from conveyor.cli.deployments import dashboard, deployment_app
+from conveyor.cli.interruptions import interruption_app
 from conveyor.cli.output import Failure, Format, emit_json, fail, say
 from conveyor.cli.packages import packages_app
+from conveyor.cli.releases import release_app
+from conveyor.cli.tasks import task_app
 from conveyor.domain.errors import ConveyorError
 
 T = TypeVar("T")
@@ -44,10 +47,10 @@ admin_app.add_typer(admin_user_app, name="user")
 admin_app.add_typer(admin_key_app, name="api-key")
 app.add_typer(permissions_app, name="permissions")
 app.add_typer(packages_app, name="package")
-app.add_typer(deploy.release_app, name="release")
-app.add_typer(deploy.deployment_app, name="deployment")
-app.add_typer(deploy.task_app, name="task")
-app.add_typer(deploy.interruption_app, name="interruption")
+app.add_typer(release_app, name="release")
+app.add_typer(deployment_app, name="deployment")
+app.add_typer(task_app, name="task")
+app.add_typer(interruption_app, name="interruption")
 app.add_typer(audit_app, name="audit")
 app.add_typer(delivery_app, name="delivery")
 
@@ -432,7 +435,7 @@ def permissions_list(
         say(f"{item['permission']}: {item['description']}{scope}")
 
 
-app.command("dashboard")(deploy.dashboard)
+app.command("dashboard")(dashboard)
 app.command("changes")(changes)
 
 

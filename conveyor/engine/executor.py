@@ -37,6 +37,7 @@ from conveyor.services import execution as ex
 from conveyor.services.config import load, public_id
 from conveyor.services.core import Services
 from conveyor.services.deployments import TERMINAL
+from conveyor.services.queue import STOPPED
 
 log = logging.getLogger("conveyor.engine")
 
@@ -307,7 +308,7 @@ class Executor:
             if child.state == "success":
                 return await self._succeeded(ctx, idx, step, f"{label} succeeded")
             return await self._failed(ctx, idx, step, f"{label} ended {child.state}")
-        return await self._failed(ctx, idx, step, ex.STOPPED)
+        return await self._failed(ctx, idx, step, STOPPED)
 
     async def _answered(self, ctx: Context, idx: int, step: Step, row: Any) -> str:
         who, notes = row.answered_by, row.notes or ""

@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from conveyor.engine.delivery import Deliverer
 from conveyor.engine.executor import Executor
-from conveyor.services import execution as ex
+from conveyor.services import queue
 from conveyor.services.core import Services
 
 log = logging.getLogger("conveyor.engine")
@@ -52,7 +52,7 @@ class Node:
     async def start(self) -> None:
         self.services.wakers.append(self.wake)
         # Tasks this node held before a restart cannot still be running: take them over now.
-        recovered = await ex.recover(self.services, self.name, own_tasks_too=True)
+        recovered = await queue.recover(self.services, self.name, own_tasks_too=True)
         if recovered:
             log.warning("took over %d task(s) interrupted by a restart", len(recovered))
         self._loops = [
@@ -84,7 +84,7 @@ class Node:
         while not self._stopping:
             try:
                 while len(self._running) < self.slots:
-                    task_id = await ex.claim(self.services, self.name, LEASE)
+                    task_id = await queue.claim(self.services, self.name, LEASE)
                     if task_id is None:
                         break
                     self._launch(task_id)
@@ -113,12 +113,12 @@ class Node:
         while not self._stopping:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
-                cancel = await ex.renew(self.services, self.name, list(self._running), LEASE)
+                cancel = await queue.renew(self.services, self.name, list(self._running), LEASE)
                 for task_id in cancel:
                     event = self._running.get(task_id)
                     if event is not None:
                         event.set()
-                if await ex.recover(self.services, self.name, own_tasks_too=False):
+                if await queue.recover(self.services, self.name, own_tasks_too=False):
                     self.wake()
             except Exception:
                 log.exception("heartbeat failed; trying again")

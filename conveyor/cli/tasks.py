@@ -1,0 +1,133 @@
+"""`conveyor task wait|log|cancel|show`: follow, read and cancel tasks (remote, CLI.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from conveyor.cli.client import Client
+from conveyor.cli.follow import TERMINAL, exit_by, follow_task, log_line
+from conveyor.cli.output import Failure, Format, emit_json, out, say
+from conveyor.cli.remote import ApiKeyOpt, OutputOpt, ServerOpt, new_table, run, seg, when
+
+task_app = typer.Typer(help="Follow, read and cancel tasks.", no_args_is_help=True)
+
+
+@task_app.command("wait")
+def task_wait(
+    task: Annotated[str, typer.Argument(help="Task id, like Tasks-12")],
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Give up after this many seconds (exit 1)")
+    ] = None,
+    server: ServerOpt = None,
+    api_key: ApiKeyOpt = None,
+    output: OutputOpt = Format.TEXT,
+) -> None:
+    """Follow a task until it ends; exit 0 if it succeeded, 1 otherwise."""
+    if timeout is not None and timeout < 0:
+        run(output, _bad_timeout)
+    final = follow_task(task, server, api_key, output, timeout=timeout)
+    if output == Format.JSON:
+        emit_json({"id": final["id"], "state": final["state"]})
+    exit_by(final, output)
+
+
+def _bad_timeout() -> None:
+    raise Failure("bad_input", "--timeout must be zero or more seconds")
+
+
+@task_app.command("log")
+def task_log(
+    task: Annotated[str, typer.Argument(help="Task id, like Tasks-12")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep going until it ends")
+    ] = False,
+    server: ServerOpt = None,
+    api_key: ApiKeyOpt = None,
+    output: OutputOpt = Format.TEXT,
+) -> None:
+    """A task's log: time, level and text of each line."""
+    path = f"/tasks/{seg(task)}/log"
+
+    def work() -> list[dict[str, Any]]:
+        lines: list[dict[str, Any]] = []
+        after = 0
+        with Client(server, api_key) as client:
+            while True:
+                params: dict[str, Any] = {"after": after}
+                if follow:
+                    params["wait"] = 10
+                page = client.get(path, params=params)
+                if output == Format.JSON:
+                    lines.extend(page["lines"])
+                else:
+                    for line in page["lines"]:
+                        say(log_line(line))
+                after = page["next"]
+                if not page["lines"] and (page["finished"] or not follow):
+                    return lines
+
+    lines = run(output, work)
+    if output == Format.JSON:
+        emit_json(lines)
+
+
+@task_app.command("cancel")
+def task_cancel(
+    task: Annotated[str, typer.Argument(help="Task id, like Tasks-12")],
+    server: ServerOpt = None,
+    api_key: ApiKeyOpt = None,
+    output: OutputOpt = Format.TEXT,
+) -> None:
+    """Cancel a task (and its child deployments); a running script's processes are killed."""
+
+    def work() -> Any:
+        with Client(server, api_key) as client:
+            return client.post(f"/tasks/{seg(task)}/cancel")
+
+    result = run(output, work)
+    if output == Format.JSON:
+        emit_json({"id": result["id"], "state": result["state"]})
+        return
+    if result["state"] in TERMINAL:
+        say(f"{result['id']} ({result['description']}) ended {result['state']}.")
+    else:
+        say(f"Canceling {result['id']} ({result['description']}): it stops shortly.")
+
+
+@task_app.command("show")
+def task_show(
+    task: Annotated[str, typer.Argument(help="Task id, like Tasks-12")],
+    server: ServerOpt = None,
+    api_key: ApiKeyOpt = None,
+    output: OutputOpt = Format.TEXT,
+) -> None:
+    """A task with its steps and child deployments."""
+
+    def work() -> Any:
+        with Client(server, api_key) as client:
+            return client.get(f"/tasks/{seg(task)}")
+
+    result = run(output, work)
+    if output == Format.JSON:
+        emit_json(result)
+        return
+    say(f"{result['id']}: {result['description']}: {result['state']}")
+    if result.get("queue_reason"):
+        say(f"  queued: {result['queue_reason']}")
+    if result.get("error"):
+        say(f"  error: {result['error']}")
+    started, completed = when(result["started"]) or "-", when(result["completed"]) or "-"
+    say(f"  started {started}, completed {completed}")
+    if result["steps"]:
+        table = new_table("#", "step", "state", "reason", "child task")
+        for s in result["steps"]:
+            table.add_row(
+                str(s["index"] + 1),
+                s["name"],
+                s["state"],
+                s["reason"] or "",
+                s["child_task"] or s["interruption"] or "",
+            )
+        out.print(table)
