@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(BIN)/ruff check conveyor tests bench
 	$(BIN)/ruff format --check conveyor tests bench
 	$(BIN)/mypy conveyor
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check conveyor tests bench
