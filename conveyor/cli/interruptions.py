@@ -8,7 +8,16 @@ import typer
 
 from conveyor.cli.client import Client
 from conveyor.cli.output import Format, emit_json, out, say
-from conveyor.cli.remote import ApiKeyOpt, OutputOpt, ServerOpt, new_table, run, seg
+from conveyor.cli.remote import (
+    ApiKeyOpt,
+    OutputOpt,
+    ServerOpt,
+    fetch,
+    new_table,
+    run,
+    seg,
+    shown_as_json,
+)
 
 interruption_app = typer.Typer(
     help="Approvals and guided failures waiting for a person.", no_args_is_help=True
@@ -96,14 +105,8 @@ def interruption_show(
     output: OutputOpt = Format.TEXT,
 ) -> None:
     """One interruption, with its instructions and whether you may answer it."""
-
-    def work() -> Any:
-        with Client(server, api_key) as client:
-            return client.get(f"/interruptions/{seg(ident)}")
-
-    item = run(output, work)
-    if output == Format.JSON:
-        emit_json(item)
+    item = fetch(output, server, api_key, f"/interruptions/{seg(ident)}")
+    if shown_as_json(output, item):
         return
     _interruption_text(item)
 

@@ -13,7 +13,17 @@ import typer
 from conveyor.cli.client import Client
 from conveyor.cli.follow import exit_by, follow_task
 from conveyor.cli.output import Failure, Format, emit_json, fail, out, say
-from conveyor.cli.remote import ApiKeyOpt, OutputOpt, ServerOpt, new_table, run, seg, when
+from conveyor.cli.remote import (
+    ApiKeyOpt,
+    OutputOpt,
+    ServerOpt,
+    fetch,
+    new_table,
+    run,
+    seg,
+    shown_as_json,
+    when,
+)
 
 release_app = typer.Typer(help="Create, plan, deploy and promote releases.", no_args_is_help=True)
 
@@ -210,14 +220,8 @@ def release_show(
     output: OutputOpt = Format.TEXT,
 ) -> None:
     """One release: what it ships."""
-
-    def work() -> Any:
-        with Client(server, api_key) as client:
-            return client.get(f"/projects/{seg(project)}/releases/{seg(version)}")
-
-    release = run(output, work)
-    if output == Format.JSON:
-        emit_json(release)
+    release = fetch(output, server, api_key, f"/projects/{seg(project)}/releases/{seg(version)}")
+    if shown_as_json(output, release):
         return
     say(f"{release['project']} {release['version']} ({release['id']})")
     say(f"  created {when(release['created'])} by {release['created_by']}")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 import typer
 from rich.table import Table
 
-from conveyor.cli.output import Format
+from conveyor.cli.output import Format, emit_json
 
 T = TypeVar("T")
 
@@ -33,6 +33,25 @@ def run(fmt: Format, work: Callable[[], T]) -> T:
     from conveyor.cli.main import run as main_run
 
     return main_run(fmt, work)
+
+
+def fetch(output: Format, server: str | None, api_key: str | None, path: str) -> Any:
+    """GET one resource of the API, its errors turned into exit codes like any command's."""
+    from conveyor.cli.client import Client
+
+    def work() -> Any:
+        with Client(server, api_key) as client:
+            return client.get(path)
+
+    return run(output, work)
+
+
+def shown_as_json(output: Format, data: Any) -> bool:
+    """Print ``data`` for scripts when they asked for JSON; then the command is done."""
+    if output == Format.JSON:
+        emit_json(data)
+        return True
+    return False
 
 
 def seg(value: str) -> str:

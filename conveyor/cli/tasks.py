@@ -9,7 +9,17 @@ import typer
 from conveyor.cli.client import Client
 from conveyor.cli.follow import TERMINAL, exit_by, follow_task, log_line
 from conveyor.cli.output import Failure, Format, emit_json, out, say
-from conveyor.cli.remote import ApiKeyOpt, OutputOpt, ServerOpt, new_table, run, seg, when
+from conveyor.cli.remote import (
+    ApiKeyOpt,
+    OutputOpt,
+    ServerOpt,
+    fetch,
+    new_table,
+    run,
+    seg,
+    shown_as_json,
+    when,
+)
 
 task_app = typer.Typer(help="Follow, read and cancel tasks.", no_args_is_help=True)
 
@@ -104,14 +114,8 @@ def task_show(
     output: OutputOpt = Format.TEXT,
 ) -> None:
     """A task with its steps and child deployments."""
-
-    def work() -> Any:
-        with Client(server, api_key) as client:
-            return client.get(f"/tasks/{seg(task)}")
-
-    result = run(output, work)
-    if output == Format.JSON:
-        emit_json(result)
+    result = fetch(output, server, api_key, f"/tasks/{seg(task)}")
+    if shown_as_json(output, result):
         return
     say(f"{result['id']}: {result['description']}: {result['state']}")
     if result.get("queue_reason"):

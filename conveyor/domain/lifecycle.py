@@ -196,3 +196,13 @@ def _without_last_success(history: Sequence[Attempt], environment: str) -> list[
         if attempt.outcome is Outcome.SUCCESS and key(attempt.environment) == key(environment):
             return [*history[:i], *history[i + 1 :]]
     return None
+
+
+def outcome_of(task_state: str) -> Outcome:
+    """A deployment's task state as the lifecycle counts it: only a success completes a phase;
+    queued, executing and waiting are still running; failed, canceled and timed out are not."""
+    if task_state == "success":
+        return Outcome.SUCCESS
+    if task_state in ("queued", "executing", "waiting"):
+        return Outcome.RUNNING
+    return Outcome.FAILED

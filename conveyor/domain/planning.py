@@ -14,6 +14,9 @@ from enum import StrEnum
 from conveyor.domain.documents import (
     DeploymentCondition,
     DeployReleaseAction,
+    Environment,
+    GuidedFailureMode,
+    Project,
     RunCondition,
     StartTrigger,
     Step,
@@ -207,3 +210,15 @@ def unskippable(steps: Sequence[Step], skip: Sequence[str]) -> list[str]:
         elif step.is_required:
             problems.append(f'step "{step.name}" is required and cannot be skipped')
     return problems
+
+
+def uses_guided_failure(project: Project, environment: Environment, requested: bool | None) -> bool:
+    """Whether a failure asks a person: the deployment's choice, else the project's, else the
+    environment's default (Octopus's order)."""
+    if requested is not None:
+        return requested
+    if project.guided_failure == GuidedFailureMode.ON:
+        return True
+    if project.guided_failure == GuidedFailureMode.OFF:
+        return False
+    return environment.guided_failure

@@ -311,6 +311,13 @@ async def load(services: Services) -> Loaded:
         return await load_model(session, services.box)
 
 
+async def load_outline(services: Services) -> Loaded:
+    """Names, groups, order and ids without processes, variables or secrets: what reads that
+    show tasks, deployments and the dashboard need (they are polled, so they stay light)."""
+    async with services.read() as session:
+        return await load_model(session, services.box, parts=False)
+
+
 def project_of(model: Model, name: str) -> Project | None:
     project = model.get("projects", name)
     return project if isinstance(project, Project) else None

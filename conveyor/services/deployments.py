@@ -14,7 +14,6 @@ from conveyor.domain import planning
 from conveyor.domain.audit import Category
 from conveyor.domain.documents import (
     Environment,
-    GuidedFailureMode,
     Lifecycle,
     Project,
     key,
@@ -33,12 +32,7 @@ ACTIVE = ("queued", "executing", "waiting")
 TERMINAL = ("success", "failed", "canceled", "timed_out")
 
 
-def outcome(state: str) -> lc.Outcome:
-    if state == "success":
-        return lc.Outcome.SUCCESS
-    if state in ACTIVE:
-        return lc.Outcome.RUNNING
-    return lc.Outcome.FAILED
+outcome = lc.outcome_of
 
 
 @dataclass(frozen=True)
@@ -98,16 +92,6 @@ async def current_versions(session: Any, environment_id: int) -> dict[int, str |
         )
     )
     return {r.project_id: r.success_version for r in rows}
-
-
-def use_guided_failure(project: Project, env: Environment, requested: bool | None) -> bool:
-    if requested is not None:
-        return requested
-    if project.guided_failure == GuidedFailureMode.ON:
-        return True
-    if project.guided_failure == GuidedFailureMode.OFF:
-        return False
-    return env.guided_failure
 
 
 @dataclass(frozen=True)
@@ -178,7 +162,7 @@ async def queue_deployment(
             created_by=created_by,
             state="queued",
             skip=skip,
-            guided_failure=use_guided_failure(project, env, guided_failure),
+            guided_failure=planning.uses_guided_failure(project, env, guided_failure),
             variables=variables or [],
         )
         .returning(t.deployments.c.id)

@@ -12,7 +12,7 @@ from conveyor.domain import permissions as perms
 from conveyor.domain.audit import Category
 from conveyor.domain.documents import key
 from conveyor.domain.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
-from conveyor.services.config import load, public_id
+from conveyor.services.config import load_outline, public_id
 from conveyor.services.core import Caller, PendingEvent, Services, Tx, iso
 from conveyor.store import tables as t
 from conveyor.store.documents import Loaded
@@ -120,7 +120,7 @@ async def list_interruptions(
     pending_only: bool = False,
     limit: int = 200,
 ) -> list[dict[str, Any]]:
-    loaded = await load(services)
+    loaded = await load_outline(services)
     query = select(t.interruptions).order_by(t.interruptions.c.id.desc()).limit(limit)
     if task:
         query = query.where(t.interruptions.c.task_id == parse_id(task, "tasks"))
@@ -142,7 +142,7 @@ async def list_interruptions(
 
 
 async def get_interruption(services: Services, caller: Caller, ident: str) -> dict[str, Any]:
-    loaded = await load(services)
+    loaded = await load_outline(services)
     async with services.read() as session:
         row = await _row(session, parse_id(ident))
     ctx = _context(loaded, row)
@@ -187,7 +187,7 @@ def _documents(row: Any) -> list[str]:
 
 async def take(services: Services, caller: Caller, ident: str) -> dict[str, Any]:
     """Take responsibility: one person holds an interruption at a time (and may take it over)."""
-    loaded = await load(services)
+    loaded = await load_outline(services)
     teams = teams_of(loaded, caller.username)
     async with services.tx(caller) as tx:
         row = await _row(tx.session, parse_id(ident))
@@ -226,7 +226,7 @@ async def submit(
         raise ValidationFailed(
             f'"{result}" is not an answer: use proceed, abort, retry or ignore'
         ) from exc
-    loaded = await load(services)
+    loaded = await load_outline(services)
     teams = teams_of(loaded, caller.username)
     async with services.tx(caller) as tx:
         row = await _row(tx.session, parse_id(ident))

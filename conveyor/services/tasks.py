@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from conveyor.domain import permissions as perms
 from conveyor.domain.audit import Category
 from conveyor.domain.errors import Conflict, NotFound, PermissionDenied
-from conveyor.services.config import load, public_id
+from conveyor.services.config import load_outline, public_id
 from conveyor.services.core import Caller, Services, Tx, iso, system_caller
 from conveyor.services.deployments import TERMINAL
 from conveyor.services.interruptions import parse_id
@@ -65,7 +65,7 @@ async def _task_row(session: Any, task: str | int) -> Any:
 
 
 async def get_task(services: Services, caller: Caller, task: str) -> dict[str, Any]:
-    loaded = await load(services)
+    loaded = await load_outline(services)
     async with services.read() as session:
         row = await _task_row(session, task)
         ref, env = _names(loaded, row)
@@ -108,7 +108,7 @@ async def task_log(
     services: Services, caller: Caller, task: str, *, after: int = 0, limit: int = 1000
 ) -> dict[str, Any]:
     """Log lines after an offset (the id of the last line read), oldest first."""
-    loaded = await load(services)
+    loaded = await load_outline(services)
     async with services.read() as session:
         row = await _task_row(session, task)
         ref, env = _names(loaded, row)
@@ -134,7 +134,7 @@ async def task_log(
 
 
 async def cancel_task(services: Services, caller: Caller, task: str) -> dict[str, Any]:
-    loaded = await load(services)
+    loaded = await load_outline(services)
     async with services.tx(caller) as tx:
         row = await _task_row(tx.session, task)
         ref, env = _names(loaded, row)
@@ -225,7 +225,7 @@ async def list_deployments(
     """Newest first; keyset paging with ``before`` (a deployment number)."""
     from conveyor.services.documents import resolve
 
-    loaded = await load(services)
+    loaded = await load_outline(services)
     query = select(t.deployments, t.releases.c.version).join(
         t.releases, t.releases.c.id == t.deployments.c.release_id
     )
@@ -269,7 +269,7 @@ async def list_deployments(
 
 async def dashboard(services: Services, caller: Caller) -> dict[str, Any]:
     """The current deployment of each project in each environment, from the projection only."""
-    loaded = await load(services)
+    loaded = await load_outline(services)
     async with services.read() as session:
         rows = (await session.execute(select(t.dashboard))).all()
     model = loaded.model

@@ -37,15 +37,26 @@ class Loaded:
 
     model: Model
     ids: dict[tuple[str, str], int] = field(default_factory=dict)
+    _index: tuple[Model, dict[tuple[str, int], Any]] | None = field(default=None, repr=False)
 
     def id_of(self, kind: str, name: str) -> int | None:
         return self.ids.get((kind, key(name)))
 
     def name_of(self, kind: Kind, row_id: int) -> str | None:
-        for doc in self.model.docs(kind):
-            if self.ids.get((kind, key(doc_name(doc)))) == row_id:
-                return doc_name(doc)
-        return None
+        doc = self._by_id().get((kind, row_id))
+        return doc_name(doc) if doc is not None else None
+
+    def _by_id(self) -> dict[tuple[str, int], Any]:
+        # Built once per load: reads resolve many ids (a page of deployments, the dashboard).
+        if self._index is None or self._index[0] is not self.model:
+            index: dict[tuple[str, int], Any] = {}
+            for kind, doc in self.model.all_docs():
+                row_id = self.ids.get((kind, key(doc_name(doc))))
+                if row_id is not None:
+                    index[(kind, row_id)] = doc
+            self._index = (self.model, index)
+            return index
+        return self._index[1]
 
 
 def _corrupt(kind: str, name: str, problems: list[Problem]) -> ConveyorError:
@@ -54,7 +65,9 @@ def _corrupt(kind: str, name: str, problems: list[Problem]) -> ConveyorError:
     )
 
 
-async def load_model(session: AsyncSession, box: Box) -> Loaded:
+async def load_model(session: AsyncSession, box: Box, *, parts: bool = True) -> Loaded:
+    """The whole configuration; ``parts=False`` leaves out the projects' processes and
+    variables (no decryption), for reads that only turn ids into names."""
     loaded = Loaded(Model())
     docs: dict[str, list[Any]] = {kind: [] for kind in KINDS}
     for kind, table in t.DOCUMENT_TABLES.items():
@@ -65,14 +78,17 @@ async def load_model(session: AsyncSession, box: Box) -> Loaded:
             doc = decode(kind, body, (kind, row.name), problems)  # type: ignore[arg-type]
             if doc is None:
                 raise _corrupt(kind, row.name, problems)
-            if cipher and isinstance(doc, Subscription) and doc.webhook is not None:
+            if parts and cipher and isinstance(doc, Subscription) and doc.webhook is not None:
                 doc = replace(doc, webhook=replace(doc.webhook, secret=box.decrypt(cipher)))
             docs[kind].append((row.id, doc))
             loaded.ids[(kind, key(row.name))] = row.id
-    processes = {r.project_id: r for r in (await session.execute(select(t.processes))).all()}
-    variable_sets = {
-        r.project_id: r for r in (await session.execute(select(t.variable_sets))).all()
-    }
+    processes: dict[int, Any] = {}
+    variable_sets: dict[int, Any] = {}
+    if parts:
+        processes = {r.project_id: r for r in (await session.execute(select(t.processes))).all()}
+        variable_sets = {
+            r.project_id: r for r in (await session.execute(select(t.variable_sets))).all()
+        }
     projects = []
     for row_id, project in docs["projects"]:
         proc_row = processes.get(row_id)
