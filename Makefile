@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check install lock clean
+.PHONY: demo test lint typecheck check install sandbox lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,12 +13,23 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) sandbox
 
-demo: $(STAMP)
+# Scripts on the server run under bubblewrap (docs/security.md): install it when we can.
+sandbox:
+	@if [ -x /usr/bin/bwrap ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing bubblewrap (the script sandbox)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	else \
+	  echo "bubblewrap is missing: scripts on the server will be refused until it is installed"; \
+	  echo "  as root: apt-get install bubblewrap   (or set CONVEYOR_ALLOW_UNSANDBOXED_SCRIPTS=true)"; \
+	fi
+
+demo: $(STAMP) sandbox
 	$(BIN)/conveyor demo --port $${CONVEYOR_DEMO_PORT:-8080}
 
-test: $(STAMP)
+test: $(STAMP) sandbox
 	$(BIN)/ruff check conveyor tests bench
 	$(BIN)/ruff format --check conveyor tests bench
 	$(BIN)/mypy conveyor

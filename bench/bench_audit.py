@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import secrets
 import shutil
@@ -41,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("CONVEYOR_INSECURE_FAST_PASSWORD_HASHING", "1")
 
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
@@ -302,7 +300,14 @@ async def one_size(url: str, count: int, runs: int, flags: argparse.Namespace) -
     url = url or f"sqlite+aiosqlite:///{data / 'conveyor.db'}"
     try:
         upgrade(url)
-        services = bootstrap(Settings(data_dir=data, database_url=url, run_engine=False))
+        services = bootstrap(
+            Settings(
+                data_dir=data,
+                database_url=url,
+                run_engine=False,
+                insecure_fast_password_hashing=True,
+            )
+        )
         try:
             await initialise(services)
             async with services.read() as session:

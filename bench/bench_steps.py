@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
 import subprocess
@@ -22,7 +21,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("CONVEYOR_INSECURE_FAST_PASSWORD_HASHING", "1")
 
 from sqlalchemy import select
 
@@ -87,7 +85,12 @@ async def deploy_once(services: object, caller: object, n: int) -> float:
 async def main(sizes: list[int], runs: int, database_url: str | None) -> None:
     data = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
     try:
-        settings = Settings(data_dir=data, database_url=database_url, run_engine=False)
+        settings = Settings(
+            data_dir=data,
+            database_url=database_url,
+            run_engine=False,
+            insecure_fast_password_hashing=True,
+        )
         upgrade(settings.resolved_database_url)
         services = bootstrap(settings)
         await initialise(services)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +35,56 @@ class Settings(BaseSettings):
     session_hours: int = 12
     # Run the task engine inside the server process (tests of the API alone turn it off).
     run_engine: bool = True
+
+    # --- Script sandbox (docs/security.md) -------------------------------------------------
+    # Scripts and package steps on the server run under bubblewrap as an unprivileged user.
+    # Without a usable sandbox they are refused, unless an administrator allows this here.
+    allow_unsandboxed_scripts: bool = False
+    # The operating-system user scripts run as when the server itself runs as root.
+    sandbox_user: str = "nobody"
+    # Whether sandboxed scripts share the server's network (deploy scripts usually need it).
+    sandbox_network: bool = True
+    # The bubblewrap binary (Debian package `bubblewrap`).
+    sandbox_bwrap: str = "/usr/bin/bwrap"
+
+    # --- Limits on what a caller can make the server do (docs/security.md) ----------------
+    # Request bodies, enforced while streaming and before anything is buffered.
+    max_request_bytes: int = 4 * 1024 * 1024
+    # Package uploads (the one kind of body allowed to be large), authenticated callers only.
+    max_upload_bytes: int = 1024 * 1024 * 1024
+    # One field of a web form.
+    max_form_field_bytes: int = 1024 * 1024
+    # Configuration files (apply, dry-run): size and nesting depth.
+    max_config_bytes: int = 2 * 1024 * 1024
+    max_config_depth: int = 64
+    # Package archives: total extracted size, entry count and compression ratio.
+    max_extracted_bytes: int = 2 * 1024 * 1024 * 1024
+    max_archive_entries: int = 100_000
+    max_compression_ratio: int = 200
+    # #{...} substitution and run-condition expressions: output size and time.
+    max_substitution_bytes: int = 1024 * 1024
+    expression_timeout_seconds: float = 2.0
+
+    # --- Network trust -------------------------------------------------------------------
+    # Addresses (or CIDR ranges) of reverse proxies whose X-Forwarded-For is believed.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Webhook subscriptions may target loopback, link-local and private addresses only if set.
+    allow_private_webhooks: bool = False
+
+    # Cheap password hashing for the test suite only; `conveyor server` and `demo` refuse it.
+    insecure_fast_password_hashing: bool = False
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses_or_ranges(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an address or a CIDR range (such as 10.0.0.0/8)"
+                ) from None
+        return entries
 
     @property
     def resolved_database_url(self) -> str:

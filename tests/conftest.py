@@ -15,17 +15,31 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-# Before conveyor is imported: the test suite's throwaway users need no expensive hashing.
-os.environ.setdefault("CONVEYOR_INSECURE_FAST_PASSWORD_HASHING", "1")
-
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from conveyor.engine.sandbox import status as sandbox_status
 from conveyor.services.core import Caller, Services, bootstrap
 from conveyor.services.users import initialise
 from conveyor.settings import Settings
 from conveyor.store.db import upgrade
+
+# Scripts run in the bubblewrap sandbox (docs/security.md). Where this machine cannot provide it,
+# the rest of the suite runs them unsandboxed and the sandbox tests skip (fail under CI).
+SANDBOX = sandbox_status(Settings(allow_unsandboxed_scripts=False))
+if not SANDBOX.usable:
+    os.environ.setdefault("CONVEYOR_ALLOW_UNSANDBOXED_SCRIPTS", "true")
+
+
+def require_sandbox() -> None:
+    """Skip a sandbox test visibly where bubblewrap is unusable; in CI, fail it instead."""
+    if SANDBOX.usable:
+        return
+    message = f"sandbox tests need a usable bubblewrap: {SANDBOX.reason}"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
 
 POSTGRES_URL = os.environ.get("CONVEYOR_TEST_POSTGRES_URL")
 SKIP_PG = "PostgreSQL tests skipped: set CONVEYOR_TEST_POSTGRES_URL to run them"
@@ -123,7 +137,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=database_url, run_engine=False)
+    # The test suite's throwaway users need no expensive hashing (a real server refuses this).
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        run_engine=False,
+        insecure_fast_password_hashing=True,
+    )
 
 
 @pytest.fixture
@@ -151,10 +171,11 @@ async def caller_of(services: Services, username: str) -> Caller:
         return await caller_for_user(session, await get_user(session, username))
 
 
-def pytest_report_header(config: Any) -> str:
+def pytest_report_header(config: Any) -> list[str]:
+    sandbox = "usable" if SANDBOX.usable else f"NOT usable ({SANDBOX.reason}); scripts unsandboxed"
     if POSTGRES_URL:
-        return "PostgreSQL: tests run on SQLite and PostgreSQL"
-    return "PostgreSQL: NOT configured; " + SKIP_PG
+        return ["PostgreSQL: tests run on SQLite and PostgreSQL", f"Script sandbox: {sandbox}"]
+    return ["PostgreSQL: NOT configured; " + SKIP_PG, f"Script sandbox: {sandbox}"]
 
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "octopetshop" / "conveyor.yaml"

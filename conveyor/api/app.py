@@ -9,8 +9,11 @@ from fastapi import FastAPI
 
 from conveyor import __version__, web
 from conveyor.api import errors
+from conveyor.api.hardening import HardeningMiddleware
+from conveyor.api.limits import BodyLimitMiddleware
 from conveyor.api.routers import changes, deployments, documents, events, notifications, system
 from conveyor.api.routers import packages as package_routes
+from conveyor.domain.forwarding import trusted_networks
 from conveyor.services.core import Services, bootstrap
 from conveyor.services.users import sync_built_in_roles
 from conveyor.settings import Settings
@@ -54,7 +57,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.trust_forwarded = False
+    # Whose X-Forwarded-For is believed (conveyor.api.deps.client_address).
+    app.state.trusted_proxies = trusted_networks(settings.trusted_proxies)
     if services is not None:
         app.state.services = services
     errors.install(app)
@@ -67,6 +71,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(changes.router, prefix=API_PREFIX)
     app.include_router(notifications.router, prefix=API_PREFIX)
+    # Inside the session middleware (added by web.install, after it), which it needs to know
+    # whether an upload comes from a signed-in person.
+    app.add_middleware(BodyLimitMiddleware, settings=settings)
     # After the API, so that its routes come first; the pages also give the API the session.
     web.install(app)
+    # Added last, so outermost: its headers reach every response, the body limit's 413 too.
+    app.add_middleware(HardeningMiddleware, max_scanned_body=settings.max_request_bytes)
     return app

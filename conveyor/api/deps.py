@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
+from conveyor.domain import forwarding
 from conveyor.services.access import authenticate_api_key
 from conveyor.services.core import Caller, Services
 
@@ -19,10 +20,10 @@ def get_services(request: Request) -> Services:
 
 
 def client_address(request: Request) -> str | None:
-    forwarded = request.headers.get("x-forwarded-for")
-    if forwarded and request.app.state.trust_forwarded:
-        return forwarded.split(",")[0].strip()
-    return request.client.host if request.client else None
+    """The client's address: the peer's, or what trusted proxies (``trusted_proxies``) say."""
+    peer = request.client.host if request.client else None
+    networks = getattr(request.app.state, "trusted_proxies", ())
+    return forwarding.client_address(peer, request.headers.getlist("x-forwarded-for"), networks)
 
 
 async def get_caller(

@@ -76,14 +76,21 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         # A bug, not bad input: say so in the usual shape; the server log has the traceback
-        # (Starlette re-raises the exception after this response is sent).
-        return problem(
+        # (Starlette re-raises the exception after this response is sent). This response
+        # leaves through Starlette's outermost middleware, past the one that adds the
+        # security headers, so it adds them itself; it never carries the traceback.
+        from conveyor.web.pages import SECURITY_HEADERS
+
+        response = problem(
             500, "internal_error", "an unexpected error occurred; the server log has the details"
         )
+        response.headers.update(SECURITY_HEADERS)
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+        code = codes.get(exc.status_code, "http_error")
         return problem(exc.status_code, code, str(exc.detail))
 
 

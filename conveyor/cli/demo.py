@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.cli.output import Failure, say
+from conveyor.cli.startup import check_port, opening_storage
 
 MARKER = ".conveyor-demo"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "octopetshop" / "conveyor.yaml"
@@ -29,6 +30,7 @@ COMPONENTS = (
 def port_free(port: int, host: str = "127.0.0.1") -> None:
     """Refuse a port in use up front, with the option to change (not after minutes of set-up,
     nor as the server's own exit status, which would mean something else here)."""
+    check_port(port)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
@@ -125,9 +127,10 @@ def run_demo(port: int, data_dir: Path) -> None:
 
     data_dir = data_dir.resolve()
     port_free(port)
-    fresh_folder(data_dir)
-    os.environ["CONVEYOR_DATA_DIR"] = str(data_dir)
-    demo = asyncio.run(prepare(data_dir, EXAMPLE.read_text(encoding="utf-8")))
+    with opening_storage(data_dir, None, folder_option="--data-dir"):
+        fresh_folder(data_dir)
+        os.environ["CONVEYOR_DATA_DIR"] = str(data_dir)
+        demo = asyncio.run(prepare(data_dir, EXAMPLE.read_text(encoding="utf-8")))
     url = f"http://127.0.0.1:{port}"
     say("Conveyor demo: the Octo Pet Shop")
     say(f"  data folder: {data_dir}")
@@ -140,4 +143,14 @@ def run_demo(port: int, data_dir: Path) -> None:
     say("    conveyor dashboard")
     say("  Stop with Ctrl+C.")
     settings = Settings(data_dir=data_dir, database_url=None, port=port)
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    from conveyor.engine.sandbox import status as sandbox_status
+
+    say(f"  {sandbox_status(settings).describe()}")
+    # X-Forwarded-For is Conveyor's to judge (trusted_proxies), not uvicorn's.
+    uvicorn.run(
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        proxy_headers=False,
+    )

@@ -74,15 +74,25 @@ def run(fmt: Format, work: Callable[[], T]) -> T:
 
 
 def run_async(fmt: Format, work: Callable[[], Awaitable[T]]) -> T:
+    """Run a local command's work on the data folder and database (errors opening them
+    become one sentence: conveyor.cli.startup)."""
     import asyncio  # only local commands need it; remote ones start faster without
 
-    return run(fmt, lambda: asyncio.run(work()))  # type: ignore[arg-type]
+    from conveyor.cli.startup import opening_storage
+
+    settings = _settings()
+
+    def body() -> T:
+        with opening_storage(settings.data_dir, settings.database_url):
+            return asyncio.run(work())  # type: ignore[arg-type]
+
+    return run(fmt, body)
 
 
 def _settings() -> Any:
-    from conveyor.settings import Settings
+    from conveyor.cli.startup import load_settings
 
-    return Settings()
+    return run(Format.TEXT, load_settings)
 
 
 # ---------------------------------------------------------------- admin (local)
@@ -168,6 +178,46 @@ def admin_user_add(
         say(f"Added {'service account' if service_account else 'user'} {username}.")
 
 
+@admin_user_app.command("set-password")
+def admin_user_set_password(
+    username: Annotated[str, typer.Argument(metavar="USER", help="Whose password to set")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input")
+    ] = False,
+    output: OutputOpt = Format.TEXT,
+) -> None:
+    """Set a user's password (an operator's recovery: no current password); their web sessions
+    end."""
+    if not password_stdin:
+        fail(
+            Failure(
+                "bad_input",
+                "give the new password on standard input with --password-stdin "
+                "(never on the command line, where other users of the machine can see it)",
+            ),
+            output,
+        )
+    password = sys.stdin.readline().rstrip("\r\n")
+
+    from conveyor.services.core import bootstrap, system_caller
+    from conveyor.services.users import set_password
+
+    settings = _settings()
+
+    async def work() -> None:
+        services = bootstrap(settings)
+        try:
+            await set_password(services, system_caller(), username, password)
+        finally:
+            await services.close()
+
+    run_async(output, work)
+    if output == Format.JSON:
+        emit_json({"username": username, "password_set": True})
+    else:
+        say(f"Set the password of {username}; their web sessions were signed out.")
+
+
 @admin_key_app.command("create")
 def admin_api_key_create(
     user: Annotated[str, typer.Option("--user", help="The user the key acts as")],
@@ -197,6 +247,14 @@ def admin_api_key_create(
 # ---------------------------------------------------------------- server and demo
 
 
+def refuse_fast_hashing(settings: Any) -> None:
+    """Cheap password hashes are for the test suite: a server people sign in to refuses them."""
+    from conveyor.services.credentials import FAST_HASHING_REFUSED
+
+    if settings.insecure_fast_password_hashing:
+        fail(Failure("bad_input", FAST_HASHING_REFUSED))
+
+
 @app.command("server")
 def server(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
@@ -208,6 +266,7 @@ def server(
     # The cheap checks first, before the server's imports.
     run(Format.TEXT, lambda: port_free(port, host))
     settings = _settings()
+    refuse_fast_hashing(settings)
     settings = settings.model_copy(update={"host": host, "port": port})
     database = settings.data_dir / "conveyor.db"
     if not settings.database_url and not database.exists():
@@ -222,12 +281,14 @@ def server(
     import uvicorn
 
     from conveyor.api.app import create_app
+    from conveyor.cli.startup import opening_storage
     from conveyor.store.db import current_revision, head_revision
 
-    try:
-        revision = current_revision(settings.resolved_database_url)
-    except Exception as exc:  # the database cannot be opened at all
-        fail(Failure("unreachable", f"cannot open the database: {exc}"))
+    def revision_now() -> str | None:
+        with opening_storage(settings.data_dir, settings.database_url):
+            return current_revision(settings.resolved_database_url)
+
+    revision = run(Format.TEXT, revision_now)
     if revision != head_revision():
         fail(
             Failure(
@@ -235,8 +296,15 @@ def server(
                 "the database is not initialised or needs an upgrade: run `conveyor admin init`",
             )
         )
+    from conveyor.engine.sandbox import status as sandbox_status
+
+    say(sandbox_status(settings).describe())  # which script mode is in force, at every start
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        # Conveyor decides whose X-Forwarded-For to believe (trusted_proxies), not uvicorn,
+        # which by default believes any request from 127.0.0.1.
+        uvicorn.run(
+            create_app(settings), host=host, port=port, log_level="info", proxy_headers=False
+        )
     except SystemExit as exc:  # uvicorn's own exit status means nothing in CLI.md's terms
         if exc.code not in (None, 0):
             fail(Failure("server_error", "the server could not start or stopped on an error"))
@@ -252,6 +320,7 @@ def demo(
     """A fresh demo: the Octo Pet Shop example applied, users with printed passwords, server up."""
     from conveyor.cli.demo import run_demo
 
+    refuse_fast_hashing(_settings())
     run(Format.TEXT, lambda: run_demo(port=port, data_dir=data_dir))
 
 

@@ -23,6 +23,7 @@ from conveyor.domain.documents import (
     key,
 )
 from conveyor.domain.errors import ValidationFailed
+from conveyor.domain.expressions import MAX_OUTPUT, ExpressionLimit
 from conveyor.domain.variables import substitute, truthy
 from conveyor.domain.versions import Version
 
@@ -71,6 +72,8 @@ class Situation:
     # Step name (key) -> the child release chosen by the release.
     children: Mapping[str, ChildChoice] = field(default_factory=dict)
     preview: bool = False
+    # Most a run condition may produce (settings.max_substitution_bytes).
+    limit: int = MAX_OUTPUT
 
 
 @dataclass(frozen=True)
@@ -105,8 +108,11 @@ def _condition(step: Step, situation: Situation) -> str | None:
         return None if situation.failed else "runs only after a failure, and nothing has failed"
     values = dict(situation.variables)
     values["Conveyor.Deployment.Error"] = "true" if situation.failed else ""
+    what = f'the run condition of step "{step.name}"'
     try:
-        rendered = substitute(step.condition_expression, values, what="the run condition")
+        rendered = substitute(step.condition_expression, values, what=what, limit=situation.limit)
+    except ExpressionLimit:
+        raise  # refused unrun, in the preview as at run time
     except ValidationFailed:
         if situation.preview:
             return None  # output variables of earlier steps are known only at run time
@@ -175,6 +181,7 @@ def plan(steps: Sequence[Step], situation: Situation) -> list[PlannedStep]:
         current=situation.current,
         children=situation.children,
         preview=True,
+        limit=situation.limit,
     )
     return [
         PlannedStep(

@@ -50,6 +50,8 @@ def subscription_problems(model: Model) -> list[Problem]:
             problems.append(
                 Problem((*path, "webhook", "url"), "must start with http:// or https://")
             )
+        elif sub.webhook is not None and len(sub.webhook.url) > 2000:
+            problems.append(Problem((*path, "webhook", "url"), "is at most 2000 characters"))
         for i, category in enumerate(sub.categories):
             if category.lower() not in CATEGORIES:
                 problems.append(

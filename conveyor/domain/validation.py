@@ -32,6 +32,8 @@ Path = tuple[str | int, ...]
 
 MAX_NAME = 200
 MAX_EMAIL = 320
+# The width of a delivery's address column.
+MAX_URL = 2000
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PACKAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -182,6 +184,9 @@ def _process(
                 Problem(("projects", project.name, "process", "steps", i), "needs a name")
             )
             continue
+        if len(step.name) > MAX_NAME:
+            # Stored with each run's steps and interruptions, in columns of this width.
+            problems.append(Problem((*s_path, "name"), f"is at most {MAX_NAME} characters"))
         if counts[key(step.name)] > 1:
             problems.append(
                 Problem(
@@ -248,6 +253,10 @@ def _action(
             if not hook.url.startswith(("http://", "https://")):
                 problems.append(
                     Problem((*path, "webhooks", i, "url"), "must start with http:// or https://")
+                )
+            elif len(hook.url) > MAX_URL:
+                problems.append(
+                    Problem((*path, "webhooks", i, "url"), f"is at most {MAX_URL} characters")
                 )
             if hook.secret_variable and not any(
                 v.sensitive and v.name == hook.secret_variable for v in project.variables

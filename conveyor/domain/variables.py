@@ -1,8 +1,9 @@
 """Variables: which value applies in an environment, and ``#{Name}`` substitution.
 
-Substitution runs in Jinja2's sandbox with ``#{`` ``}`` as the expression delimiters, so a script
-body can say ``#{Conveyor.Environment.Name}`` or ``#{Greeting | upper}``; a name that is not
-defined is an error that names it, never an empty string.
+Substitution runs in a bounded Jinja2 sandbox (``expressions``) with ``#{`` ``}`` as the
+expression delimiters, so a script body can say ``#{Conveyor.Environment.Name}``,
+``#{Greeting | upper}`` or ``#{Conveyor.Release.Notes | shell}`` (quoted for the shell); a name
+that is not defined is an error that names it, never an empty string.
 """
 
 from __future__ import annotations
@@ -11,18 +12,17 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import TemplateSyntaxError, UndefinedError
 
+from conveyor.domain import expressions
 from conveyor.domain.documents import Variable, key
 from conveyor.domain.errors import ValidationFailed
+from conveyor.domain.expressions import MAX_OUTPUT, ExpressionLimit
+from conveyor.domain.masking import Masker as Masker  # moved; re-exported
 
-MASK = "********"
 # A variable reference: #{Name} where Name may hold dots, brackets, spaces and dashes
 # (Conveyor.Action[Deploy Database].Output.X), optionally followed by | filters.
 _REFERENCE = re.compile(r"#\{\s*([A-Za-z_][A-Za-z0-9_.\-\[\] ]*?)\s*(\|[^}]*)?\}")
-# Values shorter than this are not masked: masking "a" or "1" would garble every log line.
-MIN_MASKED = 3
 
 
 @dataclass(frozen=True)
@@ -63,25 +63,16 @@ def merge(*layers: Resolved) -> Resolved:
     return Resolved(values, frozenset(sensitive))
 
 
-_env = SandboxedEnvironment(
-    variable_start_string="#{",
-    variable_end_string="}",
-    block_start_string="#{%",
-    block_end_string="%}",
-    comment_start_string="#{#",
-    comment_end_string="#}",
-    undefined=StrictUndefined,
-    autoescape=False,
-    keep_trailing_newline=True,
-)
-
-
 def references(text: str) -> list[str]:
     return list(dict.fromkeys(m.group(1) for m in _REFERENCE.finditer(text)))
 
 
-def substitute(text: str, values: Mapping[str, str], *, what: str = "text") -> str:
-    """Replace every ``#{Name}``; an unknown name raises ValidationFailed naming it."""
+def substitute(
+    text: str, values: Mapping[str, str], *, what: str = "text", limit: int = MAX_OUTPUT
+) -> str:
+    """Replace every ``#{Name}``; an unknown name raises ValidationFailed naming it. Evaluation
+    is bounded (``expressions``): what would cost more, or produce more than ``limit`` bytes,
+    raises ExpressionLimit naming ``what``."""
     if "#{" not in text:
         return text
     names = references(text)
@@ -96,8 +87,9 @@ def substitute(text: str, values: Mapping[str, str], *, what: str = "text") -> s
 
     source = _REFERENCE.sub(to_jinja, text)
     try:
-        template = _env.from_string(source)
-        return template.render({slots[n]: values[n] for n in names})
+        return expressions.render(source, {slots[n]: values[n] for n in names}, limit=limit)
+    except ExpressionLimit as exc:
+        raise ExpressionLimit(f"{what} cannot be substituted: {exc.message}") from exc
     except (TemplateSyntaxError, UndefinedError) as exc:
         raise ValidationFailed(f"{what} cannot be substituted: {exc.message}") from exc
     except Exception as exc:  # the sandbox refuses unsafe operations with its own errors
@@ -112,19 +104,3 @@ def truthy(text: str) -> bool:
 def environment_name(name: str) -> str:
     """``Conveyor.Release.Number`` -> ``CONVEYOR_RELEASE_NUMBER`` for a script's environment."""
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").upper()
-
-
-class Masker:
-    """Replaces every sensitive value in a line with ********."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self.values = frozenset(s for s in secrets if len(s) >= MIN_MASKED)
-        # Longest first, so a secret that contains another is masked whole.
-        ordered = sorted(self.values, key=len, reverse=True)
-        self._pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
-
-    def __call__(self, line: str) -> str:
-        return self._pattern.sub(MASK, line) if self._pattern else line
-
-    def with_more(self, secrets: Iterable[str]) -> Masker:
-        return Masker(self.values | set(secrets))

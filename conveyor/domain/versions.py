@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from conveyor.domain.errors import ValidationFailed
 
 EXAMPLE = "use numbers like 1.2.3, 1.2.3.4 or 1.2.3-beta.1"
+# The width of every version column (releases, packages, the dashboard).
+MAX_LENGTH = 100
 
 _NUMBER = r"(?:0|[1-9][0-9]*)"
 _IDENTIFIER = r"(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
@@ -40,6 +42,10 @@ class Version:
     build: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if len(self.text) > MAX_LENGTH:
+            raise ValidationFailed(
+                f"a version is at most {MAX_LENGTH} characters; this one has {len(self.text)}"
+            )
         match = _PATTERN.fullmatch(self.text)
         if match is None:
             raise ValidationFailed(_complaint(self.text))

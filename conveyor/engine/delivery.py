@@ -12,7 +12,7 @@ import contextlib
 import logging
 from datetime import UTC, timedelta
 
-from conveyor.engine.senders import SendFailed, post_webhook, send_mail
+from conveyor.engine.senders import SendFailed, SendRefused, post_webhook, send_mail
 from conveyor.services import deliveries
 from conveyor.services.core import Services
 
@@ -81,7 +81,9 @@ class Deliverer:
         try:
             await self._send(due)
         except SendFailed as exc:
-            state = await deliveries.failed(self.services, due, self.node, str(exc))
+            # A refusal by policy (a private address) is final: retrying cannot change it.
+            final = isinstance(exc, SendRefused)
+            state = await deliveries.failed(self.services, due, self.node, str(exc), final=final)
             log.warning(
                 "%s to %s: attempt %d failed (%s)%s",
                 due.public_id,
@@ -115,4 +117,5 @@ class Deliverer:
             [(str(k), str(v)) for k, v in payload.get("headers") or ()],
             secret=secret,
             extra=extra,
+            allow_private=self.services.settings.allow_private_webhooks,
         )

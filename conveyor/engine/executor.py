@@ -8,6 +8,7 @@ previous one run together). When something must wait, the task is suspended and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -30,13 +31,17 @@ from conveyor.domain.documents import (
 )
 from conveyor.domain.errors import ConveyorError
 from conveyor.domain.interruptions import Kind, Result
-from conveyor.domain.variables import Masker, Resolved, environment_name, merge, resolve, substitute
+from conveyor.domain.masking import Masker
+from conveyor.domain.variables import Resolved, environment_name, merge, resolve, substitute
+from conveyor.engine import sandbox
 from conveyor.engine.logs import TaskLog
-from conveyor.engine.runner import run_script
+from conveyor.engine.runner import Isolation, run_script
+from conveyor.engine.sandbox import inside
 from conveyor.services import execution as ex
 from conveyor.services.config import load, public_id
 from conveyor.services.core import Services
 from conveyor.services.deployments import TERMINAL
+from conveyor.services.offload import off_loop
 from conveyor.services.queue import STOPPED
 
 log = logging.getLogger("conveyor.engine")
@@ -57,18 +62,31 @@ class Context:
 
 
 class Executor:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, node: str = "local") -> None:
         self.services = services
         self.data_dir = Path(services.settings.data_dir).resolve()
+        # Each node has its own work folders, so one starting cleans only what it left behind.
+        self.work_root = self.data_dir / "work"
+        self.work = self.work_root / slugify(node)
+
+    def clean_work(self) -> None:
+        """Work folders of runs this node was doing when it died (kill -9, power cut)."""
+        shutil.rmtree(self.work, ignore_errors=True)
+        for legacy in self.work_root.glob("ServerTasks-*"):  # from before per-node folders
+            shutil.rmtree(legacy, ignore_errors=True)
+
+    def _clean_task(self, task_id: int) -> None:
+        """A task taken over from a dead node: what that node left of its runs goes."""
+        for left in self.work_root.glob(f"*/{public_id('tasks', task_id)}"):
+            shutil.rmtree(left, ignore_errors=True)
 
     # ------------------------------------------------------------ the task
 
     async def run(self, task_id: int, cancel: asyncio.Event) -> None:
         run = await ex.load_run(self.services, task_id)
         variables = self._variables(run)
-        task_log = TaskLog(
-            task_id, lambda rows: ex.write_logs(self.services, rows), Masker(variables.secrets())
-        )
+        run.masker = Masker(variables.secrets())
+        task_log = TaskLog(task_id, lambda rows: ex.write_logs(self.services, rows), run.masker)
         model = (await load(self.services)).model
         ctx = Context(run, task_log, cancel, variables, model.targets)
         try:
@@ -76,6 +94,7 @@ class Executor:
                 await ex.started(self.services, run)
                 task_log.line(f"Deploying {run.label}, started by {run.creator}")
             else:
+                await asyncio.to_thread(self._clean_task, task_id)
                 task_log.line(f"Resuming the deployment of {run.label}")
             await self._steps(ctx)
         except Exception as exc:  # a bug must fail the task visibly, never leave it stuck
@@ -207,16 +226,28 @@ class Executor:
         values["Conveyor.Deployment.State"] = "failed" if failed else "success"
         for s in ctx.run.steps:
             for name, value in s.outputs.items():
-                values[f"Conveyor.Action[{s.name}].Output.{name}"] = str(value)
+                values[f"Conveyor.Action[{s.name}].Output.{name}"] = ex.output_value(
+                    self.services, value
+                )
             values[f"Conveyor.Step[{s.name}].Status"] = s.state
         return values
 
     def _environ(self, values: dict[str, str]) -> dict[str, str]:
-        # The server's own CONVEYOR_* settings (master key, API key) never reach a script.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-        for name, value in values.items():
-            env[environment_name(name)] = value
-        return env
+        # Only the step's variables: the server's own environment (CONVEYOR_* settings, the
+        # database URL) never reaches a script; runner/sandbox add PATH, HOME and the locale.
+        return {environment_name(name): value for name, value in values.items()}
+
+    def _isolation(self) -> Isolation:
+        """How scripts run here; refuses them when the sandbox is unusable and not waived."""
+        found = sandbox.status(self.services.settings)
+        if not found.runs_scripts:
+            raise ConveyorError(found.refusal())
+        return Isolation(self.services.settings, found.usable, self._owner())
+
+    def _owner(self) -> sandbox.Owner | None:
+        """Who owns the folders scripts write: the sandbox user, when scripts run as one."""
+        found = sandbox.status(self.services.settings)
+        return found.owner if found.usable else None
 
     # ------------------------------------------------------------ one step
 
@@ -238,9 +269,17 @@ class Executor:
                 key(c["step"]): planning.ChildChoice(c["project"], c["version"])
                 for c in ctx.run.release.children
             },
+            limit=self.services.settings.max_substitution_bytes,
         )
         try:
-            decision = planning.decide(step, situation)
+            # The run condition is a person's expression: off the event loop, with a timeout.
+            decision = await off_loop(
+                self.services.settings.expression_timeout_seconds,
+                f'the run condition of step "{step.name}"',
+                planning.decide,
+                step,
+                situation,
+            )
         except ConveyorError as exc:
             return await self._failed(ctx, idx, step, exc.message)
         if not decision.runs:
@@ -346,7 +385,7 @@ class Executor:
 
     def _work_dir(self, ctx: Context, idx: int) -> Path:
         attempt = ctx.run.steps[idx].attempt
-        return self.data_dir / "work" / public_id("tasks", ctx.run.task_id) / f"{idx}-{attempt}"
+        return self.work / public_id("tasks", ctx.run.task_id) / f"{idx}-{attempt}"
 
     def _targets(self, ctx: Context, roles: tuple[str, ...], step: Step) -> list[Target]:
         env = key(ctx.run.environment.name)
@@ -380,20 +419,48 @@ class Executor:
         syntax: ScriptSyntax,
         cwd: Path,
         values: dict[str, str],
+        target_dir: Path | None = None,
+        installed: Path | None = None,
     ) -> tuple[bool, str, dict[str, str]]:
-        script = substitute(body, values, what=f'the script of step "{step.name}"')
-        cwd.mkdir(parents=True, exist_ok=True)
-        result = await run_script(
-            script,
-            syntax,
-            cwd=cwd,
-            env=self._environ(values),
-            on_line=lambda level, text: ctx.log.line(text, step=idx, level=level),
-            timeout_seconds=step.timeout_seconds,
-            cancel=ctx.cancel,
-            script_dir=self._work_dir(ctx, idx),
+        """Run a script in ``cwd``: in the sandbox it may write only its private work folder
+        (removed afterwards) and, on a target, that target's folder of this project."""
+        isolation = self._isolation()
+        work = self._work_dir(ctx, idx)
+        if installed is not None:  # where the script itself sees the package
+            shown = inside(installed, isolation.mounts(work, target_dir))
+            values = values | {"Conveyor.Action.Package.InstallationDirectoryPath": shown}
+        settings = self.services.settings
+        script = await off_loop(
+            settings.expression_timeout_seconds,
+            f'the script of step "{step.name}"',
+            substitute,
+            body,
+            values,
+            what=f'the script of step "{step.name}"',
+            limit=settings.max_substitution_bytes,
         )
-        shutil.rmtree(self._work_dir(ctx, idx), ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+        if target_dir is not None:
+            await asyncio.to_thread(sandbox.adopt, target_dir, isolation.owner)
+        for folder in (work, cwd) if target_dir is None else (work, target_dir, cwd):
+            sandbox.private_folder(folder, isolation.owner)
+        try:
+            result = await run_script(
+                script,
+                syntax,
+                cwd=cwd,
+                variables=self._environ(values),
+                on_line=lambda level, text: ctx.log.line(text, step=idx, level=level),
+                timeout_seconds=step.timeout_seconds,
+                cancel=ctx.cancel,
+                script_dir=work,
+                isolation=isolation,
+                target_dir=target_dir,
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            with contextlib.suppress(OSError):  # empty once no parallel step uses it
+                work.parent.rmdir()
         if result.canceled:
             return False, "canceled", result.outputs
         if result.timed_out:
@@ -407,14 +474,14 @@ class Executor:
     ) -> str:
         places = (
             [
-                (t.name, self._target_dir(ctx, t))
+                (t.name, self._target_dir(ctx, t), self._target_dir(ctx, t))
                 for t in self._targets(ctx, action.target_roles, step)
             ]
             if action.target_roles
-            else [("the server", self._work_dir(ctx, idx) / "cwd")]
+            else [("the server", self._work_dir(ctx, idx) / "cwd", None)]
         )
         outputs: dict[str, str] = {}
-        for name, cwd in places:
+        for name, cwd, target_dir in places:
             ctx.log.line(f"Running the script on {name}", step=idx)
             ok, reason, out = await self._run(
                 ctx,
@@ -424,6 +491,7 @@ class Executor:
                 action.syntax,
                 cwd,
                 values | {"Conveyor.Target.Name": name},
+                target_dir,
             )
             outputs.update(out)
             if not ok:
@@ -439,7 +507,7 @@ class Executor:
     async def _package(
         self, ctx: Context, idx: int, step: Step, action: PackageAction, values: dict[str, str]
     ) -> str:
-        from conveyor.services.archives import extract
+        from conveyor.services.archives import ArchiveLimits, extract
         from conveyor.services.packages import package_path
 
         version = ctx.run.release.packages.get(action.package)
@@ -450,15 +518,26 @@ class Executor:
         for target in self._targets(ctx, action.target_roles, step):
             base = self._target_dir(ctx, target)
             folder = base / version
-            staging = base / f".{version}.incoming-{ctx.run.task_id}"
+            # Extracted and handed to the sandbox user beside ``base``, in the server's own
+            # folder, where no script can swap anything for a link while root works on it.
+            staging = base.parent / f".{base.name}.{version}.incoming-{ctx.run.task_id}"
+            owner = self._owner()
+            await asyncio.to_thread(sandbox.adopt, base, owner)
+            sandbox.private_folder(base, owner)
             shutil.rmtree(staging, ignore_errors=True)
-            staging.parent.mkdir(parents=True, exist_ok=True)
-            await asyncio.to_thread(extract, archive, staging)
+            limits = ArchiveLimits.of(self.services.settings)
+            await asyncio.to_thread(extract, archive, staging, limits)
+            await asyncio.to_thread(sandbox.give_tree, staging, owner)
+            # Scripts write in ``base``: what they left at ``folder`` (a link too) goes.
+            if folder.is_symlink() or folder.is_file():
+                folder.unlink()
             shutil.rmtree(folder, ignore_errors=True)
             staging.rename(folder)
             link = base / ".current.incoming"
             link.unlink(missing_ok=True)
             link.symlink_to(folder.name)
+            if owner is not None:
+                os.chown(link, owner.uid, owner.gid, follow_symlinks=False)
             os.replace(link, base / "current")  # atomic switch of what is live
             ctx.log.line(
                 f"{action.package} {version} extracted on {target.name} to {folder}", step=idx
@@ -475,10 +554,11 @@ class Executor:
                     values
                     | {
                         "Conveyor.Target.Name": target.name,
-                        "Conveyor.Action.Package.InstallationDirectoryPath": str(folder),
                         "Conveyor.Action.Package.PackageId": action.package,
                         "Conveyor.Action.Package.PackageVersion": version,
                     },
+                    base,
+                    folder,
                 )
                 outputs.update(out)
                 if not ok:
@@ -541,7 +621,8 @@ class Executor:
         return WAIT_CHILD
 
     def _passed(self, name: str, value: str, ctx: Context) -> dict[str, Any]:
-        if value in ctx.log.masker.values:
+        # A value that holds a secret (a connection string built from a password) is one too.
+        if ctx.log.masker.reveals(value):
             return {"name": name, "sensitive": True, "cipher": self.services.box.encrypt(value)}
         return {"name": name, "value": value}
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from conveyor.domain.variables import Masker
+from conveyor.domain.masking import Masker
 
 FLUSH_SECONDS = 0.2
 FLUSH_LINES = 200
@@ -30,8 +30,9 @@ class TaskLog:
         self._lock = asyncio.Lock()
 
     def line(self, text: str, *, step: int | None = None, level: str = "info") -> None:
-        for part in text.splitlines() or [""]:
-            masked = self.masker(part)
+        # Masked before splitting, so a multi-line secret in one piece is one ********; the
+        # masker also knows each long line of such a secret, for a script printing it line by line.
+        for masked in self.masker(text).splitlines() or [""]:
             if len(masked) > MAX_LINE:
                 masked = masked[:MAX_LINE] + " … (line cut)"
             self._buffer.append(

@@ -14,6 +14,7 @@ import os
 import socket
 from datetime import timedelta
 
+from conveyor.engine import sandbox
 from conveyor.engine.delivery import Deliverer
 from conveyor.engine.executor import Executor
 from conveyor.services import queue
@@ -37,7 +38,7 @@ class Node:
         self.services = services
         self.name = name or node_name()
         self.slots = slots or services.settings.task_slots
-        self.executor = Executor(services)
+        self.executor = Executor(services, self.name)
         # Notifications from the outbox: sent by every node, each row by one.
         self.deliverer = Deliverer(services, self.name)
         self._wake = asyncio.Event()
@@ -51,6 +52,12 @@ class Node:
 
     async def start(self) -> None:
         self.services.wakers.append(self.wake)
+        # Before any task runs: the data folder private, no run's leftovers from a crash (its
+        # script files may hold secrets), and the sandbox probed once, so a step never waits.
+        await asyncio.to_thread(sandbox.private_data_folder, self.services.settings)
+        await asyncio.to_thread(self.executor.clean_work)
+        found = await asyncio.to_thread(sandbox.status, self.services.settings)
+        (log.info if found.usable else log.warning)("%s", found.describe())
         # Tasks this node held before a restart cannot still be running: take them over now.
         recovered = await queue.recover(self.services, self.name, own_tasks_too=True)
         if recovered:

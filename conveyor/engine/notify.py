@@ -58,8 +58,11 @@ async def deliver_step(
     def say(text: str, level: str = "info") -> None:
         ctx.log.line(text, step=idx, level=level)
 
-    subject = substitute(action.subject, values, what="the subject")
-    body = substitute(action.body, values, what="the body")
+    # Mail and webhook bodies leave the server and are kept by whoever receives them: a
+    # sensitive value in them is masked. (A webhook's URL and headers keep theirs: that is where
+    # a token legitimately goes.)
+    subject = ctx.log.masker(substitute(action.subject, values, what="the subject"))
+    body = ctx.log.masker(substitute(action.body, values, what="the body"))
     addresses = recipients((await load(services)).model, action)
     if addresses and not mail_configured(settings):
         reason = "mail is not configured (set CONVEYOR_SMTP_HOST to deliver notifications)"
@@ -101,7 +104,9 @@ async def deliver_step(
         async def post(
             url: str = url, headers: list[tuple[str, str]] = headers, secret: str | None = secret
         ) -> None:
-            await post_webhook(url, payload, headers, secret=secret)
+            await post_webhook(
+                url, payload, headers, secret=secret, allow_private=settings.allow_private_webhooks
+            )
 
         error = await with_retries(post, say, f"Webhook {url}")
         if error:

@@ -1,19 +1,24 @@
-"""Run a script as a real subprocess: its own process group, output streamed line by line,
-a timeout, cancellation, and output variables from ``##conveyor[setVariable ...]`` lines."""
+"""Run a script as a real subprocess: in the sandbox (``engine/sandbox.py``) when there is one,
+its own process group, output streamed line by line (a line longer than ``MAX_LINE`` is split,
+never fatal), a timeout, cancellation, and output variables from
+``##conveyor[setVariable ...]`` lines."""
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from conveyor.domain.documents import ScriptSyntax
+from conveyor.engine.sandbox import TARGET, WORK, Owner, environment, inside, wrap
+from conveyor.settings import Settings
 
 SET_VARIABLE = re.compile(
     r"""^##conveyor\[setVariable\s+name=(?P<q1>['"])(?P<name>.*?)(?P=q1)\s+"""
@@ -21,6 +26,9 @@ SET_VARIABLE = re.compile(
 )
 # How long a process group gets to stop after SIGTERM before SIGKILL.
 GRACE_SECONDS = 3.0
+# Output is read in chunks; a line longer than this is logged in pieces of this many characters.
+MAX_LINE = 64 * 1024
+CHUNK = 64 * 1024
 
 
 @dataclass
@@ -35,10 +43,37 @@ class ScriptResult:
         return self.exit_code == 0 and not self.timed_out and not self.canceled
 
 
+@dataclass(frozen=True)
+class Isolation:
+    """How a script is run: in the sandbox (as ``owner`` when the server is root) or not."""
+
+    settings: Settings
+    sandboxed: bool
+    owner: Owner | None
+
+    def mounts(self, work: Path, target: Path | None) -> dict[Path, Path]:
+        """Host folder -> where the script sees it (the same place when not sandboxed)."""
+        if not self.sandboxed:
+            return {work: work} | ({target: target} if target else {})
+        return {work: WORK} | ({target: TARGET} if target else {})
+
+
 def interpreter(syntax: ScriptSyntax) -> tuple[list[str], str]:
     if syntax == ScriptSyntax.PYTHON:
-        return [sys.executable if Path(sys.executable).exists() else "python3", "-u"], ".py"
+        # The server's own interpreter itself, not its virtual environment (the sandbox shows
+        # the interpreter's installation read-only, and nothing of the server's packages).
+        real = os.path.realpath(sys.executable)
+        return [real if Path(real).exists() else "python3", "-u"], ".py"
     return ["bash", "--noprofile", "--norc", "-e"], ".sh"
+
+
+def write_private(path: Path, body: str, owner: Owner | None) -> None:
+    """The script file: 0600 from the start, owned by the user that runs it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        if owner is not None:
+            os.fchown(handle.fileno(), owner.uid, owner.gid)
+        handle.write(body)
 
 
 async def run_script(
@@ -46,22 +81,37 @@ async def run_script(
     syntax: ScriptSyntax,
     *,
     cwd: Path,
-    env: Mapping[str, str],
+    variables: Mapping[str, str],
     on_line: Callable[[str, str], None],
     timeout_seconds: float | None,
     cancel: asyncio.Event,
     script_dir: Path,
+    isolation: Isolation,
+    target_dir: Path | None = None,
 ) -> ScriptResult:
-    """Write the script to a file and run it; ``on_line(level, text)`` gets each output line."""
+    """Write the script to ``script_dir`` (a private folder of this run) and run it in ``cwd``;
+    in the sandbox it sees ``script_dir`` (as ``WORK``) and ``target_dir`` (as ``TARGET``) and
+    nothing else of the server's. ``on_line(level, text)`` gets each output line."""
     command, suffix = interpreter(syntax)
-    script_dir.mkdir(parents=True, exist_ok=True)
     script = script_dir / f"script{suffix}"
-    script.write_text(body, encoding="utf-8")
+    write_private(script, body, isolation.owner if isolation.sandboxed else None)
+    mounts = isolation.mounts(script_dir, target_dir)
+    env = environment(variables, Path(inside(script_dir, mounts)), sandboxed=isolation.sandboxed)
+    argv = [*command, inside(script, mounts)]
+    if isolation.sandboxed:
+        argv = wrap(
+            isolation.settings,
+            isolation.owner,
+            argv,
+            cwd=inside(cwd, mounts),
+            mounts=mounts,
+            env=env,
+        )
     process = await asyncio.create_subprocess_exec(
-        *command,
-        str(script),
-        cwd=str(cwd),
-        env=dict(env),
+        *argv,
+        # In the sandbox, bubblewrap sets the working folder and environment itself.
+        cwd="/" if isolation.sandboxed else str(cwd),
+        env={} if isolation.sandboxed else env,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -70,20 +120,19 @@ async def run_script(
     )
     result = ScriptResult(exit_code=None)
 
+    def emit(line: str, level: str) -> None:
+        match = SET_VARIABLE.match(line)
+        if match:
+            result.outputs[match.group("name")] = match.group("value")
+            on_line("info", f"Output variable {match.group('name')} set")
+            return
+        on_line(level, line)
+
     async def pump(stream: asyncio.StreamReader | None, level: str) -> None:
         if stream is None:
             return
-        while True:
-            raw = await stream.readline()
-            if not raw:
-                return
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            match = SET_VARIABLE.match(line)
-            if match:
-                result.outputs[match.group("name")] = match.group("value")
-                on_line("info", f"Output variable {match.group('name')} set")
-                continue
-            on_line(level, line)
+        async for line in lines(stream):
+            emit(line, level)
 
     pumps = asyncio.gather(pump(process.stdout, "info"), pump(process.stderr, "warn"))
     waiter = asyncio.ensure_future(process.wait())
@@ -106,6 +155,31 @@ async def run_script(
         if process.returncode is None:
             await _stop_group(process)
     return result
+
+
+async def lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:
+    """Lines of a stream read in chunks; a line over ``MAX_LINE`` characters comes in pieces,
+    so one huge line neither fails the step nor loses the output after it."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    while True:
+        chunk = await stream.read(CHUNK)
+        pending += decoder.decode(chunk, final=not chunk)
+        *complete, pending = pending.split("\n")
+        for line in complete:
+            for piece in _pieces(line.rstrip("\r")):
+                yield piece
+        while len(pending) > MAX_LINE:
+            yield pending[:MAX_LINE]
+            pending = pending[MAX_LINE:]
+        if not chunk:
+            if pending:
+                yield pending.rstrip("\r")
+            return
+
+
+def _pieces(line: str) -> list[str]:
+    return [line[i : i + MAX_LINE] for i in range(0, len(line), MAX_LINE)] or [""]
 
 
 async def _stop_group(process: asyncio.subprocess.Process) -> None:

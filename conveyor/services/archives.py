@@ -23,9 +23,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from secrets import token_hex
+from typing import IO
 
 from conveyor.domain.errors import Conflict, ValidationFailed
 from conveyor.domain.packages import FORMATS, TAR_GZ, ZIP
+from conveyor.settings import Settings
 
 # Packed archives carry this time for every entry (zip cannot express earlier), so that packing
 # the same folder twice gives the same bytes.
@@ -47,32 +49,90 @@ class _Entry:
     link: str = ""
 
 
-def inspect_archive(path: Path) -> str:
-    """The format of the archive at ``path``; ValidationFailed naming the first bad entry."""
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """How much an archive may expand to (settings.max_extracted_bytes and the two below)."""
+
+    max_bytes: int = 2 * 1024 * 1024 * 1024
+    max_entries: int = 100_000
+    max_ratio: int = 200
+
+    @classmethod
+    def of(cls, settings: Settings) -> ArchiveLimits:
+        return cls(
+            settings.max_extracted_bytes,
+            settings.max_archive_entries,
+            settings.max_compression_ratio,
+        )
+
+
+# Below this much content no archive is a bomb, whatever its ratio (a few KB of zeros).
+RATIO_FLOOR = 1 << 20
+
+
+class _Budget:
+    """Counts entries and bytes against the limits, refusing the moment one is passed: with
+    the sizes the headers declare when inspecting, with the bytes written when extracting."""
+
+    def __init__(self, limits: ArchiveLimits, archive_size: int) -> None:
+        self.limits = limits
+        self.archive_size = max(archive_size, 1)
+        self.entries = 0
+        self.bytes = 0
+
+    def entry(self, name: str) -> None:
+        self.entries += 1
+        if self.entries > self.limits.max_entries:
+            raise ValidationFailed(
+                f"the archive holds more than {self.limits.max_entries} entries "
+                "(an administrator can raise CONVEYOR_MAX_ARCHIVE_ENTRIES)"
+            )
+
+    def add(self, name: str, size: int) -> None:
+        self.bytes += size
+        if self.bytes > self.limits.max_bytes:
+            raise ValidationFailed(
+                f'the archive expands to more than {self.limits.max_bytes} bytes (at "{name}") '
+                "(an administrator can raise CONVEYOR_MAX_EXTRACTED_BYTES)"
+            )
+        ratio = self.bytes / self.archive_size
+        if self.bytes > RATIO_FLOOR and ratio > self.limits.max_ratio:
+            raise ValidationFailed(
+                f'the archive expands more than {self.limits.max_ratio} times its size (at "{name}"'
+                f"), as a compression bomb does; pack it with less compression or raise "
+                "CONVEYOR_MAX_COMPRESSION_RATIO"
+            )
+
+
+def inspect_archive(path: Path, limits: ArchiveLimits = ArchiveLimits()) -> str:
+    """The format of the archive at ``path``; ValidationFailed naming the first bad entry, or
+    the limit its declared content passes (counted as the headers are read, so a bomb is
+    refused at its first huge entry, unexpanded)."""
     fmt = _sniff(path)
+    budget = _Budget(limits, path.stat().st_size)
     try:
-        entries = list(_zip_entries(path) if fmt == ZIP else _tar_entries(path))
+        entries = list(_zip_entries(path, budget) if fmt == ZIP else _tar_entries(path, budget))
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise ValidationFailed(f"the file is not a readable {fmt} archive: {exc}") from exc
     _check_entries(entries)
     return fmt
 
 
-def extract(archive_path: Path, destination: Path) -> str:
-    """Inspect, then extract into ``destination`` (absent or empty); returns the format."""
+def extract(archive_path: Path, destination: Path, limits: ArchiveLimits = ArchiveLimits()) -> str:
+    """Inspect, then extract into ``destination`` (absent or empty); returns the format. The
+    limits are checked again against the bytes actually written, headers being untrusted."""
     if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
         raise Conflict(f"cannot extract into {destination}: it exists and is not an empty folder")
-    fmt = inspect_archive(archive_path)
+    fmt = inspect_archive(archive_path, limits)
+    budget = _Budget(limits, archive_path.stat().st_size)
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(f".{destination.name}.partial-{token_hex(4)}")
     partial.mkdir()
     try:
         if fmt == ZIP:
-            _extract_zip(archive_path, partial)
+            _extract_zip(archive_path, partial, budget)
         else:
-            with tarfile.open(archive_path, "r:gz") as tar:
-                # The "data" filter re-checks every path and link on disk (defence in depth).
-                tar.extractall(partial, filter="data")
+            _extract_tar(archive_path, partial, budget)
         _verify_links(partial)
         if destination.exists():
             destination.rmdir()
@@ -135,9 +195,11 @@ def _normalise(name: str) -> str:
     return "/".join(parts)
 
 
-def _zip_entries(path: Path) -> Iterator[_Entry]:
+def _zip_entries(path: Path, budget: _Budget) -> Iterator[_Entry]:
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
+            budget.entry(info.filename)
+            budget.add(info.filename, info.file_size)
             rel = _normalise(info.filename)
             mode = info.external_attr >> 16 if info.create_system == 3 else 0
             if stat.S_ISLNK(mode):
@@ -153,9 +215,11 @@ def _zip_entries(path: Path) -> Iterator[_Entry]:
                 yield _Entry(rel, "dir" if info.is_dir() else "file")
 
 
-def _tar_entries(path: Path) -> Iterator[_Entry]:
+def _tar_entries(path: Path, budget: _Budget) -> Iterator[_Entry]:
     with tarfile.open(path, "r:gz") as tar:
         for member in tar:
+            budget.entry(member.name)
+            budget.add(member.name, member.size)
             rel = _normalise(member.name)
             if member.issym():
                 yield _Entry(rel, "symlink", member.linkname)
@@ -223,10 +287,27 @@ def _check_link(entry: _Entry, links: set[str], start: list[str]) -> None:
 # ---------------------------------------------------------------- extraction
 
 
-def _extract_zip(archive: Path, root: Path) -> None:
+def _extract_tar(archive: Path, root: Path, budget: _Budget) -> None:
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            budget.entry(member.name)
+            # tarfile writes exactly member.size bytes (a short entry is an error).
+            budget.add(member.name, member.size)
+            # The "data" filter re-checks every path and link on disk (defence in depth).
+            tar.extract(member, root, filter="data")
+
+
+def _copy_counted(src: IO[bytes], dst: IO[bytes], name: str, budget: _Budget) -> None:
+    while chunk := src.read(1 << 20):
+        budget.add(name, len(chunk))
+        dst.write(chunk)
+
+
+def _extract_zip(archive: Path, root: Path, budget: _Budget) -> None:
     links: list[tuple[Path, str]] = []
     with zipfile.ZipFile(archive) as zf:
         for info in zf.infolist():
+            budget.entry(info.filename)
             rel = _normalise(info.filename)
             if not rel:
                 continue
@@ -239,7 +320,7 @@ def _extract_zip(archive: Path, root: Path) -> None:
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, target.open("wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                    _copy_counted(src, dst, info.filename, budget)
                 # Keep "executable" (scripts need it) and nothing else of the stored mode.
                 target.chmod(0o755 if mode & 0o111 else 0o644)
     # Links last: no file is ever written through a link made from this archive.

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, false, func, literal, or_, select, true, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from conveyor.domain import ids
 from conveyor.domain import permissions as perms
 from conveyor.domain.audit import (
     DESCRIPTIONS,
@@ -111,10 +112,7 @@ def parse_cursor(value: str | None) -> int | None:
     """``"Events-120"`` or ``"120"`` -> 120."""
     if value is None or value == "":
         return None
-    number = value.rsplit("-", 1)[-1]
-    if not number.isascii() or not number.isdigit() or len(number) > 18:
-        raise ValidationFailed(f'"{value}" is not an event id (they look like Events-120)')
-    return int(number)
+    return ids.require_cursor(t.ID_PREFIXES["events"], value, "before")
 
 
 # ---------------------------------------------------------------- filters and scope

@@ -8,7 +8,6 @@ told the same thing whatever went wrong, after the same time, so no username is 
 from __future__ import annotations
 
 import asyncio
-from functools import lru_cache
 
 from conveyor.domain.audit import Category
 from conveyor.domain.errors import Unauthenticated
@@ -16,17 +15,10 @@ from conveyor.domain.permissions import Principal
 from conveyor.services.access import caller_for_user, find_user
 from conveyor.services.config import public_id
 from conveyor.services.core import Caller, Services
-from conveyor.services.credentials import hash_password, verify_password
 
 FAILED = "the username or password is wrong"
 ANONYMOUS = "anonymous"
 MAX_USERNAME = 100
-
-
-@lru_cache(maxsize=1)
-def _decoy_hash() -> str:
-    """Checked against when the user does not exist, so that both failures take as long."""
-    return hash_password("decoy password that matches nothing")
 
 
 async def sign_in(
@@ -41,7 +33,8 @@ async def sign_in(
     async with services.read() as session:
         user = await find_user(session, username) if username else None
     stored = user.password_hash if user is not None else None
-    ok = await asyncio.to_thread(verify_password, stored or _decoy_hash(), password)
+    # Without a stored hash a decoy is checked, so that every failure takes as long.
+    ok = await asyncio.to_thread(services.passwords.verify, stored, password)
     reason = (
         "unknown user"
         if user is None

@@ -6,19 +6,21 @@ differs -> write -> audit each change, all in one transaction.
 
 from __future__ import annotations
 
-import re
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from conveyor.domain import ids
 from conveyor.domain import permissions as perms
 from conveyor.domain.audit import Category
 from conveyor.domain.codec import encode
-from conveyor.domain.diff import Change, FieldChange, diff, needs
+from conveyor.domain.diff import Aspect, Change, FieldChange, diff, needs
 from conveyor.domain.documents import Project, UserRole, key
 from conveyor.domain.errors import PermissionDenied, ValidationFailed
 from conveyor.domain.model import KINDS, Kind, Model, doc_name
 from conveyor.domain.validation import validate
+from conveyor.domain.webhook_targets import new_target_problems
 from conveyor.services.core import Caller, PendingEvent, Services, Tx
 from conveyor.store import tables as t
 from conveyor.store.documents import Loaded, load_model, persist, rename_row
@@ -27,6 +29,8 @@ KNOWN_PERMISSIONS = [p.value for p in perms.Permission]
 
 # (kind, old name, new name) of each document a change renames.
 Renames = tuple[tuple[Kind, str, str], ...]
+# (kind, name, aspect) of each document a one-document edit is about.
+Edits = tuple[tuple[Kind, str, Aspect], ...]
 
 
 @dataclass
@@ -54,15 +58,12 @@ def public_id(kind: str, row_id: int | None) -> str:
 
 def parse_public_id(kind: str, ref: str) -> int | None:
     """``"Projects-3"`` -> 3; ``None`` unless ``ref`` is a public id of ``kind`` a row may have."""
-    prefix = t.ID_PREFIXES[kind] + "-"
-    number = ref[len(prefix) :] if ref.lower().startswith(prefix.lower()) else ""
-    # ASCII digits only ("²" is a digit to str.isdigit) and within a 64-bit row id.
-    if not PUBLIC_ID_NUMBER.fullmatch(number):
-        return None
-    return int(number)
+    return ids.parse_public_id(t.ID_PREFIXES[kind], ref)
 
 
-PUBLIC_ID_NUMBER = re.compile(r"[0-9]{1,18}")
+def require_public_id(kind: str, ref: str, noun: str, *, bare: bool = True) -> int:
+    """The row number of ``ref`` (``"ServerTasks-12"`` or ``"12"``), or ``NotFound``."""
+    return ids.require_public_id(t.ID_PREFIXES[kind], ref, noun, bare=bare)
 
 
 def built_in_roles() -> tuple[UserRole, ...]:
@@ -166,17 +167,28 @@ async def change_config(
     dry_run: bool = False,
     summary: str | Callable[[list[Change]], str] | None = None,
     problem_locator: Callable[[ValidationFailed], ValidationFailed] | None = None,
+    edits: Edits = (),
 ) -> ConfigResult:
+    """``edits`` names the documents a one-document edit (an API PUT, a web form) is about: the
+    caller must be allowed to edit them even when the edit changes nothing, so that "nothing
+    changed" is never an answer to someone who may not edit them. A multi-document ``apply``
+    passes none: there only what differs is checked (CLI.md)."""
     async with services.tx(caller, config=True) as tx:
         loaded = await load_model(tx.session, services.box)
         current = loaded.model
-        desired = mutate(current)
-        problems = validate(desired, KNOWN_PERMISSIONS)
+        # Merging, validating and diffing is CPU work the caller sizes (a 2 MB file applied):
+        # done in a worker thread, so that the server goes on answering everyone else.
+        desired = await asyncio.to_thread(mutate, current)
+        problems = await asyncio.to_thread(validate, desired, KNOWN_PERMISSIONS)
+        if not services.settings.allow_private_webhooks:
+            problems += new_target_problems(current, desired)
         if problems:
             error = ValidationFailed(problems)
             raise problem_locator(error) if problem_locator else error
-        changes = _with_renames(
-            diff(_renamed(current, renames), desired), current, desired, renames
+        changes = await asyncio.to_thread(
+            lambda: _with_renames(
+                diff(_renamed(current, renames), desired), current, desired, renames
+            )
         )
         # References a rename rewrites are written and audited, but need no permission of
         # their own: they name the same thing (Octopus refers by id, so a rename touches nothing
@@ -186,6 +198,7 @@ async def change_config(
             asked = _with_renames(
                 diff(_renamed(current, renames, cascade=True), desired), current, desired, renames
             )
+        asked = asked + _unchanged(edits, asked, current, desired)
         try:
             _authorise(tx, asked, current, desired, renames)
         except PermissionDenied:
@@ -220,6 +233,18 @@ async def change_config(
             )
         _collect_ids(result, loaded, desired)
         return result
+
+
+def _unchanged(edits: Edits, changes: list[Change], current: Model, desired: Model) -> list[Change]:
+    """The edits asked for that change nothing, as updates to authorise all the same."""
+    made = {(c.kind, key(c.name), c.aspect) for c in changes}
+    out: list[Change] = []
+    for kind, name, aspect in edits:
+        before, after = current.get(kind, name), desired.get(kind, name)
+        if (kind, key(name), aspect) in made or before is None or after is None:
+            continue
+        out.append(Change(kind, name, "update", aspect, before=before, after=after))
+    return out
 
 
 def _concerning(refusals: list[PendingEvent], changes: list[Change], loaded: Loaded) -> None:

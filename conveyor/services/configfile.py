@@ -9,6 +9,7 @@ change uses. Every problem points at its line in the file.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -103,9 +104,9 @@ class _File:
         return Problem(path, problem.message, line)
 
 
-def _read(text: str, secrets: Mapping[str, str]) -> _File:
+def _read(text: str, secrets: Mapping[str, str], max_depth: int) -> _File:
     substitution = _Substitution(secrets)
-    source = yamlsource.parse(text, substitution)
+    source = yamlsource.parse(text, substitution, max_depth=max_depth)
     file = _File(source, secrets=substitution.used)
     problems = [*source.problems, *substitution.problems]
     data = source.data
@@ -201,8 +202,20 @@ async def apply_text(
     prune: bool = False,
     source: str = "",
 ) -> ConfigResult:
-    """Make the server match the documents in ``text``; an invalid file changes nothing."""
-    file = _read(text, secrets or {})
+    """Make the server match the documents in ``text``; an invalid file changes nothing.
+
+    The file's size is checked before it is read, its depth while it is read, and reading it
+    (like validating and diffing it, in ``change_config``) runs off the event loop: a large
+    file keeps a worker thread busy, never the server."""
+    settings = services.settings
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > settings.max_config_bytes:
+        raise ValidationFailed(
+            f"the file is {size} bytes, over the limit of {settings.max_config_bytes}: split it "
+            "into several files applied one after the other (an administrator can raise "
+            "CONVEYOR_MAX_CONFIG_BYTES)"
+        )
+    file = await asyncio.to_thread(_read, text, secrets or {}, settings.max_config_depth)
     desired = Model()
 
     def mutate(current: Model) -> Model:

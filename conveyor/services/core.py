@@ -30,6 +30,7 @@ from conveyor.domain.audit import (
 )
 from conveyor.domain.errors import PermissionDenied
 from conveyor.services import outbox
+from conveyor.services.credentials import Passwords
 from conveyor.services.secrets import SecretBox, load_or_create_key
 from conveyor.settings import Settings
 from conveyor.store import tables as t
@@ -298,6 +299,8 @@ class Services:
         self.engine = engine
         self.sessions: async_sessionmaker[AsyncSession] = sessionmaker_for(engine)
         self.box = box
+        # Hashing parameters come from the settings (cheap ones only in the test suite).
+        self.passwords = Passwords.for_settings(settings)
         self.is_sqlite = settings.is_sqlite
         # SQLite has one writer: queue writers in-process instead of meeting "database is locked".
         self._write_lock = asyncio.Lock()

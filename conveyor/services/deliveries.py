@@ -83,8 +83,11 @@ async def succeeded(services: Services, due: Due, node: str) -> None:
         )
 
 
-async def failed(services: Services, due: Due, node: str, error: str) -> str:
-    """Record a failed attempt: try again after a doubling wait, or give up; the new state."""
+async def failed(
+    services: Services, due: Due, node: str, error: str, *, final: bool = False
+) -> str:
+    """Record a failed attempt: try again after a doubling wait, or give up (at the last
+    attempt, or at once when ``final``: trying again cannot help); the new state."""
     settings = services.settings
     now = services.clock()
     values: dict[str, Any] = {
@@ -92,7 +95,7 @@ async def failed(services: Services, due: Due, node: str, error: str) -> str:
         "lease_expires_at": None,
         "last_error": error[:MAX_ERROR],
     }
-    if due.attempts >= settings.delivery_attempts:
+    if final or due.attempts >= settings.delivery_attempts:
         values |= {"state": "failed", "completed_at": now}
     else:
         wait = backoff(due.attempts, settings.delivery_backoff_seconds)

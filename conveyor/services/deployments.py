@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from conveyor.domain import lifecycle as lc
 from conveyor.domain import permissions as perms
@@ -23,6 +25,7 @@ from conveyor.services.buildinfo import plan_changes
 from conveyor.services.config import load, public_id
 from conveyor.services.core import Caller, Services, Tx
 from conveyor.services.documents import resolve
+from conveyor.services.offload import off_loop
 from conveyor.services.releases import find_release, read_snapshot
 from conveyor.store import tables as t
 from conveyor.store.documents import Loaded
@@ -172,7 +175,7 @@ async def queue_deployment(
         t.tasks.insert()
         .values(
             kind="deploy",
-            description=f"Deploy {label} to {env.name}",
+            description=f"Deploy {label} to {env.name}"[:400],  # the column's width
             state="queued",
             deployment_id=deployment_id,
             project_id=target.project_id,
@@ -240,14 +243,17 @@ async def project_dashboard(
 ) -> None:
     """Keep the (project, environment) projection in the same transaction as the change."""
     key_cols = {"project_id": target.project_id, "environment_id": target.environment_id}
-    row = (
-        await tx.session.execute(
-            select(t.dashboard).where(
-                t.dashboard.c.project_id == target.project_id,
-                t.dashboard.c.environment_id == target.environment_id,
-            )
+    # The row stays locked to the end of the transaction: concurrent deployments of one project
+    # to one environment then update it one after the other, each seeing the one before.
+    locked = (
+        select(t.dashboard)
+        .where(
+            t.dashboard.c.project_id == target.project_id,
+            t.dashboard.c.environment_id == target.environment_id,
         )
-    ).first()
+        .with_for_update()
+    )
+    row = (await tx.session.execute(locked)).first()
     values = {
         "deployment_id": deployment_id,
         "release_id": target.release.id,
@@ -258,21 +264,34 @@ async def project_dashboard(
         "updated_at": tx.now,
     }
     if row is None:
-        await tx.session.execute(t.dashboard.insert().values(**key_cols, **values))
-    else:
-        where = (
+        # Two first deployments at once both find no row: the second one's insert does nothing
+        # (instead of failing on the primary key) and it updates the row the first one made.
+        dialect_insert = sqlite_insert if tx.services.is_sqlite else pg_insert
+        first = (
+            dialect_insert(t.dashboard)
+            .values(**key_cols, **values)
+            .on_conflict_do_nothing()
+            .returning(t.dashboard.c.project_id)
+        )
+        if (await tx.session.execute(first)).first() is not None:
+            return
+        row = (await tx.session.execute(locked)).one()
+    if new:
+        values["previous_deployment_id"] = row.deployment_id
+    elif row.deployment_id != deployment_id:
+        # An older deployment finished after a newer one was queued: only its success counts.
+        values = {"updated_at": tx.now}
+    if state == "success":
+        values["success_release_id"] = target.release.id
+        values["success_version"] = target.release.version
+    await tx.session.execute(
+        update(t.dashboard)
+        .where(
             t.dashboard.c.project_id == target.project_id,
             t.dashboard.c.environment_id == target.environment_id,
         )
-        if new:
-            values["previous_deployment_id"] = row.deployment_id
-        elif row.deployment_id != deployment_id:
-            # An older deployment finished after a newer one was queued: only its success counts.
-            values = {"updated_at": tx.now}
-        if state == "success":
-            values["success_release_id"] = target.release.id
-            values["success_version"] = target.release.version
-        await tx.session.execute(update(t.dashboard).where(*where).values(**values))
+        .values(**values)
+    )
 
 
 async def deploy(
@@ -358,8 +377,16 @@ async def plan(
             for c in target.release.children
         },
         variables=builtin_preview(target),
+        limit=services.settings.max_substitution_bytes,
     )
-    steps = planning.plan(snapshot.process.steps, situation)
+    # Run conditions are the caller's expressions: evaluated off the event loop, with a timeout.
+    steps = await off_loop(
+        services.settings.expression_timeout_seconds,
+        "the run conditions of the plan",
+        planning.plan,
+        snapshot.process.steps,
+        situation,
+    )
     assert target.lifecycle is not None
     allowed = lc.can_deploy(target.lifecycle, attempts, target.environment.name)
     deployable = perms.authorize(

@@ -13,6 +13,7 @@ from typing import Any
 from conveyor.domain import permissions as perms
 from conveyor.domain.codec import decode, decode_process, decode_variables, encode, encode_process
 from conveyor.domain.codec import encode_variables as _encode_variables
+from conveyor.domain.diff import Aspect
 from conveyor.domain.documents import Process, Project, UserRole, Variable, key, slugify
 from conveyor.domain.errors import Conflict, NotFound, PermissionDenied, Problem, ValidationFailed
 from conveyor.domain.model import KIND_LABELS, Kind, Model, doc_name
@@ -161,7 +162,9 @@ async def _write(
     mutate: Callable[[Model], Model],
     renames: tuple[tuple[Kind, str, str], ...] = (),
 ) -> DocumentView:
-    result = await change_config(services, caller, mutate, renames=renames)
+    # A PUT that changes nothing still needs the permission to edit the document.
+    edits: tuple[tuple[Kind, str, Aspect], ...] = ((kind, name, "document"),)
+    result = await change_config(services, caller, mutate, renames=renames, edits=edits)
     loaded = await load(services)
     doc = loaded.model.get(kind, name)
     if doc is None:  # pragma: no cover - the change just wrote it
@@ -227,7 +230,8 @@ async def delete_document(services: Services, caller: Caller, kind: Kind, ref: s
         return model.without(kind, name)
 
     try:
-        await change_config(services, caller, mutate)
+        # Deleting what is already gone (an inactive user) still needs the permission.
+        await change_config(services, caller, mutate, edits=((kind, name, "document"),))
     except ValidationFailed as exc:
         label = KIND_LABELS[kind]
         # A reference to the deleted document reads "<label> "<name>" does not exist".
@@ -300,7 +304,7 @@ async def update_process(services: Services, caller: Caller, ref: str, data: Any
             "projects", replace(project, process=Process(process.steps, project.process.version))
         )
 
-    await change_config(services, caller, mutate)
+    await change_config(services, caller, mutate, edits=(("projects", name, "process"),))
     return await get_process(services, caller, name)
 
 
@@ -330,7 +334,7 @@ async def update_variables(
         kept = _keep_sensitive(project.variables, variables, raw)
         return model.with_doc("projects", replace(project, variables=kept))
 
-    await change_config(services, caller, mutate)
+    await change_config(services, caller, mutate, edits=(("projects", name, "variables"),))
     return await get_variables(services, caller, name)
 
 

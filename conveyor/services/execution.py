@@ -18,6 +18,7 @@ from conveyor.domain import lifecycle as lc
 from conveyor.domain.audit import Category
 from conveyor.domain.documents import Environment, Project, Step, User
 from conveyor.domain.errors import ConveyorError
+from conveyor.domain.masking import Masker
 from conveyor.services.access import caller_for_user, find_user
 from conveyor.services.config import load, public_id
 from conveyor.services.core import Caller, Services, Tx, system_caller
@@ -67,6 +68,9 @@ class Run:
     steps: list[StepState]
     parent_task_id: int | None
     children_current: dict[str, str | None] = field(default_factory=dict)
+    # The deployment's sensitive values (the executor sets it): every text written about this
+    # run (reasons, errors, instructions, outputs) passes it first, so nothing stored holds one.
+    masker: Masker = field(default_factory=lambda: Masker(()))
 
     @property
     def label(self) -> str:
@@ -188,8 +192,10 @@ async def set_step(
     now = services.clock()
     values: dict[str, Any] = {"state": state}
     if reason is not None:
+        reason = run.masker(reason)
         values["reason"] = reason
     if outputs is not None:
+        outputs = seal_outputs(services, run.masker, outputs)
         values["outputs"] = outputs
     if started:
         values["started_at"] = now
@@ -219,7 +225,28 @@ async def set_step(
         step.interruption_id = interruption_id
 
 
+def seal_outputs(services: Services, masker: Masker, outputs: dict[str, Any]) -> dict[str, Any]:
+    """Output variables that hold a sensitive value are stored encrypted, like sensitive
+    variables passed to a child deployment; later steps still get the real value."""
+    return {
+        name: (
+            {"sensitive": True, "cipher": services.box.encrypt(value)}
+            if isinstance(value, str) and masker.reveals(value)
+            else value
+        )
+        for name, value in outputs.items()
+    }
+
+
+def output_value(services: Services, value: Any) -> str:
+    """An output variable as a later step sees it (decrypted when it was sealed)."""
+    if isinstance(value, dict) and value.get("sensitive"):
+        return services.box.decrypt(value["cipher"])
+    return str(value)
+
+
 async def step_skipped(services: Services, run: Run, step: Step, idx: int, reason: str) -> None:
+    reason = run.masker(reason)
     await set_step(services, run, idx, "skipped", reason=reason)
     async with services.tx(engine_caller(run.creator)) as tx:
         await tx.audit(
@@ -353,6 +380,7 @@ async def finish(services: Services, run: Run, state: str, error: str | None) ->
     verb = {"success": "succeeded", "canceled": "was canceled", "timed_out": "timed out"}.get(
         state, "failed"
     )
+    error = run.masker(error) if error is not None else None
     async with services.tx(engine_caller(run.creator)) as tx:
         await _set_task(
             tx,
@@ -450,6 +478,9 @@ async def raise_interruption(
 ) -> int:
     """Ask a person; the task then waits for the answer, holding no slot."""
     caller = engine_caller(run.creator)
+    # Instructions are substituted, so they may quote a sensitive value: masked before they are
+    # stored, audited or mailed, so no reader (API, web, evidence, export) can get it back.
+    title, instructions = run.masker(title), run.masker(instructions)
     settings = {
         **settings,
         "deployed_by": run.creator,
@@ -466,7 +497,7 @@ async def raise_interruption(
                 step_idx=idx,
                 step_name=run.steps[idx].name,
                 kind=kind,
-                title=title,
+                title=title[:400],  # the column's width
                 instructions=instructions,
                 responsible_teams=list(responsible_teams),
                 settings=settings,

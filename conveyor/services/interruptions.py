@@ -12,7 +12,7 @@ from conveyor.domain import permissions as perms
 from conveyor.domain.audit import Category
 from conveyor.domain.documents import key
 from conveyor.domain.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
-from conveyor.services.config import load_outline, public_id
+from conveyor.services.config import load_outline, public_id, require_public_id
 from conveyor.services.core import Caller, PendingEvent, Services, Tx, iso
 from conveyor.store import tables as t
 from conveyor.store.documents import Loaded
@@ -20,12 +20,12 @@ from conveyor.store.documents import Loaded
 P = perms.Permission
 
 
+NOUNS = {"interruptions": "interruption", "tasks": "task", "deployments": "deployment"}
+
+
 def parse_id(value: str, kind: str = "interruptions") -> int:
-    number = value.rsplit("-", 1)[-1]
-    if not number.isdigit():
-        prefix = t.ID_PREFIXES[kind]
-        raise NotFound(f'"{value}" is not an id (they look like {prefix}-12 or 12)')
-    return int(number)
+    """``"Interruptions-12"`` or ``"12"`` -> 12; anything else is ``NotFound`` (never a query)."""
+    return require_public_id(kind, value, NOUNS.get(kind, kind))
 
 
 @dataclass(frozen=True)
@@ -151,13 +151,29 @@ async def get_interruption(services: Services, caller: Caller, ident: str) -> di
     return view(ctx, caller, teams_of(loaded, caller.username))
 
 
-async def _row(session: Any, ident: int) -> Any:
-    row = (
-        await session.execute(select(t.interruptions).where(t.interruptions.c.id == ident))
-    ).first()
+async def _row(session: Any, ident: int, *, lock: bool = False) -> Any:
+    """The interruption; with ``lock``, its row stays locked until the transaction ends, so that
+    concurrent answers are decided one after the other against the state each one left
+    (PostgreSQL's FOR UPDATE; SQLite has one writer already and ignores it)."""
+    query = select(t.interruptions).where(t.interruptions.c.id == ident)
+    if lock:
+        # Its task first, as a cancel and the engine take them (task, then interruption):
+        # two answers, or an answer and a cancel, then queue instead of deadlocking.
+        task_of = select(t.interruptions.c.task_id).where(t.interruptions.c.id == ident)
+        await session.execute(
+            select(t.tasks.c.id).where(t.tasks.c.id == task_of.scalar_subquery()).with_for_update()
+        )
+        query = query.with_for_update()
+    row = (await session.execute(query)).first()
     if row is None:
         raise NotFound(f"interruption Interruptions-{ident} does not exist")
     return row
+
+
+def _closed(row: Any) -> Conflict:
+    if row.state == "answered":
+        return Conflict(f"{row.title} was already answered ({row.result} by {row.answered_by})")
+    return Conflict(f"{row.title} is {row.state}: it takes no answer any more")
 
 
 def _refuse(tx: Tx, ctx: Context, reason: str, action: str) -> PermissionDenied:
@@ -190,14 +206,17 @@ async def take(services: Services, caller: Caller, ident: str) -> dict[str, Any]
     loaded = await load_outline(services)
     teams = teams_of(loaded, caller.username)
     async with services.tx(caller) as tx:
-        row = await _row(tx.session, parse_id(ident))
+        row = await _row(tx.session, parse_id(ident), lock=True)
         ctx = _context(loaded, row)
         if row.state != "pending":
-            raise Conflict(f"{row.title} was already answered ({row.result} by {row.answered_by})")
+            raise _closed(row)
         verdict = rules.may_take(caller.principal, teams, ctx.facts)
         if not verdict.allowed:
             raise _refuse(tx, ctx, verdict.reason, "take")
         previous = row.taken_by
+        if previous and key(previous) == key(caller.username):
+            # Already theirs: nothing changes, so nothing is audited (a double click, a retry).
+            return view(ctx, caller, teams)
         await tx.session.execute(
             update(t.interruptions)
             .where(t.interruptions.c.id == row.id)
@@ -229,10 +248,10 @@ async def submit(
     loaded = await load_outline(services)
     teams = teams_of(loaded, caller.username)
     async with services.tx(caller) as tx:
-        row = await _row(tx.session, parse_id(ident))
+        row = await _row(tx.session, parse_id(ident), lock=True)
         ctx = _context(loaded, row)
         if row.state != "pending":
-            raise Conflict(f"{row.title} was already answered ({row.result} by {row.answered_by})")
+            raise _closed(row)
         verdict = rules.may_act(caller.principal, teams, ctx.facts)
         if not verdict.allowed:
             raise _refuse(tx, ctx, verdict.reason, "answer")

@@ -204,7 +204,8 @@ async def push_package(
     temp = incoming / f"{token_hex(8)}.part"
     try:
         size, sha256 = await _receive(chunks, temp)
-        fmt = await asyncio.to_thread(archives.inspect_archive, temp)
+        limits = archives.ArchiveLimits.of(services.settings)
+        fmt = await asyncio.to_thread(archives.inspect_archive, temp, limits)
         if declared is not None and declared != fmt:
             raise ValidationFailed(
                 Problem(("file",), f'"{file_name}" is named as a {declared} but is a {fmt} archive')
@@ -367,7 +368,12 @@ async def delete_package(services: Services, caller: Caller, package_id: str, ve
         row = _same_version(rows, version) if rows else None
         if row is None:
             raise NotFound(f"package {package_id} {version} is not in the built-in feed")
-        await tx.session.execute(delete(t.packages).where(t.packages.c.id == row.id))
+        deleted = await tx.session.execute(
+            delete(t.packages).where(t.packages.c.id == row.id).returning(t.packages.c.id)
+        )
+        if deleted.first() is None:
+            # Deleted by a request that committed while this one read it.
+            raise NotFound(f"package {package_id} {version} is not in the built-in feed")
         await tx.audit(
             Category.PACKAGE_DELETED,
             f"{caller.username} deleted package {row.package_id} {row.version}",

@@ -65,5 +65,6 @@ async def set_preferences(
             return model
         return model.with_doc("users", replace(user, notify_interruptions=value))
 
-    await change_config(services, acting, mutate)
+    # Setting a preference to what it is still needs the right to set it.
+    await change_config(services, acting, mutate, edits=(("users", username, "document"),))
     return await get_preferences(services, caller, username)

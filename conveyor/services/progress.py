@@ -15,7 +15,7 @@ from sqlalchemy import select
 from conveyor.domain import lifecycle as lc
 from conveyor.domain import permissions as perms
 from conveyor.domain.documents import Lifecycle, Project, key
-from conveyor.services.config import load, public_id
+from conveyor.services.config import load, parse_public_id, public_id
 from conveyor.services.core import Caller, Services, iso
 from conveyor.services.deployments import env_names, outcome
 from conveyor.services.documents import resolve
@@ -173,8 +173,8 @@ async def project_progress(
 
 async def release_of_deployment(services: Services, caller: Caller, deployment: str) -> str | None:
     """The release version a deployment ships (``None`` if unknown or not the reader's to see)."""
-    number = deployment.rsplit("-", 1)[-1]
-    if not number.isdigit():
+    number = parse_public_id("deployments", deployment)
+    if number is None:
         return None
     loaded = await load(services)
     async with services.read() as session:
@@ -182,7 +182,7 @@ async def release_of_deployment(services: Services, caller: Caller, deployment: 
             await session.execute(
                 select(D.project_id, D.environment_id, t.releases.c.version)
                 .join(t.releases, t.releases.c.id == D.release_id)
-                .where(D.id == int(number))
+                .where(D.id == number)
             )
         ).first()
     if row is None:

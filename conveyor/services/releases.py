@@ -22,6 +22,7 @@ from conveyor.domain.documents import (
     key,
 )
 from conveyor.domain.errors import Conflict, NotFound, PolicyViolation, Problem, ValidationFailed
+from conveyor.domain.packages import package_key
 from conveyor.domain.versions import Version, highest, next_version, parse_version
 from conveyor.services.config import load, public_id
 from conveyor.services.core import Caller, Services, Tx, iso
@@ -148,9 +149,22 @@ async def _versions(tx: Tx, project_id: int) -> list[tuple[int, str]]:
     return [(r.id, r.version) for r in rows]
 
 
-async def _choose_packages(tx: Tx, project: Project, flags: dict[str, str]) -> dict[str, str]:
-    from conveyor.services.packages import latest_version
+async def _feed_versions(tx: Tx, package: str) -> list[str]:
+    """The versions of ``package`` in the feed, highest first."""
+    query = select(t.packages.c.version).where(t.packages.c.package_key == package_key(package))
+    versions = (await tx.session.execute(query)).scalars().all()
+    return sorted(versions, key=Version, reverse=True)
 
+
+def _listed(versions: list[str], most: int = 10) -> str:
+    more = f" and {len(versions) - most} lower" if len(versions) > most else ""
+    return ", ".join(versions[:most]) + more
+
+
+async def _choose_packages(tx: Tx, project: Project, flags: dict[str, str]) -> dict[str, str]:
+    """The version of each package step's package: the one pinned, which must be in the feed
+    (a release of a missing version could never deploy, yet would count as the highest), or
+    else the feed's highest."""
     chosen: dict[str, str] = {}
     wanted = {
         key(s.action.package): s.action.package
@@ -166,18 +180,42 @@ async def _choose_packages(tx: Tx, project: Project, flags: dict[str, str]) -> d
     given = {key(p): v for p, v in flags.items()}
     problems = []
     for k, package in wanted.items():
-        version = given.get(k) or await latest_version(tx.session, package)
-        if version is None:
+        path = ("packages", package)
+        available = await _feed_versions(tx, package)
+        pinned = given.get(k)
+        if pinned is None:
+            if not available:
+                problems.append(
+                    Problem(
+                        path,
+                        f"there is no {package} in the package feed: push one or pass "
+                        f"--package {package}:VERSION",
+                    )
+                )
+                continue
+            chosen[package] = available[0]
+            continue
+        try:
+            wanted_version = parse_version(pinned)
+        except ValidationFailed as exc:
+            problems.append(Problem(path, f"{package} {exc.message}"))
+            continue
+        match = next((v for v in available if Version(v) == wanted_version), None)
+        if match is None:
+            has = (
+                f"it has {_listed(available)}"
+                if available
+                else f"there is no {package} in it at all"
+            )
             problems.append(
                 Problem(
-                    ("packages", package),
-                    f"there is no {package} in the package feed: push one or pass "
-                    f"--package {package}:VERSION",
+                    path,
+                    f"{package} {pinned} is not in the package feed ({has}): push that version "
+                    "first, or pin one the feed has",
                 )
             )
             continue
-        parse_version(version)
-        chosen[package] = version
+        chosen[package] = match
     if problems:
         raise ValidationFailed(problems)
     return chosen
@@ -263,7 +301,10 @@ async def create_release(
         existing = await _versions(tx, project_id)
         if version is None:
             version = next_version(highest(v for _, v in existing))
-        parsed = parse_version(version)
+        try:
+            parsed = parse_version(version)
+        except ValidationFailed as exc:
+            raise ValidationFailed(Problem(("version",), exc.message)) from exc
         clash = next((v for _, v in existing if Version(v) == parsed), None)
         if clash is not None:
             raise Conflict(f"{project.name} already has release {clash}")

@@ -4,14 +4,13 @@ A session id is 256 random bits, handed to the browser once (in an HttpOnly cook
 only as its SHA-256, like API keys. The form token that protects against cross-site requests is
 derived from the session id, so it needs no storage and cannot be computed from the database.
 
-Failed sign-ins are counted per username and per client address in the database, so that the
-limit holds across restarts and server nodes. An address gets more attempts than a name: many
-people may share one address (an office behind NAT), while a name is one account.
+Sign-in attempts are counted in the database before the password is checked, so that the
+limits hold under parallel attempts, across restarts and across server nodes; the rule (which
+counters, how many attempts) is ``conveyor.domain.throttling``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import secrets
@@ -21,32 +20,23 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 
+from conveyor.domain import throttling
 from conveyor.domain.audit import Category
 from conveyor.domain.documents import key
-from conveyor.domain.errors import Unauthenticated, ValidationFailed
 from conveyor.domain.permissions import Principal
-from conveyor.services import auth
-from conveyor.services.access import UserRow, caller_for_user, find_user
+from conveyor.services import auth, throttle
+from conveyor.services.access import UserRow, caller_for_user
 from conveyor.services.config import public_id
 from conveyor.services.core import Caller, Services
-from conveyor.services.credentials import verify_password
+from conveyor.services.throttle import SignInThrottled as SignInThrottled
 from conveyor.services.users import set_password
 from conveyor.store import tables as t
 
-WINDOW = timedelta(minutes=5)
-MAX_PER_USER = 5
-MAX_PER_ADDRESS = 20
+MAX_PER_USER = throttling.MAX_PER_NAME_FROM_ADDRESS
+MAX_PER_ADDRESS = throttling.MAX_PER_ADDRESS
 # Writing last-seen on every request would make every page view a write.
 TOUCH_EVERY = timedelta(minutes=1)
 MAX_TOKEN = 128
-
-
-class SignInThrottled(Unauthenticated):
-    """Too many failed sign-ins: nothing is checked until ``retry_after`` seconds have passed."""
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message, retry_after=retry_after)
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -74,43 +64,6 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def _subjects(username: str, ip_address: str | None) -> list[tuple[str, int]]:
-    subjects = [(f"user:{key(username)}"[:200], MAX_PER_USER)]
-    if ip_address:
-        subjects.append((f"ip:{ip_address}"[:200], MAX_PER_ADDRESS))
-    return subjects
-
-
-async def _wait_seconds(services: Services, subjects: list[tuple[str, int]], now: datetime) -> int:
-    """How long until another attempt is allowed (0: now)."""
-    wait = 0
-    async with services.read() as session:
-        for subject, limit in subjects:
-            rows = (
-                await session.execute(
-                    select(t.sign_in_failures.c.at)
-                    .where(
-                        t.sign_in_failures.c.subject == subject,
-                        t.sign_in_failures.c.at > now - WINDOW,
-                    )
-                    .order_by(t.sign_in_failures.c.at.desc())
-                    .limit(limit)
-                )
-            ).all()
-            if len(rows) >= limit:
-                # The oldest of the last ``limit`` failures frees a place when it leaves the window.
-                free_at = _aware(rows[-1].at) + WINDOW
-                wait = max(wait, int((free_at - now).total_seconds()) + 1)
-    return wait
-
-
-def _minutes(seconds: int) -> str:
-    if seconds < 60:
-        return f"{seconds} seconds"
-    minutes = -(-seconds // 60)
-    return "1 minute" if minutes == 1 else f"{minutes} minutes"
-
-
 async def sign_in(
     services: Services,
     username: str,
@@ -120,32 +73,23 @@ async def sign_in(
 ) -> Session:
     """A new session; ``Unauthenticated`` (or ``SignInThrottled``) otherwise, audited either way."""
     now = services.clock()
-    subjects = _subjects(username.strip(), ip_address)
-    wait = await _wait_seconds(services, subjects, now)
-    if wait:
-        await _audit_throttled(services, username.strip(), ip_address, user_agent, wait)
+    name = username.strip()
+    # Charged before the password is checked: parallel guesses cannot overtake the count.
+    attempt = await throttle.charge(
+        services, throttling.counters(key(name[: auth.MAX_USERNAME]), ip_address), now
+    )
+    if attempt.wait:
+        await _audit_throttled(services, name, ip_address, user_agent, attempt.wait)
         raise SignInThrottled(
-            f"Too many failed sign-ins. Wait {_minutes(wait)}, then try again.", wait
+            f"Too many failed sign-ins. Wait {throttling.in_words(attempt.wait)}, then try again.",
+            attempt.wait,
         )
-    try:
-        caller = await auth.sign_in(services, username, password, ip_address, user_agent)
-    except Unauthenticated:
-        async with services.write() as session:
-            await session.execute(
-                insert(t.sign_in_failures), [{"subject": s, "at": now} for s, _ in subjects]
-            )
-            # The window is all that is kept.
-            await session.execute(
-                delete(t.sign_in_failures).where(t.sign_in_failures.c.at <= now - WINDOW)
-            )
-        raise
+    # A wrong password leaves the attempt charged.
+    caller = await auth.sign_in(services, username, password, ip_address, user_agent)
     token = secrets.token_urlsafe(32)
     expires = now + timedelta(hours=services.settings.session_hours)
     async with services.write() as session:
-        # The account's own failures are forgiven; the address's stay (it may be guessing others).
-        await session.execute(
-            delete(t.sign_in_failures).where(t.sign_in_failures.c.subject == subjects[0][0])
-        )
+        await throttle.refund(session, attempt)
         await session.execute(delete(t.web_sessions).where(t.web_sessions.c.expires_at <= now))
         await session.execute(
             insert(t.web_sessions).values(
@@ -255,32 +199,9 @@ async def change_own_password(
 ) -> None:
     """Change the signed-in person's password after checking the current one; their other
     sessions end (whoever else held one no longer does)."""
-    now = services.clock()
-    # Guessing the current password from a borrowed session counts like guessing at sign-in.
-    subjects = _subjects(caller.username, None)
-    wait = await _wait_seconds(services, subjects, now)
-    if wait:
-        raise SignInThrottled(
-            f"Too many wrong passwords. Wait {_minutes(wait)}, then try again.", wait
-        )
-    async with services.read() as session:
-        user = await find_user(session, caller.username)
-    stored = user.password_hash if user is not None else None
-    ok = await asyncio.to_thread(verify_password, stored, current)
-    if not ok:
-        async with services.write() as session:
-            await session.execute(insert(t.sign_in_failures).values(subject=subjects[0][0], at=now))
-        raise ValidationFailed("the current password is wrong")
-    if new == current:
-        raise ValidationFailed("the new password is the same as the current one")
-    await set_password(services, caller, caller.username, new)
-    async with services.write() as session:
-        await session.execute(
-            delete(t.web_sessions).where(
-                t.web_sessions.c.user_id == caller.user_id,
-                t.web_sessions.c.token_hash != token_hash(token),
-            )
-        )
+    await set_password(
+        services, caller, caller.username, new, current=current, keep_session=token_hash(token)
+    )
 
 
 async def active_sessions(services: Services, caller: Caller) -> int:

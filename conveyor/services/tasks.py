@@ -56,9 +56,11 @@ def task_view(loaded: Loaded, row: Any) -> dict[str, Any]:
     }
 
 
-async def _task_row(session: Any, task: str | int) -> Any:
+async def _task_row(session: Any, task: str | int, *, lock: bool = False) -> Any:
     ident = task if isinstance(task, int) else parse_id(task, "tasks")
-    row = (await session.execute(select(t.tasks).where(t.tasks.c.id == ident))).first()
+    query = select(t.tasks).where(t.tasks.c.id == ident)
+    # Locked, a cancel decides on the state the engine left, not one it has since changed.
+    row = (await session.execute(query.with_for_update() if lock else query)).first()
     if row is None:
         raise NotFound(f"task {public_id('tasks', ident)} does not exist")
     return row
@@ -136,7 +138,7 @@ async def task_log(
 async def cancel_task(services: Services, caller: Caller, task: str) -> dict[str, Any]:
     loaded = await load_outline(services)
     async with services.tx(caller) as tx:
-        row = await _task_row(tx.session, task)
+        row = await _task_row(tx.session, task, lock=True)
         ref, env = _names(loaded, row)
         tx.require(
             P.TaskCancel,
@@ -148,15 +150,17 @@ async def cancel_task(services: Services, caller: Caller, task: str) -> dict[str
         )
         if row.state in TERMINAL:
             raise Conflict(f"{public_id('tasks', row.id)} already ended ({row.state})")
-        await _cancel(tx, row)
-        await tx.audit(
-            Category.TASK_CANCELED,
-            f"{caller.username} canceled {public_id('tasks', row.id)} ({row.description})",
-            documents=[public_id("tasks", row.id)]
-            + ([public_id("deployments", row.deployment_id)] if row.deployment_id else []),
-            project_id=row.project_id,
-            environment_id=row.environment_id,
-        )
+        # Asked already (a double click, or two people at once): one cancel, one event.
+        if not row.cancel_requested:
+            await _cancel(tx, row)
+            await tx.audit(
+                Category.TASK_CANCELED,
+                f"{caller.username} canceled {public_id('tasks', row.id)} ({row.description})",
+                documents=[public_id("tasks", row.id)]
+                + ([public_id("deployments", row.deployment_id)] if row.deployment_id else []),
+                project_id=row.project_id,
+                environment_id=row.environment_id,
+            )
     return await get_task(services, caller, public_id("tasks", row.id))
 
 

@@ -7,9 +7,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from conveyor.domain import permissions as perms
+from conveyor.domain import throttling
 from conveyor.domain.audit import Category
 from conveyor.domain.documents import ScopedRole, Team, User, key
 from conveyor.domain.errors import (
@@ -20,13 +21,13 @@ from conveyor.domain.errors import (
     ValidationFailed,
 )
 from conveyor.domain.model import Model
-from conveyor.services.access import get_user
+from conveyor.services import throttle
+from conveyor.services.access import find_user, get_user
 from conveyor.services.config import built_in_roles, change_config, parse_public_id, public_id
 from conveyor.services.core import Caller, Services, system_caller
 from conveyor.services.credentials import (
     MIN_PASSWORD,
     hash_api_key,
-    hash_password,
     new_api_key,
     new_password,
 )
@@ -151,12 +152,30 @@ async def add_user(
         await set_password(services, caller, username, password)
 
 
-async def set_password(services: Services, caller: Caller, username: str, password: str) -> None:
+async def set_password(
+    services: Services,
+    caller: Caller,
+    username: str,
+    password: str,
+    *,
+    current: str | None = None,
+    keep_session: str | None = None,
+) -> None:
+    """Set a password. One's own needs the current one, checked and throttled like a sign-in
+    (a borrowed session or key must not be enough to take the account over); someone with
+    UserEdit sets another person's without it. The user's web sessions end, all but
+    ``keep_session`` (the token hash of the session making the change), in the same
+    transaction as the change and its audit event (which never holds a password)."""
     _may_manage(caller, username)
+    own = not caller.is_system and key(caller.username) == key(username)
+    if own:
+        await _check_current(services, caller, current)
+        if password == current:
+            raise ValidationFailed("the new password is the same as the current one")
     if len(password) < MIN_PASSWORD:
         raise ValidationFailed(f"a password needs at least {MIN_PASSWORD} characters")
     # Hashing takes most of a second by design: do it off the event loop, outside the lock.
-    password_hash = await asyncio.to_thread(hash_password, password)
+    password_hash = await asyncio.to_thread(services.passwords.hash, password)
     async with services.tx(caller) as tx:
         user = await get_user(tx.session, username)
         if user.service_account:
@@ -168,11 +187,40 @@ async def set_password(services: Services, caller: Caller, username: str, passwo
             .where(t.users.c.id == user.id)
             .values(password_hash=password_hash, updated_at=tx.now)
         )
+        ending = delete(t.web_sessions).where(t.web_sessions.c.user_id == user.id)
+        if keep_session is not None:
+            ending = ending.where(t.web_sessions.c.token_hash != keep_session)
+        ended = len((await tx.session.execute(ending.returning(t.web_sessions.c.id))).all())
+        signed_out = f"; {ended} other session{'s' if ended != 1 else ''} ended" if ended else ""
         await tx.audit(
             Category.PASSWORD_CHANGED,
-            f'{caller.username} set the password of "{user.username}"',
+            f'{caller.username} set the password of "{user.username}"{signed_out}',
             documents=[public_id("users", user.id)],
+            details={"own": own, "sessions_ended": ended},
         )
+
+
+async def _check_current(services: Services, caller: Caller, current: str | None) -> None:
+    if not current:
+        raise ValidationFailed(
+            Problem(("current_password",), "give your current password to set a new one")
+        )
+    now = services.clock()
+    attempt = await throttle.charge(
+        services, throttling.counters(key(caller.username), caller.ip_address), now
+    )
+    if attempt.wait:
+        raise throttle.SignInThrottled(
+            f"Too many wrong passwords. Wait {throttling.in_words(attempt.wait)}, then try again.",
+            attempt.wait,
+        )
+    async with services.read() as session:
+        user = await find_user(session, caller.username)
+    stored = user.password_hash if user is not None else None
+    if not await asyncio.to_thread(services.passwords.verify, stored, current):
+        raise ValidationFailed("the current password is wrong")
+    async with services.write() as session:
+        await throttle.refund(session, attempt)
 
 
 async def create_api_key(services: Services, caller: Caller, username: str, name: str) -> str:
@@ -243,11 +291,15 @@ async def revoke_api_key(services: Services, caller: Caller, username: str, key_
         ).first()
         if row is None:
             raise NotFound(f'user "{username}" has no API key {key_id}')
-        if row.revoked_at is not None:
-            return
-        await tx.session.execute(
-            update(t.api_keys).where(t.api_keys.c.id == row.id).values(revoked_at=tx.now)
+        revoked = await tx.session.execute(
+            update(t.api_keys)
+            .where(t.api_keys.c.id == row.id, t.api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=tx.now)
+            .returning(t.api_keys.c.id)
         )
+        if revoked.first() is None:
+            # Revoked already, maybe by a request at the same moment: one revocation, one event.
+            return
         await tx.audit(
             Category.API_KEY_REVOKED,
             f'{caller.username} revoked API key "{row.name}" ({row.prefix}…) of "{user.username}"',

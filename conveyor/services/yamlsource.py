@@ -27,6 +27,7 @@ TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 # Aliases can make a short file expand enormously ("billion laughs"); refuse beyond these.
 MAX_NODES = 200_000
+# Default nesting limit (settings.max_config_depth): deeper than any real configuration.
 MAX_DEPTH = 64
 # Lists of short names are dumped on one line up to this many characters.
 FLOW_WIDTH = 60
@@ -66,20 +67,53 @@ def syntax_error(exc: yaml.YAMLError) -> ValidationFailed:
     return ValidationFailed([Problem((), message, line=where)])
 
 
-def compose(text: str) -> Node | None:
-    """The node tree of a YAML text; raises ValidationFailed on a syntax error."""
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """PyYAML composes nodes recursively, so a 5,000-deep file is a RecursionError; this
+    loader refuses to go deeper than ``max_depth`` before it recurses."""
+
+    max_depth = MAX_DEPTH
+    depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        self.depth += 1
+        try:
+            if self.depth > self.max_depth:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise ValidationFailed(
+                    [
+                        Problem(
+                            (),
+                            f"the file nests deeper than {self.max_depth} levels: flatten it "
+                            "(an administrator can raise CONVEYOR_MAX_CONFIG_DEPTH)",
+                            line=mark.line + 1,
+                        )
+                    ]
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def compose(text: str, *, max_depth: int = MAX_DEPTH) -> Node | None:
+    """The node tree of a YAML text; raises ValidationFailed on a syntax error or a file that
+    nests deeper than ``max_depth`` (checked while composing, before any recursion runs deep)."""
+    loader = _DepthLimitedLoader(text)
+    loader.max_depth = max_depth
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        return loader.get_single_node()
     except yaml.YAMLError as exc:
         raise syntax_error(exc) from exc
+    finally:
+        loader.dispose()
 
 
-def parse(text: str, transform: Transform | None = None) -> Source:
+def parse(text: str, transform: Transform | None = None, *, max_depth: int = MAX_DEPTH) -> Source:
     """Plain data (dicts, lists, str, int, float, bool, None) with the nodes kept for lines."""
-    root = compose(text)
+    root = compose(text, max_depth=max_depth)
     source = Source(None, root)
     if root is not None:
         builder = _Builder(source.problems, transform, text.splitlines())
+        builder.max_depth = max_depth
         source.data = builder.build(root, (), 0)
     return source
 
@@ -98,10 +132,11 @@ class _Builder:
         self.lines = lines
         self.constructor = yaml.constructor.SafeConstructor()
         self.count = 0
+        self.max_depth = MAX_DEPTH
 
     def build(self, node: Node, path: Path, depth: int) -> Any:
         self.count += 1
-        if self.count > MAX_NODES or depth > MAX_DEPTH:
+        if self.count > MAX_NODES or depth > self.max_depth:
             message = "the file nests or repeats (through aliases) too much"
             raise ValidationFailed([Problem(path[:1], message, line(node))])
         if isinstance(node, ScalarNode):

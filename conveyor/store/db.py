@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +44,29 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL (``None`` for PostgreSQL or in-memory)."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split(":///", 1)[-1]
+    return Path(path) if path and path != ":memory:" and "://" not in path else None
+
+
+def make_private(path: Path, *, create: bool) -> None:
+    """The database file 0600 (SQLite gives its -wal and -shm files the same mode), its folder
+    0700 when we create it: it holds every user's hashes and the encrypted secrets."""
+    if create:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            part.chmod(0o600)
+
+
 def create_engine_for(url: str) -> AsyncEngine:
     url = async_url(url)
+    if (path := sqlite_file(url)) is not None:
+        make_private(path, create=False)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -73,10 +96,8 @@ def _sync_engine(url: str) -> Engine:
 
 def upgrade(url: str) -> None:
     """Create the schema or bring it to the newest migration (idempotent)."""
-    if url.startswith("sqlite"):
-        path = url.split(":///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if (path := sqlite_file(url)) is not None:
+        make_private(path, create=True)
     from alembic import command
 
     engine = _sync_engine(url)

@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor.api.errors import STATUS, TITLES
 from conveyor.domain import permissions as perms
@@ -233,7 +234,9 @@ def _sign_in_url(request: Request) -> str:
 async def _check_form_token(request: Request) -> None:
     """Every POST carries the form token of the session (or, before signing in, of the
     sign-in page's cookie); a form from another site has neither."""
-    form = await request.form()
+    # Parsed here first (and cached for the route), with the field size of the settings.
+    limit = request.app.state.settings.max_form_field_bytes
+    form = await request.form(max_part_size=limit)
     given = form.get("csrf")
     session = web_session(request)
     expected = session.csrf if session else request.cookies.get(PRESESSION_COOKIE)
@@ -263,6 +266,9 @@ class PageRoute(APIRoute):
                 response.headers["Retry-After"] = str(exc.retry_after)
             except ConveyorError as exc:
                 response = error_page(request, STATUS.get(exc.code, 500), sentence(exc.message))
+            except StarletteHTTPException as exc:
+                # The form could not be read: too large a field or body, or no boundary.
+                response = error_page(request, exc.status_code, sentence(str(exc.detail)))
             except RequestValidationError as exc:
                 fields = ", ".join(str(e.get("loc", ("?",))[-1]) for e in exc.errors())
                 message = f"The form is missing or has a wrong value in: {fields}."

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from conveyor.api.deps import client_address as client_address
 from conveyor.api.errors import problem
 from conveyor.services import sessions
 from conveyor.settings import Settings
@@ -49,13 +50,6 @@ def clear_session_cookie(response: Response, settings: Settings) -> None:
     response.delete_cookie(
         COOKIE, path="/", httponly=True, samesite="lax", secure=secure_cookies(settings)
     )
-
-
-def client_address(request: Request) -> str | None:
-    forwarded = request.headers.get("x-forwarded-for")
-    if forwarded and getattr(request.app.state, "trust_forwarded", False):
-        return forwarded.split(",")[0].strip()
-    return request.client.host if request.client else None
 
 
 class SessionMiddleware:

@@ -12,14 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-from argon2 import PasswordHasher
 from fastapi import FastAPI
 
 from conveyor.api.app import create_app
 from conveyor.domain.codec import decode
 from conveyor.domain.errors import Problem
 from conveyor.domain.model import Kind, Model
-from conveyor.services import credentials
 from conveyor.services import documents as docs
 from conveyor.services.config import change_config
 from conveyor.services.core import Services, system_caller
@@ -29,15 +27,6 @@ from conveyor.settings import Settings
 BASE_URL = "http://conveyor.test/api/v1"
 
 ClientFor = Callable[[str | None], httpx.AsyncClient]
-
-
-CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-
-
-@pytest.fixture(autouse=True)
-def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Argon2 at production cost takes most of a second per hash; these tests hash, not crack."""
-    monkeypatch.setattr(credentials, "_hasher", CHEAP_HASHER)
 
 
 @pytest.fixture

@@ -123,14 +123,17 @@ async def test_throttling_per_username_and_its_window(services: Services) -> Non
     for _ in range(sessions.MAX_PER_USER):
         with pytest.raises(Unauthenticated):
             await sessions.sign_in(services, "erin", "wrong", "10.0.0.1")
+    # The name is throttled from the address that guessed it, even with the right password...
     with pytest.raises(sessions.SignInThrottled) as throttled:
-        await sessions.sign_in(services, "erin", PASSWORD, "10.0.0.2")
+        await sessions.sign_in(services, "erin", PASSWORD, "10.0.0.1")
     assert "Wait 5 minutes" in throttled.value.message
     assert 0 < throttled.value.retry_after <= 301
     refused = await events(services, "LoginFailed")
     assert refused[-1].details["reason"] == "throttled"
+    # ...but the guesser cannot lock erin out: from her own address she signs in.
+    assert (await sessions.sign_in(services, "erin", PASSWORD, "10.0.0.2")).caller.username
     services.clock = lambda: start + timedelta(minutes=5, seconds=2)
-    session = await sessions.sign_in(services, "erin", PASSWORD, "10.0.0.2")
+    session = await sessions.sign_in(services, "erin", PASSWORD, "10.0.0.1")
     assert session.caller.username == "erin"
 
 

@@ -36,6 +36,12 @@ lifecycles:
         environments: [Dev]
 project_groups:
   - name: Crash
+# Scripts write their marks into their own folder on this target (the sandbox lets them write
+# nowhere else); the test reads them there.
+targets:
+  - name: Box
+    environments: [Dev]
+    roles: [marks]
 projects:
   - name: Mid-run
     group: Crash
@@ -44,7 +50,8 @@ projects:
       steps:
         - name: Before
           type: script
-          script: echo before >> {marks}
+          target_roles: [marks]
+          script: echo before >> marks.txt
         - name: Long
           type: script
           script: |
@@ -53,7 +60,8 @@ projects:
         - name: Afterwards
           type: script
           condition: always
-          script: echo afterwards >> {marks}
+          target_roles: [marks]
+          script: echo afterwards >> marks.txt
   - name: Approval
     group: Crash
     lifecycle: Dev only
@@ -61,13 +69,15 @@ projects:
       steps:
         - name: Before
           type: script
-          script: echo approval-before >> {marks}
+          target_roles: [marks]
+          script: echo approval-before >> marks.txt
         - name: Approve
           type: manual_intervention
           instructions: Say yes
         - name: After
           type: script
-          script: echo approval-after >> {marks}
+          target_roles: [marks]
+          script: echo approval-after >> marks.txt
 """
 
 
@@ -135,9 +145,8 @@ def crashable(database_url: str, tmp_path: Path) -> Iterator[Restartable]:
     server = Restartable(tmp_path, database_url)
     try:
         server.start()
-        marks = tmp_path / "marks.txt"
         config = tmp_path / "crash.yaml"
-        config.write_text(CONFIG.format(marks=marks))
+        config.write_text(CONFIG)
         applied = run_conveyor(
             ("apply", "-f", str(config)),
             {**server.env, "CONVEYOR_SERVER": server.url, "CONVEYOR_API_KEY": server.api_key},
@@ -149,6 +158,13 @@ def crashable(database_url: str, tmp_path: Path) -> Iterator[Restartable]:
         # Also when setting up failed: never leave a server process behind.
         if server.proc is not None:
             stop(server.proc)
+
+
+def marks(tmp_path: Path, project: str) -> list[str]:
+    """What the project's scripts wrote into their folder on the target."""
+    return (
+        (tmp_path / "data" / "targets" / "box" / "dev" / project / "marks.txt").read_text().split()
+    )
 
 
 def _deploy(server: Restartable, project: str) -> str:
@@ -177,8 +193,7 @@ def test_sigkill_during_a_script_fails_that_step_and_reruns_nothing(
     assert steps["Long"]["reason"] == "the server stopped while this step was running"
     assert steps["Afterwards"]["state"] == "success"
     # The step that had finished did not run again.
-    marks = (tmp_path / "marks.txt").read_text().split()
-    assert marks == ["before", "afterwards"]
+    assert marks(tmp_path, "mid-run") == ["before", "afterwards"]
 
 
 def test_sigkill_while_waiting_for_approval_keeps_waiting_and_resumes(
@@ -194,5 +209,4 @@ def test_sigkill_while_waiting_for_approval_keeps_waiting_and_resumes(
     crashable.api("POST", f"/interruptions/{pending['id']}/submit", json={"result": "proceed"})
     result = crashable.until(task, lambda t: t["state"] in ("failed", "success"))
     assert result["state"] == "success"
-    marks = (tmp_path / "marks.txt").read_text().split()
-    assert marks == ["approval-before", "approval-after"]
+    assert marks(tmp_path, "approval") == ["approval-before", "approval-after"]

@@ -354,7 +354,7 @@ def test_story_5_deploy_all_1_0_1_to_test(story: Story) -> None:
     assert at(database["completed"]) <= at(website["started"])
     # The files the deployments wrote: Test's database has the new migration ...
     test_folder = next(story.server.data_dir.glob("targets/*/test"))
-    db = test_folder / "octopetshop-Test.sqlite"
+    db = test_folder / "database" / "octopetshop-Test.sqlite"
     assert db.is_file(), sorted(str(p) for p in test_folder.rglob("*"))
     with sqlite3.connect(db) as conn:
         names = [n for (n,) in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]

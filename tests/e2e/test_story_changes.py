@@ -184,7 +184,7 @@ def test_story_3_only_what_changed_is_released(build: Build) -> None:
         "Website": "1.0.1",
     }, board
     folder = next(build.server.data_dir.glob("targets/*/development"))
-    with sqlite3.connect(folder / "octopetshop-Development.sqlite") as conn:
+    with sqlite3.connect(folder / "database" / "octopetshop-Development.sqlite") as conn:
         applied = [n for (n,) in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
     assert applied[-1] == "0003_add_reviews.sql", applied
     live = folder / "website" / "current"

@@ -183,25 +183,40 @@ async def test_unknown_variable_fails_the_step_naming_it(
     assert "#{Nope}" in result["steps"][0]["reason"]
 
 
-async def test_timeout_kills_the_whole_process_group(
-    services: Services, admin: Caller, engine: Node, tmp_path: Path
-) -> None:
-    pid_file = tmp_path / "child.pid"
-    steps = f"""        - name: Hang
-          type: script
-          timeout: 1
-          script: |
-            sleep 60 &
-            echo $! > {pid_file}
+# The script's child, named so the test finds it among the host's processes (inside the
+# sandbox's pid namespace, ``$!`` is not the pid the host sees).
+SLEEPER = """          script: |
+            (exec -a {name} sleep 60) &
+            echo started-{name}
             wait
 """
-    await setup(services, admin, project("Hangs", steps))
-    result = await finished(services, admin, await deploy(services, admin, "Hangs"))
+
+
+def _sleepers(name: str) -> list[int]:
+    """Host pids of live processes whose command line starts with ``name``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmdline.read_bytes().startswith(name.encode()) and _alive(int(cmdline.parent.name)):
+                found.append(int(cmdline.parent.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+async def test_timeout_kills_the_whole_process_group(
+    services: Services, admin: Caller, engine: Node
+) -> None:
+    name = f"conveyor-sleeper-{os.getpid()}-{id(services)}"
+    steps = "        - name: Hang\n          type: script\n          timeout: 1\n"
+    await setup(services, admin, project("Hangs", steps + SLEEPER.format(name=name)))
+    task = await deploy(services, admin, "Hangs")
+    result = await finished(services, admin, task)
     assert result["state"] == "timed_out"
     assert result["steps"][0]["reason"] == "timed out after 1 s"
-    child = int(pid_file.read_text())
+    assert f"started-{name}" in await log_text(services, admin, task)
     await asyncio.sleep(0.2)
-    assert not _alive(child), "the script's child process outlived the timeout"
+    assert not _sleepers(name), "the script's child process outlived the timeout"
 
 
 def _alive(pid: int) -> bool:
@@ -215,28 +230,23 @@ def _alive(pid: int) -> bool:
 
 
 async def test_cancel_kills_the_running_script(
-    services: Services, admin: Caller, engine: Node, tmp_path: Path
+    services: Services, admin: Caller, engine: Node
 ) -> None:
-    pid_file = tmp_path / "child.pid"
-    steps = f"""        - name: Long
-          type: script
-          script: |
-            sleep 60 &
-            echo $! > {pid_file}
-            wait
-"""
-    await setup(services, admin, project("Long", steps))
+    name = f"conveyor-sleeper-{os.getpid()}-{id(services)}"
+    steps = "        - name: Long\n          type: script\n"
+    await setup(services, admin, project("Long", steps + SLEEPER.format(name=name)))
     task = await deploy(services, admin, "Long")
     for _ in range(200):
-        if pid_file.exists() and pid_file.read_text().strip():
+        if _sleepers(name):
             break
         await asyncio.sleep(0.05)
+    assert _sleepers(name), "the script never started its child"
     await tasks.cancel_task(services, admin, task)
     result = await finished(services, admin, task)
     assert result["state"] == "canceled"
     assert result["steps"][0]["state"] == "canceled"
     await asyncio.sleep(0.2)
-    assert not _alive(int(pid_file.read_text()))
+    assert not _sleepers(name)
 
 
 async def test_parallel_steps_run_together(services: Services, admin: Caller, engine: Node) -> None:
@@ -347,13 +357,12 @@ async def test_quorum_settles_and_the_deployment_resumes(
 
 
 async def test_guided_failure_retry_then_ignore(
-    services: Services, admin: Caller, engine: Node, tmp_path: Path
+    services: Services, admin: Caller, engine: Node
 ) -> None:
-    marker = tmp_path / "attempts"
-    steps = f"""        - name: Flaky
+    steps = """        - name: Flaky
           type: script
           script: |
-            echo x >> {marker}
+            echo flaky-attempt
             exit 1
         - name: Next
           type: script
@@ -372,7 +381,12 @@ async def test_guided_failure_retry_then_ignore(
         if pending:
             break
         await asyncio.sleep(0.05)
-    assert len(marker.read_text().splitlines()) == 2
+    # Both attempts ran (the log is written in batches: the second line may follow shortly).
+    for _ in range(100):
+        if (await log_text(services, admin, task)).count("flaky-attempt") == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert (await log_text(services, admin, task)).count("flaky-attempt") == 2
     await interruptions.submit(services, admin, pending[0]["id"], "ignore", "known flake")
     result = await finished(services, admin, task, waiting=False)
     assert result["state"] == "success"

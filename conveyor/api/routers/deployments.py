@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from conveyor.api.deps import CallerDep, ServicesDep
+from conveyor.domain.ids import MAX_ROW_ID
 from conveyor.services import deployments, interruptions, releases, tasks
 from conveyor.services.deployments import TERMINAL
 
@@ -135,7 +136,9 @@ async def list_deployments(
     project: str | None = None,
     environment: str | None = None,
     limit: int = 100,
-    before: int | None = None,
+    before: int | None = Query(
+        default=None, ge=1, le=MAX_ROW_ID, description="A deployment number: those before it"
+    ),
 ) -> list[dict[str, Any]]:
     return await tasks.list_deployments(
         services, caller, project=project, environment=environment, limit=limit, before=before
@@ -156,7 +159,7 @@ async def task_log(
     task: str,
     services: ServicesDep,
     caller: CallerDep,
-    after: int = 0,
+    after: int = Query(default=0, ge=0, le=MAX_ROW_ID, description="The `next` of the last read"),
     limit: int = 1000,
     wait: float = Query(default=0, ge=0, le=30),
 ) -> dict[str, Any]:

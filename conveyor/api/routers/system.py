@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from conveyor import __version__
 from conveyor.api.deps import CallerDep, ServicesDep
+from conveyor.api.errors import problem
 from conveyor.services import permissions as perm_service
 from conveyor.services import users
+from conveyor.services.sessions import token_hash
+from conveyor.services.throttle import SignInThrottled
 
 router = APIRouter()
 
@@ -157,11 +160,35 @@ async def revoke_key(
 
 class NewPassword(BaseModel):
     password: str
+    current_password: str | None = Field(
+        default=None, description="Needed to set one's own password; not to set another's"
+    )
 
 
-@router.put("/users/{username}/password", tags=["Users"], summary="Set a password", status_code=204)
+@router.put(
+    "/users/{username}/password",
+    tags=["Users"],
+    summary="Set a password",
+    description="Your own needs `current_password`; someone else's needs UserEdit. The user's "
+    "web sessions end (yours, when you change your own from the web UI, goes on).",
+    status_code=204,
+    responses={429: {"description": "Too many wrong current passwords: wait Retry-After"}},
+)
 async def set_password(
-    username: str, body: NewPassword, services: ServicesDep, caller: CallerDep
+    username: str, body: NewPassword, request: Request, services: ServicesDep, caller: CallerDep
 ) -> Response:
-    await users.set_password(services, caller, username, body.password)
+    session = getattr(request.state, "web_session", None)
+    try:
+        await users.set_password(
+            services,
+            caller,
+            username,
+            body.password,
+            current=body.current_password,
+            keep_session=token_hash(session.token) if session is not None else None,
+        )
+    except SignInThrottled as exc:
+        refused = problem(429, "throttled", exc.message, retry_after=exc.retry_after)
+        refused.headers["Retry-After"] = str(exc.retry_after)
+        return refused
     return Response(status_code=204)

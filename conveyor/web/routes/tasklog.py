@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from conveyor.domain.errors import ConveyorError
+from conveyor.domain.ids import MAX_ROW_ID, parse_number
 from conveyor.services import interruptions, tasks
 from conveyor.services.core import Caller, Services
 from conveyor.web.pages import FragmentCaller, PageRoute, ServicesDep, state_label
@@ -85,7 +86,7 @@ async def task_events(
     task: str, request: Request, services: ServicesDep, caller: FragmentCaller, after: int = 0
 ) -> Response:
     resumed = request.headers.get("last-event-id", "")
-    offset = int(resumed) if resumed.isdigit() else max(after, 0)
+    offset = parse_number(resumed) or min(max(after, 0), MAX_ROW_ID)
     # Checked now, so that a refusal is an answer and not a broken stream.
     await tasks.get_task(services, caller, task)
     return StreamingResponse(

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 
 from conveyor.domain import permissions as perms
 from conveyor.domain.errors import ConveyorError
+from conveyor.domain.ids import parse_number
 from conveyor.services import documents, interruptions, progress, tasks
 from conveyor.services.core import Caller, Services
 from conveyor.services.deployments import TERMINAL
@@ -48,7 +49,7 @@ async def may_cancel(services: Services, caller: Caller, task: dict[str, Any]) -
 @router.get("/tasks")
 async def task_list(request: Request, services: ServicesDep, caller: PageCaller) -> Response:
     before_text = request.query_params.get("before", "")
-    before = int(before_text) if before_text.isdigit() else None
+    before = parse_number(before_text)  # None for junk, and for a number no row can have
     rows = await tasks.list_deployments(services, caller, limit=PER_PAGE + 1, before=before)
     shown = rows[:PER_PAGE]
     older = short_id(shown[-1]["id"]) if len(rows) > PER_PAGE and shown else None
