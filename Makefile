@@ -33,11 +33,13 @@ test: $(STAMP) sandbox
 	$(BIN)/ruff check conveyor tests bench
 	$(BIN)/ruff format --check conveyor tests bench
 	$(BIN)/mypy conveyor
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check conveyor tests bench
 	$(BIN)/ruff format --check conveyor tests bench
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy conveyor

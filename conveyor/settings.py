@@ -20,7 +20,10 @@ class Settings(BaseSettings):
     # The address people use to reach the server (links in emails and logs).
     public_url: str | None = None
     # How many tasks this node runs at once; a task waiting for a person holds none.
-    task_slots: int = 10
+    task_slots: int = 100
+    # How many script processes this node runs at once, over all tasks and parallel steps
+    # (0: 50 per CPU core); a script over the limit waits for one to end before it starts.
+    script_slots: int = 0
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_from: str | None = None

@@ -1,80 +1,96 @@
-"""The import layers of DESIGN.md, enforced: domain <- services <- (api, web, cli, engine)."""
+"""The import layers of DESIGN.md, enforced by the import-linter contracts in pyproject.toml.
+
+The real tree must keep every contract, and each kind of violation that an AST walk over
+absolute imports used to miss must break one: checked on a temporary copy of the package, so
+the real tree is never edited.
+"""
 
 from __future__ import annotations
 
-import ast
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "conveyor"
+import pytest
 
-# What each layer may import from conveyor.
-ALLOWED: dict[str, set[str]] = {
-    "domain": {"domain"},
-    "store": {"domain", "store"},
-    "services": {"domain", "store", "services", "settings"},
-    "engine": {"domain", "store", "services", "engine", "settings"},
-    "api": {"domain", "services", "api", "settings", "web", "engine"},
-    "web": {"domain", "services", "web", "settings", "api"},
-    "cli": {"domain", "services", "cli", "settings", "api", "store", "engine"},
-    "settings": set(),
+ROOT = Path(__file__).resolve().parents[1]
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+# Each violation: (file to add, its text, the contract it must break).
+VIOLATIONS: dict[str, tuple[str, str, str]] = {
+    "absolute import of the store from the domain": (
+        "domain/_probe.py",
+        "from conveyor import store\n",
+        "Layers:",
+    ),
+    "relative import of the store from the domain": (
+        "domain/_probe.py",
+        "from ..store import tables\n",
+        "Layers:",
+    ),
+    "dynamic import through importlib in the domain": (
+        "domain/_probe.py",
+        'import importlib\n\nstore = importlib.import_module("conveyor.store")\n',
+        "The domain is pure",
+    ),
+    "a new package importing everything": (
+        "everything/__init__.py",
+        "from conveyor import api, cli, domain, engine, services, settings, store, web\n",
+        "Layers:",
+    ),
 }
 
-# The domain is pure: the standard library plus pure, I/O-free libraries.
-DOMAIN_THIRD_PARTY = {"jinja2", "pathspec", "yaml"}
-STDLIB_IO = {"sqlite3", "socket", "subprocess", "requests", "httpx", "sqlalchemy", "fastapi"}
+
+def _lint(tree: Path) -> subprocess.CompletedProcess[str]:
+    # The copy comes first on the path, ahead of the editable install of the real tree.
+    env = {**os.environ, "PYTHONPATH": str(tree), "COLUMNS": "300"}
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", "--config", str(tree / "pyproject.toml")],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-def _imports(path: Path) -> list[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    names: list[str] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.append(node.module)
-    return names
+@pytest.fixture
+def tree_copy(tmp_path: Path) -> Path:
+    shutil.copytree(
+        ROOT / "conveyor",
+        tmp_path / "conveyor",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path
 
 
-def _layer(path: Path) -> str:
-    rel = path.relative_to(PACKAGE)
-    return rel.parts[0].removesuffix(".py") if len(rel.parts) > 1 else rel.stem
+def test_the_real_tree_keeps_every_contract() -> None:
+    result = _lint(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
 
 
-def test_layers_import_only_what_they_may() -> None:
-    problems = []
-    for path in PACKAGE.rglob("*.py"):
-        if "migrations" in path.parts:
-            continue
-        layer = _layer(path)
-        if layer not in ALLOWED:
-            continue
-        for name in _imports(path):
-            if name.startswith("conveyor."):
-                target = name.split(".")[1]
-                if target not in ALLOWED[layer]:
-                    problems.append(f"{path.relative_to(PACKAGE)} imports {name}")
-    assert not problems, "layer violations:\n" + "\n".join(problems)
+def test_the_copy_is_what_gets_checked(tree_copy: Path) -> None:
+    # Guards the test itself: a clean copy passes, and the graph is built from the copy.
+    result = _lint(tree_copy)
+    assert result.returncode == 0, result.stdout + result.stderr
+    probe = tree_copy / "conveyor" / "domain" / "_probe.py"
+    probe.write_text("from conveyor.store import tables\n", encoding="utf-8")
+    assert _lint(tree_copy).returncode != 0
 
 
-def test_domain_is_pure() -> None:
-    problems = []
-    for path in (PACKAGE / "domain").rglob("*.py"):
-        for name in _imports(path):
-            root = name.split(".")[0]
-            if root == "conveyor":
-                continue
-            if root in STDLIB_IO or (root not in DOMAIN_THIRD_PARTY and not _is_stdlib(root)):
-                problems.append(f"domain/{path.name} imports {name}")
-    assert not problems, "the domain must stay pure:\n" + "\n".join(problems)
+@pytest.mark.parametrize("violation", sorted(VIOLATIONS))
+def test_each_violation_breaks_a_contract(tree_copy: Path, violation: str) -> None:
+    relative, text, contract = VIOLATIONS[violation]
+    target = tree_copy / "conveyor" / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
 
+    result = _lint(tree_copy)
 
-def _is_stdlib(module: str) -> bool:
-    import sys
-
-    return module in sys.stdlib_module_names or module == "__future__"
-
-
-def test_the_api_and_web_never_touch_the_store() -> None:
-    for layer in ("api", "web"):
-        for path in (PACKAGE / layer).rglob("*.py"):
-            assert not any(n.startswith("conveyor.store") for n in _imports(path)), path
+    assert result.returncode != 0, f"{violation} was not caught:\n{result.stdout}"
+    broken = [line for line in result.stdout.splitlines() if line.endswith("BROKEN")]
+    assert any(line.startswith(contract) for line in broken), result.stdout

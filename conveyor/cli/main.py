@@ -21,6 +21,7 @@ from conveyor.cli.client import Client
 from conveyor.cli.deliveries import delivery_app
 from conveyor.cli.deployments import dashboard, deployment_app
 from conveyor.cli.interruptions import interruption_app
+from conveyor.cli.nodes import node_app
 from conveyor.cli.output import Failure, Format, emit_json, fail, say
 from conveyor.cli.packages import packages_app
 from conveyor.cli.releases import release_app
@@ -53,6 +54,7 @@ app.add_typer(task_app, name="task")
 app.add_typer(interruption_app, name="interruption")
 app.add_typer(audit_app, name="audit")
 app.add_typer(delivery_app, name="delivery")
+app.add_typer(node_app, name="node")
 
 ServerOpt = Annotated[
     str | None, typer.Option("--server", help="Server URL (default: $CONVEYOR_SERVER)")

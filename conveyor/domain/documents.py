@@ -7,12 +7,15 @@ rewrite of the references (``conveyor.domain.model.rename``).
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 
+# Names are few and compared constantly (every permission check, every name lookup): remember.
+@functools.lru_cache(maxsize=65536)
 def slugify(name: str) -> str:
     """``"Deploy All"`` -> ``"deploy-all"``; used for URLs and case-insensitive identity."""
     text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")

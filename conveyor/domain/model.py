@@ -101,11 +101,19 @@ class Model:
         return docs
 
     def get(self, kind: Kind, name: str) -> Any:
-        k = key(name)
-        for doc in self.docs(kind):
-            if key(doc_name(doc)) == k:
-                return doc
-        return None
+        return self._by_key(kind).get(key(name))
+
+    def _by_key(self, kind: Kind) -> dict[str, Any]:
+        """The documents of ``kind`` by name key, built on first use: a model is immutable, and
+        reads resolve many names (the dashboard, one per cell) on the same cached model."""
+        indexes: dict[str, dict[str, Any]] = self.__dict__.setdefault("_indexes", {})
+        index = indexes.get(kind)
+        if index is None:
+            index = {}
+            for doc in self.docs(kind):
+                index.setdefault(key(doc_name(doc)), doc)  # the first one wins, as a scan would
+            indexes[kind] = index
+        return index
 
     def has(self, kind: Kind, name: str) -> bool:
         return self.get(kind, name) is not None

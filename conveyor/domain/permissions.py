@@ -532,6 +532,25 @@ def authorize(
     return Decision(False, perm, f"{user} may not {perm}{where}: {detail}.")
 
 
+def allows(
+    principal: Principal,
+    permission: Permission,
+    *,
+    project: ProjectRef | None = None,
+    environment: str | None = None,
+) -> bool:
+    """``authorize(...).allowed`` without composing a reason: the same grant test, for filtering
+    thousands of (project, environment) pairs where a reason per pair would dominate the cost."""
+    if not principal.active:
+        return False
+    dims = CATALOGUE[permission].dimensions
+    group = project.group if project is not None else None
+    return any(
+        permission in g.permissions and not _missed(g, dims, project, group, environment)
+        for g in principal.grants
+    )
+
+
 def explain(
     principal: Principal,
     permission: Permission | str,

@@ -17,7 +17,7 @@ from datetime import timedelta
 from conveyor.engine import sandbox
 from conveyor.engine.delivery import Deliverer
 from conveyor.engine.executor import Executor
-from conveyor.services import queue
+from conveyor.services import nodes, queue
 from conveyor.services.core import Services
 
 log = logging.getLogger("conveyor.engine")
@@ -25,6 +25,8 @@ log = logging.getLogger("conveyor.engine")
 POLL_SECONDS = 5.0
 HEARTBEAT_SECONDS = 2.0
 LEASE = timedelta(seconds=30)
+# Tasks claimed in one transaction when that many slots are free (a burst of deployments).
+CLAIM_BATCH = 20
 
 
 def node_name() -> str:
@@ -58,6 +60,8 @@ class Node:
         await asyncio.to_thread(self.executor.clean_work)
         found = await asyncio.to_thread(sandbox.status, self.services.settings)
         (log.info if found.usable else log.warning)("%s", found.describe())
+        # Listed by `conveyor node list` from now on, idle or not.
+        await nodes.heartbeat(self.services, self.name, self.slots, starting=True)
         # Tasks this node held before a restart cannot still be running: take them over now.
         recovered = await queue.recover(self.services, self.name, own_tasks_too=True)
         if recovered:
@@ -83,6 +87,9 @@ class Node:
         for job in list(self._jobs):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(job, timeout=10)
+        # What the tasks logged last (a task cut short by the timeout above too) is written.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.executor.logs.close(), timeout=10)
         for loop in self._loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
@@ -91,10 +98,12 @@ class Node:
         while not self._stopping:
             try:
                 while len(self._running) < self.slots:
-                    task_id = await queue.claim(self.services, self.name, LEASE)
-                    if task_id is None:
+                    free = min(self.slots - len(self._running), CLAIM_BATCH)
+                    claimed = await queue.claim_many(self.services, self.name, LEASE, free)
+                    for task_id in claimed:
+                        self._launch(task_id)
+                    if len(claimed) < free:
                         break
-                    self._launch(task_id)
             except Exception:
                 log.exception("claiming tasks failed; trying again shortly")
             self._wake.clear()
@@ -120,6 +129,7 @@ class Node:
         while not self._stopping:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
+                await nodes.heartbeat(self.services, self.name, self.slots)
                 cancel = await queue.renew(self.services, self.name, list(self._running), LEASE)
                 for task_id in cancel:
                     event = self._running.get(task_id)

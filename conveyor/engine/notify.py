@@ -1,24 +1,9 @@
-"""The notification step: mail to teams, users and addresses, and webhooks, sent directly.
-
-Direct, not through the outbox, because the step must know the outcome: each message is tried a
-few times with a growing wait (every failure logged), and what still fails fails the step, or
-only warns when the step says so.
-"""
+"""Who a notification step mails: active members of its teams, its users, its addresses."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from conveyor.domain import subscriptions as rules
-from conveyor.domain.documents import NotificationAction, Step, key
+from conveyor.domain.documents import NotificationAction, key
 from conveyor.domain.model import Model
-from conveyor.domain.variables import substitute
-from conveyor.engine.senders import mail_configured, post_webhook, send_mail, with_retries
-from conveyor.services import execution as ex
-from conveyor.services.config import load
-
-if TYPE_CHECKING:
-    from conveyor.engine.executor import Context, Executor
 
 
 def recipients(model: Model, action: NotificationAction) -> list[str]:
@@ -40,86 +25,3 @@ def recipients(model: Model, action: NotificationAction) -> list[str]:
     for address in action.to_addresses:
         out.setdefault(address.lower(), address)
     return list(out.values())
-
-
-async def deliver_step(
-    executor: Executor,
-    ctx: Context,
-    idx: int,
-    step: Step,
-    action: NotificationAction,
-    values: dict[str, str],
-) -> str:
-    from conveyor.engine.executor import DONE
-
-    services = executor.services
-    settings = services.settings
-
-    def say(text: str, level: str = "info") -> None:
-        ctx.log.line(text, step=idx, level=level)
-
-    # Mail and webhook bodies leave the server and are kept by whoever receives them: a
-    # sensitive value in them is masked. (A webhook's URL and headers keep theirs: that is where
-    # a token legitimately goes.)
-    subject = ctx.log.masker(substitute(action.subject, values, what="the subject"))
-    body = ctx.log.masker(substitute(action.body, values, what="the body"))
-    addresses = recipients((await load(services)).model, action)
-    if addresses and not mail_configured(settings):
-        reason = "mail is not configured (set CONVEYOR_SMTP_HOST to deliver notifications)"
-        if not action.webhooks:
-            say(f'Step "{step.name}" skipped: {reason}')
-            await ex.set_step(services, ctx.run, idx, "skipped", reason=reason)
-            return DONE
-        say(f"Not mailing {len(addresses)} recipient(s): {reason}", "warn")
-        addresses = []
-    if not addresses and not action.webhooks:
-        return await executor._succeeded(ctx, idx, step, "nobody to notify (no addresses)")
-
-    errors: list[str] = []
-    for address in addresses:
-
-        async def mail(to: str = address) -> None:
-            await send_mail(settings, to, subject, body)
-
-        error = await with_retries(mail, say, f"Mail to {address}")
-        if error:
-            errors.append(error)
-        else:
-            say(f"Mail sent to {address}: {subject}")
-    payload = rules.body_bytes(rules.step_webhook(subject, body, values))
-    for hook in action.webhooks:
-        url = substitute(hook.url, values, what="the webhook URL")
-        secret = None
-        if hook.secret_variable:
-            if hook.secret_variable not in ctx.variables.sensitive:
-                errors.append(
-                    f'{url}: "{hook.secret_variable}" is not a sensitive variable of this '
-                    "deployment, so the webhook cannot be signed"
-                )
-                say(errors[-1], "error")
-                continue
-            secret = values[hook.secret_variable]
-        headers = [(k, substitute(v, values, what=f"the header {k}")) for k, v in hook.headers]
-
-        async def post(
-            url: str = url, headers: list[tuple[str, str]] = headers, secret: str | None = secret
-        ) -> None:
-            await post_webhook(
-                url, payload, headers, secret=secret, allow_private=settings.allow_private_webhooks
-            )
-
-        error = await with_retries(post, say, f"Webhook {url}")
-        if error:
-            errors.append(error)
-        else:
-            say(f"Webhook {url} answered with success")
-
-    done = f"{len(addresses)} mail(s), {len(action.webhooks)} webhook(s)"
-    if errors:
-        reason = f"{len(errors)} of {len(addresses) + len(action.webhooks)} deliveries failed: "
-        reason += "; ".join(errors)
-        if action.warn_only:
-            say(f"Warning: {reason}", "warn")
-            return await executor._succeeded(ctx, idx, step, f"with a warning: {reason}")
-        return await executor._failed(ctx, idx, step, reason)
-    return await executor._succeeded(ctx, idx, step, f"delivered {done}")

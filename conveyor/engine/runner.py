@@ -12,7 +12,8 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,7 +83,7 @@ async def run_script(
     *,
     cwd: Path,
     variables: Mapping[str, str],
-    on_line: Callable[[str, str], None],
+    on_line: Callable[[str, str], Awaitable[None] | None],
     timeout_seconds: float | None,
     cancel: asyncio.Event,
     script_dir: Path,
@@ -91,70 +92,116 @@ async def run_script(
 ) -> ScriptResult:
     """Write the script to ``script_dir`` (a private folder of this run) and run it in ``cwd``;
     in the sandbox it sees ``script_dir`` (as ``WORK``) and ``target_dir`` (as ``TARGET``) and
-    nothing else of the server's. ``on_line(level, text)`` gets each output line."""
-    command, suffix = interpreter(syntax)
-    script = script_dir / f"script{suffix}"
-    write_private(script, body, isolation.owner if isolation.sandboxed else None)
-    mounts = isolation.mounts(script_dir, target_dir)
-    env = environment(variables, Path(inside(script_dir, mounts)), sandboxed=isolation.sandboxed)
-    argv = [*command, inside(script, mounts)]
-    if isolation.sandboxed:
-        argv = wrap(
-            isolation.settings,
-            isolation.owner,
-            argv,
-            cwd=inside(cwd, mounts),
-            mounts=mounts,
-            env=env,
+    nothing else of the server's. ``on_line(level, text)`` gets each output line; when it
+    returns an awaitable (the log's buffers are full), reading waits for it, and so does the
+    script once its pipe is full: back-pressure instead of unbounded memory."""
+    async with script_slot(isolation.settings, cancel) as started:
+        if not started:  # canceled while waiting for a free slot
+            return ScriptResult(exit_code=None, canceled=True)
+        command, suffix = interpreter(syntax)
+        script = script_dir / f"script{suffix}"
+        write_private(script, body, isolation.owner if isolation.sandboxed else None)
+        mounts = isolation.mounts(script_dir, target_dir)
+        env = environment(
+            variables, Path(inside(script_dir, mounts)), sandboxed=isolation.sandboxed
         )
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        # In the sandbox, bubblewrap sets the working folder and environment itself.
-        cwd="/" if isolation.sandboxed else str(cwd),
-        env={} if isolation.sandboxed else env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        # Its own session and process group, so cancel and timeout reach every child it starts.
-        start_new_session=True,
-    )
-    result = ScriptResult(exit_code=None)
+        argv = [*command, inside(script, mounts)]
+        if isolation.sandboxed:
+            argv = wrap(
+                isolation.settings,
+                isolation.owner,
+                argv,
+                cwd=inside(cwd, mounts),
+                mounts=mounts,
+                env=env,
+            )
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            # In the sandbox, bubblewrap sets the working folder and environment itself.
+            cwd="/" if isolation.sandboxed else str(cwd),
+            env={} if isolation.sandboxed else env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            # Its own session and process group, so cancel and timeout reach every child it starts.
+            start_new_session=True,
+        )
+        result = ScriptResult(exit_code=None)
 
-    def emit(line: str, level: str) -> None:
-        match = SET_VARIABLE.match(line)
-        if match:
-            result.outputs[match.group("name")] = match.group("value")
-            on_line("info", f"Output variable {match.group('name')} set")
-            return
-        on_line(level, line)
+        def emit(line: str, level: str) -> Awaitable[None] | None:
+            # Cheap test first: nearly no line is an output variable.
+            match = SET_VARIABLE.match(line) if line.startswith("##conveyor[") else None
+            if match:
+                result.outputs[match.group("name")] = match.group("value")
+                return on_line("info", f"Output variable {match.group('name')} set")
+            return on_line(level, line)
 
-    async def pump(stream: asyncio.StreamReader | None, level: str) -> None:
-        if stream is None:
-            return
-        async for line in lines(stream):
-            emit(line, level)
+        async def pump(stream: asyncio.StreamReader | None, level: str) -> None:
+            if stream is None:
+                return
+            async for line in lines(stream):
+                full = emit(line, level)
+                if full is not None:
+                    await full
 
-    pumps = asyncio.gather(pump(process.stdout, "info"), pump(process.stderr, "warn"))
-    waiter = asyncio.ensure_future(process.wait())
+        pumps = asyncio.gather(pump(process.stdout, "info"), pump(process.stderr, "warn"))
+        waiter = asyncio.ensure_future(process.wait())
+        canceled = asyncio.ensure_future(cancel.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {waiter, canceled}, timeout=timeout_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+            if waiter not in done:
+                if canceled in done:
+                    result.canceled = True
+                else:
+                    result.timed_out = True
+                await _stop_group(process)
+            result.exit_code = await process.wait()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(pumps, timeout=GRACE_SECONDS)
+        finally:
+            canceled.cancel()
+            if process.returncode is None:
+                await _stop_group(process)
+        return result
+
+
+# One semaphore per event loop (each test has its own loop; a server has one).
+_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def script_slots(settings: Settings) -> int:
+    """How many scripts run at once on this node: scripts mostly wait (on a remote service, a
+    copy, a sleep), so many share a core; 50 per core keeps a start-up burst and CPU-bound
+    scripts in check while 100 deployments run at once on 2 cores."""
+    return settings.script_slots or 50 * (os.cpu_count() or 1)
+
+
+@contextlib.asynccontextmanager
+async def script_slot(settings: Settings, cancel: asyncio.Event) -> AsyncIterator[bool]:
+    """A slot to run a script in; yields False when ``cancel`` came first."""
+    loop = asyncio.get_running_loop()
+    semaphore = _SLOTS.get(loop)
+    if semaphore is None:
+        semaphore = _SLOTS[loop] = asyncio.Semaphore(script_slots(settings))
+    acquiring = asyncio.ensure_future(semaphore.acquire())
     canceled = asyncio.ensure_future(cancel.wait())
     try:
-        done, _ = await asyncio.wait(
-            {waiter, canceled}, timeout=timeout_seconds, return_when=asyncio.FIRST_COMPLETED
-        )
-        if waiter not in done:
-            if canceled in done:
-                result.canceled = True
-            else:
-                result.timed_out = True
-            await _stop_group(process)
-        result.exit_code = await process.wait()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(pumps, timeout=GRACE_SECONDS)
+        await asyncio.wait({acquiring, canceled}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         canceled.cancel()
-        if process.returncode is None:
-            await _stop_group(process)
-    return result
+        if not acquiring.done():
+            acquiring.cancel()
+    if acquiring.cancelled():
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        semaphore.release()
 
 
 async def lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:
@@ -172,6 +219,9 @@ async def lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:
         while len(pending) > MAX_LINE:
             yield pending[:MAX_LINE]
             pending = pending[MAX_LINE:]
+        # A read returns at once while the pipe holds data: without a turn here, a script
+        # flooding output would keep the event loop (requests, other tasks, the log writer).
+        await asyncio.sleep(0)
         if not chunk:
             if pending:
                 yield pending.rstrip("\r")

@@ -13,6 +13,7 @@ from conveyor.domain import permissions as perms
 from conveyor.domain.codec import decode
 from conveyor.domain.documents import Team, UserRole, key, slugify
 from conveyor.domain.errors import NotFound, Problem, Unauthenticated
+from conveyor.services import model_cache
 from conveyor.services.core import Caller, Services
 from conveyor.services.credentials import hash_api_key
 from conveyor.store import tables as t
@@ -75,7 +76,13 @@ async def load_access(session: AsyncSession) -> tuple[list[Team], dict[str, User
     return teams, roles
 
 
-async def principal_of(session: AsyncSession, username: str, active: bool) -> perms.Principal:
+async def principal_of(
+    session: AsyncSession, username: str, active: bool, services: Services | None = None
+) -> perms.Principal:
+    """With ``services``, from this node's cached configuration: computed once per user and
+    revision (per request, decoding every team and role was a cost that grew with them)."""
+    if services is not None:
+        return (await model_cache.snapshot(services, session)).principal(username, active)
     teams, roles = await load_access(session)
     return perms.principal_for(username, active, teams, roles)
 
@@ -87,8 +94,9 @@ async def caller_for_user(
     ip_address: str | None = None,
     user_agent: str | None = None,
     on_behalf_of: str | None = None,
+    services: Services | None = None,
 ) -> Caller:
-    principal = await principal_of(session, user.username, user.active)
+    principal = await principal_of(session, user.username, user.active, services)
     return Caller(
         user_id=user.id,
         username=user.username,
@@ -133,7 +141,9 @@ async def authenticate_api_key(
             active=row.active,
             password_hash=None,
         )
-        caller = await caller_for_user(session, user, ip_address=ip_address, user_agent=user_agent)
+        caller = await caller_for_user(
+            session, user, ip_address=ip_address, user_agent=user_agent, services=services
+        )
         last_used = row.last_used_at
         key_id = row.id
     now = services.clock()

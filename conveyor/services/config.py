@@ -21,6 +21,7 @@ from conveyor.domain.errors import PermissionDenied, ValidationFailed
 from conveyor.domain.model import KINDS, Kind, Model, doc_name
 from conveyor.domain.validation import validate
 from conveyor.domain.webhook_targets import new_target_problems
+from conveyor.services import model_cache
 from conveyor.services.core import Caller, PendingEvent, Services, Tx
 from conveyor.store import tables as t
 from conveyor.store.documents import Loaded, load_model, persist, rename_row
@@ -332,15 +333,16 @@ def _message(caller: Caller, change: Change) -> str:
 
 
 async def load(services: Services) -> Loaded:
-    async with services.read() as session:
-        return await load_model(session, services.box)
+    """The configuration of the current revision, from this node's cache (one revision query
+    when nothing changed). Sensitive values are ``Sealed``: decrypt one with ``reveal`` where a
+    step needs it. Treat the result as read-only: it is shared by every reader."""
+    return (await model_cache.snapshot(services)).loaded
 
 
 async def load_outline(services: Services) -> Loaded:
-    """Names, groups, order and ids without processes, variables or secrets: what reads that
-    show tasks, deployments and the dashboard need (they are polled, so they stay light)."""
-    async with services.read() as session:
-        return await load_model(session, services.box, parts=False)
+    """What reads that show tasks, deployments and the dashboard need (names, groups, order and
+    ids): the cached model, which costs them no more than the outline did."""
+    return await load(services)
 
 
 def project_of(model: Model, name: str) -> Project | None:

@@ -35,6 +35,7 @@ from conveyor.services.secrets import SecretBox, load_or_create_key
 from conveyor.settings import Settings
 from conveyor.store import tables as t
 from conveyor.store.db import create_engine_for, sessionmaker_for
+from conveyor.store.documents import revision_column
 
 log = logging.getLogger("conveyor")
 
@@ -231,7 +232,7 @@ async def write_event(
         await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": EVENT_LOCK})
     last = (
         await session.execute(
-            select(t.events.c.id, t.events.c.hash, t.events.c.occurred_at)
+            select(t.events.c.id, t.events.c.hash, t.events.c.occurred_at, revision_column())
             .order_by(t.events.c.id.desc())
             .limit(1)
         )
@@ -288,7 +289,10 @@ async def write_event(
         await session.execute(insert(t.event_documents), links)
     if services is None:
         return 0
-    return await outbox.enqueue(session, services, records)
+    # The configuration revision, read with the chain's head: the outbox then takes the
+    # subscriptions from the cached model instead of a query of its own.
+    revision = last.config_revision if last is not None else None
+    return await outbox.enqueue(session, services, records, revision)
 
 
 class Services:

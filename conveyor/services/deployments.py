@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import select
 
 from conveyor.domain import lifecycle as lc
 from conveyor.domain import permissions as perms
@@ -21,18 +18,20 @@ from conveyor.domain.documents import (
     key,
 )
 from conveyor.domain.errors import NotFound, PolicyViolation, ValidationFailed
+from conveyor.domain.runtime import TaskState
 from conveyor.services.buildinfo import plan_changes
 from conveyor.services.config import load, public_id
 from conveyor.services.core import Caller, Services, Tx
 from conveyor.services.documents import resolve
 from conveyor.services.offload import off_loop
 from conveyor.services.releases import find_release, read_snapshot
+from conveyor.store import runs
 from conveyor.store import tables as t
 from conveyor.store.documents import Loaded
 
 P = perms.Permission
-ACTIVE = ("queued", "executing", "waiting")
-TERMINAL = ("success", "failed", "canceled", "timed_out")
+ACTIVE = tuple(s.value for s in TaskState if not s.ended)
+TERMINAL = tuple(s.value for s in TaskState if s.ended)
 
 
 outcome = lc.outcome_of
@@ -89,12 +88,7 @@ def env_names(loaded: Loaded) -> dict[int, str]:
 
 async def current_versions(session: Any, environment_id: int) -> dict[int, str | None]:
     """Project id -> the version last deployed successfully to the environment."""
-    rows = await session.execute(
-        select(t.dashboard.c.project_id, t.dashboard.c.success_version).where(
-            t.dashboard.c.environment_id == environment_id
-        )
-    )
-    return {r.project_id: r.success_version for r in rows}
+    return await runs.success_versions(session, environment_id)
 
 
 @dataclass(frozen=True)
@@ -153,62 +147,22 @@ async def queue_deployment(
     if problems:
         raise ValidationFailed("; ".join(problems))
     created_by = caller.on_behalf_of or caller.username
-    dep = await tx.session.execute(
-        t.deployments.insert()
-        .values(
-            release_id=target.release.id,
-            project_id=target.project_id,
-            environment_id=target.environment_id,
-            parent_id=parent_id,
-            created_at=tx.now,
-            created_by_id=caller.user_id,
-            created_by=created_by,
-            state="queued",
-            skip=skip,
-            guided_failure=planning.uses_guided_failure(project, env, guided_failure),
-            variables=variables or [],
-        )
-        .returning(t.deployments.c.id)
+    new = runs.NewRun(
+        release_id=target.release.id,
+        release_version=target.release.version,
+        project_id=target.project_id,
+        environment_id=target.environment_id,
+        description=f"Deploy {label} to {env.name}",
+        created_by_id=caller.user_id,
+        created_by=created_by,
+        skip=skip,
+        guided_failure=planning.uses_guided_failure(project, env, guided_failure),
+        variables=variables or [],
+        steps=[(step.name, step.type.value) for step in snapshot.process.steps],
+        parent_id=parent_id,
+        parent_task_id=parent_task_id,
     )
-    deployment_id = int(dep.scalar_one())
-    task = await tx.session.execute(
-        t.tasks.insert()
-        .values(
-            kind="deploy",
-            description=f"Deploy {label} to {env.name}"[:400],  # the column's width
-            state="queued",
-            deployment_id=deployment_id,
-            project_id=target.project_id,
-            environment_id=target.environment_id,
-            parent_task_id=parent_task_id,
-            concurrency_key=f"{target.project_id}:{target.environment_id}",
-            wake=False,
-            cancel_requested=False,
-            created_at=tx.now,
-        )
-        .returning(t.tasks.c.id)
-    )
-    task_id = int(task.scalar_one())
-    await tx.session.execute(
-        update(t.deployments).where(t.deployments.c.id == deployment_id).values(task_id=task_id)
-    )
-    if snapshot.process.steps:
-        await tx.session.execute(
-            t.task_steps.insert(),
-            [
-                {
-                    "task_id": task_id,
-                    "idx": i,
-                    "name": step.name,
-                    "type": step.type.value,
-                    "state": "pending",
-                    "attempt": 0,
-                    "outputs": {},
-                }
-                for i, step in enumerate(snapshot.process.steps)
-            ],
-        )
-    await project_dashboard(tx, target, deployment_id, task_id, "queued", None, new=True)
+    deployment_id, task_id = await runs.queue(tx.session, tx.now, new, sqlite=tx.services.is_sqlite)
     docs += [public_id("deployments", deployment_id), public_id("tasks", task_id)]
     await tx.audit(
         Category.DEPLOYMENT_QUEUED,
@@ -229,69 +183,6 @@ def _who(caller: Caller) -> str:
     if caller.on_behalf_of:
         return f"{caller.username} (for {caller.on_behalf_of})"
     return caller.username
-
-
-async def project_dashboard(
-    tx: Tx,
-    target: Target,
-    deployment_id: int,
-    task_id: int,
-    state: str,
-    completed_at: datetime | None,
-    *,
-    new: bool = False,
-) -> None:
-    """Keep the (project, environment) projection in the same transaction as the change."""
-    key_cols = {"project_id": target.project_id, "environment_id": target.environment_id}
-    # The row stays locked to the end of the transaction: concurrent deployments of one project
-    # to one environment then update it one after the other, each seeing the one before.
-    locked = (
-        select(t.dashboard)
-        .where(
-            t.dashboard.c.project_id == target.project_id,
-            t.dashboard.c.environment_id == target.environment_id,
-        )
-        .with_for_update()
-    )
-    row = (await tx.session.execute(locked)).first()
-    values = {
-        "deployment_id": deployment_id,
-        "release_id": target.release.id,
-        "release_version": target.release.version,
-        "state": state,
-        "task_id": task_id,
-        "completed_at": completed_at,
-        "updated_at": tx.now,
-    }
-    if row is None:
-        # Two first deployments at once both find no row: the second one's insert does nothing
-        # (instead of failing on the primary key) and it updates the row the first one made.
-        dialect_insert = sqlite_insert if tx.services.is_sqlite else pg_insert
-        first = (
-            dialect_insert(t.dashboard)
-            .values(**key_cols, **values)
-            .on_conflict_do_nothing()
-            .returning(t.dashboard.c.project_id)
-        )
-        if (await tx.session.execute(first)).first() is not None:
-            return
-        row = (await tx.session.execute(locked)).one()
-    if new:
-        values["previous_deployment_id"] = row.deployment_id
-    elif row.deployment_id != deployment_id:
-        # An older deployment finished after a newer one was queued: only its success counts.
-        values = {"updated_at": tx.now}
-    if state == "success":
-        values["success_release_id"] = target.release.id
-        values["success_version"] = target.release.version
-    await tx.session.execute(
-        update(t.dashboard)
-        .where(
-            t.dashboard.c.project_id == target.project_id,
-            t.dashboard.c.environment_id == target.environment_id,
-        )
-        .values(**values)
-    )
 
 
 async def deploy(

@@ -1,71 +1,63 @@
 """The state changes a running task makes, each one transaction with its audit event.
 
 The engine does the work (processes, files, waiting); every durable change it makes goes
-through here: step states, interruptions, child deployments, suspension, finishing. Claiming,
-renewing and recovering tasks is the queue's (`conveyor.services.queue`).
+through here, as a move of `conveyor.domain.runtime` written by `conveyor.store.runs`: step
+states, interruptions, child deployments, suspension, finishing. One engine event is one
+transaction: a child is queued together with the step that waits for it, an interruption is
+raised together with the step's waiting state, a cancel ends the steps, the children and the
+task at once. Claiming, renewing and recovering tasks is the queue's (`conveyor.services.queue`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
-
 from conveyor.domain import lifecycle as lc
+from conveyor.domain import runtime as rt
 from conveyor.domain.audit import Category
-from conveyor.domain.documents import Environment, Project, Step, User
-from conveyor.domain.errors import ConveyorError
+from conveyor.domain.documents import Environment, Project, User
+from conveyor.domain.errors import ConveyorError, InvalidTransition
 from conveyor.domain.masking import Masker
+from conveyor.domain.runtime import Outcome, OutcomeKind, StepRun, TaskRun, TaskState, WaitingOn
 from conveyor.services.access import caller_for_user, find_user
 from conveyor.services.config import load, public_id
 from conveyor.services.core import Caller, Services, Tx, system_caller
 from conveyor.services.deployments import (
-    TERMINAL,
     Target,
     env_names,
     history,
-    project_dashboard,
     queue_deployment,
+    resolve_target,
 )
 from conveyor.services.releases import Snapshot, read_snapshot
-from conveyor.store import tables as t
-
-FINISHED_STEPS = ("success", "failed", "skipped", "canceled")
-
-
-@dataclass
-class StepState:
-    idx: int
-    name: str
-    state: str
-    reason: str | None
-    attempt: int
-    child_task_id: int | None
-    interruption_id: int | None
-    outputs: dict[str, Any]
+from conveyor.services.tasks import cancel_children_in
+from conveyor.store import runs
+from conveyor.store.logs import insert_lines
+from conveyor.store.runs import DeploymentRecord, InterruptionRecord, ReleaseRecord
 
 
 @dataclass
 class Run:
-    """Everything the executor needs to run (or resume) one deployment task."""
+    """Everything the executor needs to run (or resume) one deployment task: the engine's
+    working copy, updated as each move is written."""
 
     task_id: int
     deployment_id: int
-    state: str
+    state: TaskState
+    waiting_on: WaitingOn | None
     cancel_requested: bool
     project: Project
     project_id: int
     environment: Environment
     environment_id: int
-    release: Any
+    release: ReleaseRecord
     snapshot: Snapshot
-    deployment: Any
+    deployment: DeploymentRecord
     creator: str
     creator_user: User | None
-    steps: list[StepState]
+    steps: list[StepRun]
     parent_task_id: int | None
     children_current: dict[str, str | None] = field(default_factory=dict)
     # The deployment's sensitive values (the executor sets it): every text written about this
@@ -86,6 +78,22 @@ class Run:
             None,
             self.release,
         )
+
+    @property
+    def key(self) -> runs.RunKey:
+        return runs.RunKey(
+            self.task_id,
+            self.deployment_id,
+            self.project_id,
+            self.environment_id,
+            self.release.id,
+            self.release.version,
+            self.parent_task_id,
+        )
+
+    @property
+    def task(self) -> TaskRun:
+        return TaskRun(self.state, tuple(self.steps), self.waiting_on, self.cancel_requested)
 
     def documents(self) -> list[str]:
         return [
@@ -108,67 +116,40 @@ def engine_caller(creator: str) -> Caller:
 async def load_run(services: Services, task_id: int) -> Run:
     loaded = await load(services)
     async with services.read() as session:
-        task = (await session.execute(select(t.tasks).where(t.tasks.c.id == task_id))).one()
-        dep = (
-            await session.execute(
-                select(t.deployments).where(t.deployments.c.id == task.deployment_id)
-            )
-        ).one()
-        release = (
-            await session.execute(select(t.releases).where(t.releases.c.id == dep.release_id))
-        ).one()
-        step_rows = (
-            await session.execute(
-                select(t.task_steps)
-                .where(t.task_steps.c.task_id == task_id)
-                .order_by(t.task_steps.c.idx)
-            )
-        ).all()
-        current_rows = (
-            await session.execute(
-                select(t.dashboard.c.project_id, t.dashboard.c.success_version).where(
-                    t.dashboard.c.environment_id == dep.environment_id
-                )
-            )
-        ).all()
+        task = await runs.task(session, task_id)
+        assert task.deployment_id is not None, "a deployment task has a deployment"
+        dep = await runs.deployment(session, task.deployment_id)
+        release = await runs.release(session, dep.release_id)
+        steps = await runs.steps(session, task_id)
+        current_rows = await runs.success_versions(session, dep.environment_id)
     project_name = loaded.name_of("projects", dep.project_id)
     env_name = loaded.name_of("environments", dep.environment_id)
     if project_name is None or env_name is None:
         raise ConveyorError("the project or environment of this deployment no longer exists")
     project = loaded.model.get("projects", project_name)
     env = loaded.model.get("environments", env_name)
+    assert project is not None and env is not None
     current: dict[str, str | None] = {}
-    for row in current_rows:
-        name = loaded.name_of("projects", row.project_id)
+    for project_id, version in current_rows.items():
+        name = loaded.name_of("projects", project_id)
         if name is not None:
-            current[name] = row.success_version
+            current[name] = version
     return Run(
         task_id=task_id,
         deployment_id=dep.id,
         state=task.state,
-        cancel_requested=bool(task.cancel_requested),
+        waiting_on=task.waiting_on,
+        cancel_requested=task.cancel_requested,
         project=project,
         project_id=dep.project_id,
         environment=env,
         environment_id=dep.environment_id,
         release=release,
-        snapshot=read_snapshot(services, release.snapshot),
+        snapshot=read_snapshot(services, dict(release.snapshot)),
         deployment=dep,
         creator=dep.created_by,
         creator_user=loaded.model.get("users", dep.created_by),
-        steps=[
-            StepState(
-                idx=r.idx,
-                name=r.name,
-                state=r.state,
-                reason=r.reason,
-                attempt=r.attempt,
-                child_task_id=r.child_task_id,
-                interruption_id=r.interruption_id,
-                outputs=dict(r.outputs or {}),
-            )
-            for r in step_rows
-        ],
+        steps=list(steps),
         parent_task_id=task.parent_task_id,
         children_current=current,
     )
@@ -177,55 +158,53 @@ async def load_run(services: Services, task_id: int) -> Run:
 # ---------------------------------------------------------------- steps
 
 
-async def set_step(
-    services: Services,
-    run: Run,
-    idx: int,
-    state: str,
-    *,
-    reason: str | None = None,
-    outputs: dict[str, Any] | None = None,
-    started: bool = False,
-    child_task_id: int | None = None,
-    interruption_id: int | None = None,
-) -> None:
-    now = services.clock()
-    values: dict[str, Any] = {"state": state}
-    if reason is not None:
-        reason = run.masker(reason)
-        values["reason"] = reason
-    if outputs is not None:
-        outputs = seal_outputs(services, run.masker, outputs)
-        values["outputs"] = outputs
-    if started:
-        values["started_at"] = now
-        values["attempt"] = t.task_steps.c.attempt + 1
-        values["completed_at"] = None
-    if state in FINISHED_STEPS:
-        values["completed_at"] = now
-    if child_task_id is not None:
-        values["child_task_id"] = child_task_id
-    if interruption_id is not None:
-        values["interruption_id"] = interruption_id
-    async with services.write() as session:
-        await session.execute(
-            update(t.task_steps)
-            .where(t.task_steps.c.task_id == run.task_id, t.task_steps.c.idx == idx)
-            .values(values)
-        )
-    step = run.steps[idx]
-    step.state = state
-    if reason is not None:
-        step.reason = reason
-    if outputs is not None:
-        step.outputs = outputs
-    if child_task_id is not None:
-        step.child_task_id = child_task_id
-    if interruption_id is not None:
-        step.interruption_id = interruption_id
+async def _write_step(tx: Tx, run: Run, step: StepRun, *, started: bool = False) -> None:
+    await runs.write_step(tx.session, tx.now, run.task_id, step, started=started)
 
 
-def seal_outputs(services: Services, masker: Masker, outputs: dict[str, Any]) -> dict[str, Any]:
+async def begin_step(services: Services, run: Run, idx: int) -> None:
+    step = rt.begin_step(run.steps[idx])
+    async with services.tx(engine_caller(run.creator)) as tx:
+        await _write_step(tx, run, step, started=True)
+    run.steps[idx] = step
+
+
+def _sealed(services: Services, run: Run, outcome: Outcome) -> Outcome:
+    """What is stored of an outcome: its reason masked, its secret outputs encrypted."""
+    return Outcome(
+        outcome.kind,
+        run.masker(outcome.reason),
+        seal_outputs(services, run.masker, outcome.outputs),
+    )
+
+
+async def end_step(services: Services, run: Run, idx: int, outcome: Outcome) -> None:
+    """A step ends with its outcome; a skip is audited in the same transaction."""
+    outcome = _sealed(services, run, outcome)
+    step = rt.finish_step(run.steps[idx], outcome)
+    async with services.tx(engine_caller(run.creator)) as tx:
+        await _write_step(tx, run, step)
+        if outcome.kind is OutcomeKind.SKIPPED:
+            await tx.audit(
+                Category.STEP_SKIPPED,
+                f'Step "{step.name}" of {run.label} was skipped: {outcome.reason}',
+                documents=run.documents(),
+                details={"step": step.name, "reason": outcome.reason},
+                project_id=run.project_id,
+                environment_id=run.environment_id,
+            )
+    run.steps[idx] = step
+
+
+async def retry_step(services: Services, run: Run, idx: int) -> None:
+    """Guided failure's retry: the step runs again from the start."""
+    step = rt.retry_step(run.steps[idx])
+    async with services.tx(engine_caller(run.creator)) as tx:
+        await _write_step(tx, run, step)
+    run.steps[idx] = step
+
+
+def seal_outputs(services: Services, masker: Masker, outputs: Mapping[str, Any]) -> dict[str, Any]:
     """Output variables that hold a sensitive value are stored encrypted, like sensitive
     variables passed to a child deployment; later steps still get the real value."""
     return {
@@ -241,91 +220,43 @@ def seal_outputs(services: Services, masker: Masker, outputs: dict[str, Any]) ->
 def output_value(services: Services, value: Any) -> str:
     """An output variable as a later step sees it (decrypted when it was sealed)."""
     if isinstance(value, dict) and value.get("sensitive"):
-        return services.box.decrypt(value["cipher"])
+        return str(services.box.decrypt(value["cipher"]))
     return str(value)
 
 
-async def step_skipped(services: Services, run: Run, step: Step, idx: int, reason: str) -> None:
-    reason = run.masker(reason)
-    await set_step(services, run, idx, "skipped", reason=reason)
-    async with services.tx(engine_caller(run.creator)) as tx:
-        await tx.audit(
-            Category.STEP_SKIPPED,
-            f'Step "{step.name}" of {run.label} was skipped: {reason}',
-            documents=run.documents(),
-            details={"step": step.name, "reason": reason},
-            project_id=run.project_id,
-            environment_id=run.environment_id,
-        )
-
-
 async def write_logs(services: Services, rows: list[dict[str, Any]]) -> None:
+    """One round of a node's log writer (`engine/logs.py`): all its lines in one statement."""
     if not rows:
         return
     async with services.write() as session:
-        await session.execute(t.task_logs.insert(), rows)
+        await insert_lines(session, rows)
 
 
 # ---------------------------------------------------------------- the task's own state
 
 
-async def _set_task(tx: Tx, run: Run, state: str, **values: Any) -> None:
-    await tx.session.execute(
-        update(t.tasks).where(t.tasks.c.id == run.task_id).values(state=state, **values)
+async def _write_task(
+    tx: Tx, run: Run, task: TaskRun, *, first_start: bool = False, release_slot: bool = False
+) -> None:
+    woke = await runs.write_task(
+        tx.session,
+        tx.now,
+        run.key,
+        task,
+        first_start=first_start,
+        release_slot=release_slot,
+        sqlite=tx.services.is_sqlite,
     )
-    dep_values: dict[str, Any] = {"state": state}
-    if state == "executing" and run.deployment.started_at is None:
-        dep_values["started_at"] = tx.now
-    if state in TERMINAL:
-        dep_values["completed_at"] = tx.now
-    await tx.session.execute(
-        update(t.deployments).where(t.deployments.c.id == run.deployment_id).values(dep_values)
-    )
-    await project_dashboard(
-        tx,
-        run.target,
-        run.deployment_id,
-        run.task_id,
-        state,
-        tx.now if state in TERMINAL else None,
-    )
-    run.state = state
-    if run.parent_task_id is not None:
-        await _roll_up(tx, run.parent_task_id, state)
-
-
-async def _roll_up(tx: Tx, parent_task_id: int, child_state: str) -> None:
-    """A child's state shows on its parent: waiting, and the end that wakes the parent."""
-    parent = (
-        await tx.session.execute(select(t.tasks).where(t.tasks.c.id == parent_task_id))
-    ).first()
-    if parent is None or parent.state in TERMINAL or parent.waiting_on != "child":
-        return
-    if child_state in TERMINAL:
-        values: dict[str, Any] = {"wake": True, "state": "executing"}
+    if woke:
         await tx.wake()
-    else:
-        values = {"state": "waiting" if child_state == "waiting" else "executing"}
-    if values["state"] != parent.state or values.get("wake"):
-        await tx.session.execute(update(t.tasks).where(t.tasks.c.id == parent.id).values(values))
-        await tx.session.execute(
-            update(t.deployments)
-            .where(t.deployments.c.id == parent.deployment_id)
-            .values(state=values["state"])
-        )
-        await tx.session.execute(
-            update(t.dashboard)
-            .where(t.dashboard.c.deployment_id == parent.deployment_id)
-            .values(state=values["state"])
-        )
-        if parent.parent_task_id is not None:
-            await _roll_up(tx, parent.parent_task_id, values["state"])
+    run.state, run.waiting_on = task.state, task.waiting_on
 
 
 async def started(services: Services, run: Run) -> None:
     """First claim of a deployment: audit that it started."""
+    task = rt.start(run.task)
     async with services.tx(engine_caller(run.creator)) as tx:
-        await _set_task(tx, run, "executing")
+        await _write_task(tx, run, task, first_start=run.deployment.started_at is None)
         await tx.audit(
             Category.DEPLOYMENT_STARTED,
             f"The deployment of {run.label} started",
@@ -335,72 +266,72 @@ async def started(services: Services, run: Run) -> None:
         )
 
 
-async def suspend(services: Services, run: Run, waiting_on: str) -> None:
+async def resumed(services: Services, run: Run) -> None:
+    """A suspended task runs again: it shows executing and holds its project and environment."""
+    if run.state is TaskState.EXECUTING and run.waiting_on is None:
+        return
+    task = rt.resume(run.task)
+    async with services.tx(engine_caller(run.creator)) as tx:
+        await _write_task(tx, run, task)
+
+
+async def suspend(services: Services, run: Run, on: WaitingOn) -> None:
     """Release the slot: the task waits for a person or a child, holding no lease."""
-    state = "waiting" if waiting_on in ("interruption", "block") else "executing"
+    task = rt.suspend(run.task, on)
     async with services.tx(engine_caller(run.creator)) as tx:
-        await _set_task(tx, run, state, waiting_on=waiting_on, node=None, lease_expires_at=None)
-        canceled = (
-            await tx.session.execute(
-                select(t.tasks.c.cancel_requested).where(t.tasks.c.id == run.task_id)
-            )
-        ).scalar_one()
-        if canceled:
-            # A cancel that arrived while the batch ran: come back at once to honour it.
-            await tx.session.execute(
-                update(t.tasks).where(t.tasks.c.id == run.task_id).values(wake=True)
-            )
+        await _write_task(tx, run, task, release_slot=True)
+        now = await runs.task(tx.session, run.task_id)
+        # A cancel that arrived while the batch ran: come back at once to honour it. A child
+        # may also have finished while this task was still running its batch.
+        children = [s.child_task_id for s in run.steps if s.child_task_id and not s.state.ended]
+        if now.cancel_requested or (
+            on is WaitingOn.CHILD and await runs.any_ended(tx.session, children)
+        ):
+            await runs.wake(tx.session, run.task_id)
             await tx.wake()
-            return
-        if waiting_on == "child":
-            # The child may have finished while this task was still running its batch.
-            child_ids = [
-                s.child_task_id for s in run.steps if s.state == "waiting" and s.child_task_id
-            ]
-            if child_ids:
-                done = (
-                    await tx.session.execute(
-                        select(t.tasks.c.id).where(
-                            t.tasks.c.id.in_(child_ids), t.tasks.c.state.in_(TERMINAL)
-                        )
-                    )
-                ).first()
-                if done is not None:
-                    await tx.session.execute(
-                        update(t.tasks).where(t.tasks.c.id == run.task_id).values(wake=True)
-                    )
-                    await tx.wake()
 
 
-async def finish(services: Services, run: Run, state: str, error: str | None) -> None:
-    category = {
-        "success": Category.DEPLOYMENT_SUCCEEDED,
-        "canceled": Category.DEPLOYMENT_CANCELED,
-    }.get(state, Category.DEPLOYMENT_FAILED)
-    verb = {"success": "succeeded", "canceled": "was canceled", "timed_out": "timed out"}.get(
-        state, "failed"
+_ENDED_AUDIT = {
+    TaskState.SUCCESS: (Category.DEPLOYMENT_SUCCEEDED, "succeeded"),
+    TaskState.CANCELED: (Category.DEPLOYMENT_CANCELED, "was canceled"),
+    TaskState.TIMED_OUT: (Category.DEPLOYMENT_FAILED, "timed out"),
+    TaskState.FAILED: (Category.DEPLOYMENT_FAILED, "failed"),
+}
+
+
+async def _ended(tx: Tx, run: Run, task: TaskRun) -> None:
+    if not task.state.ended:
+        raise InvalidTransition(f"the task is {task.state.value}: that is no end")
+    error = run.masker(task.error) if task.error is not None else None
+    task = TaskRun(task.state, task.steps, None, task.cancel_requested, error)
+    await _write_task(tx, run, task)
+    category, verb = _ENDED_AUDIT[task.state]
+    await tx.audit(
+        category,
+        f"The deployment of {run.label} {verb}" + (f": {error}" if error else ""),
+        documents=run.documents(),
+        details={"state": task.state.value, "error": error},
+        project_id=run.project_id,
+        environment_id=run.environment_id,
     )
-    error = run.masker(error) if error is not None else None
+
+
+async def finish(services: Services, run: Run, task: TaskRun) -> None:
+    """The task ended as ``task`` says (decided by `runtime.finish` or `fail_internally`)."""
     async with services.tx(engine_caller(run.creator)) as tx:
-        await _set_task(
-            tx,
-            run,
-            state,
-            completed_at=tx.now,
-            error=error,
-            node=None,
-            lease_expires_at=None,
-            waiting_on=None,
-            wake=False,
-        )
-        await tx.audit(
-            category,
-            f"The deployment of {run.label} {verb}" + (f": {error}" if error else ""),
-            documents=run.documents(),
-            details={"state": state, "error": error},
-            project_id=run.project_id,
-            environment_id=run.environment_id,
-        )
+        await _ended(tx, run, task)
+
+
+async def cancel(services: Services, run: Run) -> None:
+    """Canceled: the unfinished steps, the children and the task end in one transaction."""
+    task = rt.cancel(run.task)
+    async with services.tx(engine_caller(run.creator)) as tx:
+        for before, after in zip(run.steps, task.steps, strict=True):
+            if after != before:
+                await _write_step(tx, run, after)
+        await cancel_children_in(tx, run.task_id)
+        await _ended(tx, run, task)
+    run.steps = list(task.steps)
 
 
 async def next_automatic(services: Services, run: Run) -> list[str]:
@@ -420,7 +351,7 @@ async def creator_caller(services: Services, username: str) -> Caller:
         user = await find_user(session, username)
         if user is None:
             raise ConveyorError(f'user "{username}", who started this deployment, no longer exists')
-        caller = await caller_for_user(session, user)
+        caller = await caller_for_user(session, user, services=services)
     return Caller(
         user_id=caller.user_id,
         username="system",
@@ -429,15 +360,19 @@ async def creator_caller(services: Services, username: str) -> Caller:
     )
 
 
+# ---------------------------------------------------------------- waiting
+
+
 async def start_child(
     services: Services,
     run: Run,
-    choice: dict[str, Any],
+    idx: int,
+    choice: Mapping[str, Any],
     variables: list[dict[str, Any]],
 ) -> int:
-    """Queue a child deployment as the parent's creator (their permissions, checked again)."""
-    from conveyor.services.deployments import resolve_target
-
+    """Queue a child deployment as the parent's creator (their permissions, checked again),
+    and in the same transaction make the parent's step wait for it: no child without a
+    parent step that knows it, whenever the server stops."""
     caller = await creator_caller(services, run.creator)
     loaded = await load(services)
     target = await resolve_target(
@@ -448,21 +383,20 @@ async def start_child(
             tx,
             loaded,
             target,
-            guided_failure=bool(run.deployment.guided_failure),
+            guided_failure=run.deployment.guided_failure,
             parent_id=run.deployment_id,
             parent_task_id=run.task_id,
             variables=variables,
         )
+        step = rt.await_child(run.steps[idx], queued.task_id)
+        await _write_step(tx, run, step)
+    run.steps[idx] = step
     return queued.task_id
 
 
-async def task_state(services: Services, task_id: int) -> Any:
+async def task_state(services: Services, task_id: int) -> runs.TaskRecord:
     async with services.read() as session:
-        return (await session.execute(select(t.tasks).where(t.tasks.c.id == task_id))).one()
-
-
-def now_plus(services: Services, seconds: float) -> datetime:
-    return services.clock() + timedelta(seconds=seconds)
+        return await runs.task(session, task_id)
 
 
 async def raise_interruption(
@@ -475,9 +409,10 @@ async def raise_interruption(
     instructions: str,
     responsible_teams: Sequence[str],
     settings: dict[str, Any],
+    failure: Outcome | None = None,
 ) -> int:
-    """Ask a person; the task then waits for the answer, holding no slot."""
-    caller = engine_caller(run.creator)
+    """Ask a person, and in the same transaction make the step wait for the answer (the task
+    then waits holding no slot). ``failure``: the outcome a guided failure asks about."""
     # Instructions are substituted, so they may quote a sensitive value: masked before they are
     # stored, audited or mailed, so no reader (API, web, evidence, export) can get it back.
     title, instructions = run.masker(title), run.masker(instructions)
@@ -486,10 +421,15 @@ async def raise_interruption(
         "deployed_by": run.creator,
         "release_created_by": run.release.created_by,
     }
-    async with services.tx(caller) as tx:
-        result = await tx.session.execute(
-            t.interruptions.insert()
-            .values(
+    reason = None
+    if failure is not None:
+        reason = run.masker(failure.reason)
+        settings["outcome"] = failure.kind.value  # what an abort ends the step as
+    async with services.tx(engine_caller(run.creator)) as tx:
+        interruption_id = await runs.raise_interruption(
+            tx.session,
+            tx.now,
+            runs.NewInterruption(
                 task_id=run.task_id,
                 deployment_id=run.deployment_id,
                 project_id=run.project_id,
@@ -497,17 +437,14 @@ async def raise_interruption(
                 step_idx=idx,
                 step_name=run.steps[idx].name,
                 kind=kind,
-                title=title[:400],  # the column's width
+                title=title,
                 instructions=instructions,
-                responsible_teams=list(responsible_teams),
+                responsible_teams=responsible_teams,
                 settings=settings,
-                state="pending",
-                created_at=tx.now,
-                answers=[],
-            )
-            .returning(t.interruptions.c.id)
+            ),
         )
-        interruption_id = int(result.scalar_one())
+        step = rt.await_person(run.steps[idx], interruption_id, reason)
+        await _write_step(tx, run, step)
         await tx.audit(
             Category.INTERRUPTION_RAISED,
             f"{title} is waiting"
@@ -522,26 +459,10 @@ async def raise_interruption(
             project_id=run.project_id,
             environment_id=run.environment_id,
         )
-    await set_step(services, run, idx, "waiting", interruption_id=interruption_id)
+    run.steps[idx] = step
     return interruption_id
 
 
-async def interruption(services: Services, interruption_id: int) -> Any:
+async def interruption(services: Services, interruption_id: int) -> InterruptionRecord:
     async with services.read() as session:
-        return (
-            await session.execute(
-                select(t.interruptions).where(t.interruptions.c.id == interruption_id)
-            )
-        ).one()
-
-
-async def reset_step(services: Services, run: Run, idx: int) -> None:
-    """Guided failure's retry: the step runs again from the start."""
-    async with services.write() as session:
-        await session.execute(
-            update(t.task_steps)
-            .where(t.task_steps.c.task_id == run.task_id, t.task_steps.c.idx == idx)
-            .values(state="pending", interruption_id=None, child_task_id=None, reason=None)
-        )
-    step = run.steps[idx]
-    step.state, step.interruption_id, step.child_task_id, step.reason = "pending", None, None, None
+        return await runs.interruption(session, interruption_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from conveyor.domain import interruptions as rules
 from conveyor.domain import permissions as perms
@@ -14,6 +14,7 @@ from conveyor.domain.documents import key
 from conveyor.domain.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from conveyor.services.config import load_outline, public_id, require_public_id
 from conveyor.services.core import Caller, PendingEvent, Services, Tx, iso
+from conveyor.store import runs
 from conveyor.store import tables as t
 from conveyor.store.documents import Loaded
 
@@ -217,11 +218,7 @@ async def take(services: Services, caller: Caller, ident: str) -> dict[str, Any]
         if previous and key(previous) == key(caller.username):
             # Already theirs: nothing changes, so nothing is audited (a double click, a retry).
             return view(ctx, caller, teams)
-        await tx.session.execute(
-            update(t.interruptions)
-            .where(t.interruptions.c.id == row.id)
-            .values(taken_by=caller.username, taken_by_id=caller.user_id, taken_at=tx.now)
-        )
+        await runs.take_interruption(tx.session, tx.now, row.id, caller.username, caller.user_id)
         took_over = (
             f" (taking over from {previous})" if previous and previous != caller.username else ""
         )
@@ -278,23 +275,12 @@ async def submit(
         ]
         for old, new in zip(row.answers or (), stored, strict=False):
             new["at"] = old.get("at")
-        values: dict[str, Any] = {"answers": stored}
-        if settled.settled:
-            values |= {
-                "state": "answered",
-                "result": answer.value,
-                "notes": notes,
-                "answered_by": caller.username,
-                "answered_at": tx.now,
-                "taken_by": caller.username,
-                "taken_by_id": caller.user_id,
-            }
-        else:
-            # The next approver takes it from here.
-            values |= {"taken_by": None, "taken_by_id": None, "taken_at": None}
-        await tx.session.execute(
-            update(t.interruptions).where(t.interruptions.c.id == row.id).values(values)
+        settling = (
+            runs.Settled(answer.value, notes, caller.username, caller.user_id)
+            if settled.settled
+            else None  # the next approver takes it from here
         )
+        await runs.record_answers(tx.session, tx.now, row.id, stored, settling)
         await tx.audit(
             Category.INTERRUPTION_SUBMITTED,
             f"{caller.username} answered {answer.value} to {row.title}"
@@ -312,9 +298,7 @@ async def submit(
             environment_id=row.environment_id,
         )
         if settled.settled:
-            await tx.session.execute(
-                update(t.tasks).where(t.tasks.c.id == row.task_id).values(wake=True)
-            )
+            await runs.wake(tx.session, row.task_id)
             await tx.audit(
                 Category.DEPLOYMENT_RESUMED,
                 f"{row.title}: the deployment resumes after {caller.username} answered "

@@ -23,8 +23,9 @@ from conveyor.domain.codec import decode
 from conveyor.domain.documents import Subscription, Team, User, UserRole, key
 from conveyor.domain.errors import Problem
 from conveyor.domain.interruptions import Kind
+from conveyor.services import model_cache
 from conveyor.store import tables as t
-from conveyor.store.documents import without_cipher
+from conveyor.store.documents import Sealed, without_cipher
 
 if TYPE_CHECKING:
     from conveyor.services.core import Services
@@ -45,9 +46,18 @@ def _is_call(event: EventRecord) -> bool:
     )
 
 
-async def enqueue(session: AsyncSession, services: Services, events: list[EventRecord]) -> int:
-    """Insert the deliveries ``events`` cause; returns how many."""
-    subs = await _subscriptions(session)
+async def enqueue(
+    session: AsyncSession,
+    services: Services,
+    events: list[EventRecord],
+    revision: int | None = None,
+) -> int:
+    """Insert the deliveries ``events`` cause; returns how many. With the configuration
+    ``revision`` the transaction read, the subscriptions come from this node's cached model when
+    it holds that revision (a query less on every audited write)."""
+    subs = _cached_subscriptions(services, revision)
+    if subs is None:
+        subs = await _subscriptions(session)
     wanted = [(e, [s for s in subs if rules.wants(s.doc, e.category)]) for e in events]
     wanted = [(e, matched) for e, matched in wanted if matched]
     calls = [e for e in events if _is_call(e)]
@@ -68,6 +78,17 @@ async def enqueue(session: AsyncSession, services: Services, events: list[EventR
             row.update(state="pending", attempts=0, next_attempt_at=now, created_at=now)
         await session.execute(insert(t.deliveries), rows)
     return len(rows)
+
+
+def _cached_subscriptions(services: Services, revision: int | None) -> list[_Sub] | None:
+    snapshot = model_cache.cached(services, revision) if revision is not None else None
+    if snapshot is None:
+        return None
+    out = []
+    for doc in snapshot.loaded.model.subscriptions:
+        secret = doc.webhook.secret if doc.webhook is not None else None
+        out.append(_Sub(doc, str(secret) if isinstance(secret, Sealed) else None))
+    return out
 
 
 async def _subscriptions(session: AsyncSession) -> list[_Sub]:

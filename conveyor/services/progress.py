@@ -15,6 +15,7 @@ from sqlalchemy import select
 from conveyor.domain import lifecycle as lc
 from conveyor.domain import permissions as perms
 from conveyor.domain.documents import Lifecycle, Project, key
+from conveyor.domain.visibility import sees_deployment
 from conveyor.services.config import load, parse_public_id, public_id
 from conveyor.services.core import Caller, Services, iso
 from conveyor.services.deployments import env_names, outcome
@@ -84,9 +85,7 @@ async def release_progress(
         assert lifecycle is not None
         allowed = lc.can_deploy(lifecycle, attempts, env)
         may = perms.authorize(caller.principal, P.DeploymentCreate, project=ref, environment=env)
-        viewable = perms.authorize(
-            caller.principal, P.DeploymentView, project=ref, environment=env
-        ).allowed
+        viewable = sees_deployment(caller.principal, ref, env)
         history = [
             _cell(r, names) for r in rows if key(names.get(r.environment_id, "")) == key(env)
         ]
@@ -132,11 +131,7 @@ async def project_progress(
     project, ref, lifecycle = _project(loaded, project_ref)
     names = env_names(loaded)
     environments = _lifecycle_environments(lifecycle)
-    visible = {
-        key(env): env
-        for env in environments
-        if perms.authorize(caller.principal, P.DeploymentView, project=ref, environment=env).allowed
-    }
+    visible = {key(env): env for env in environments if sees_deployment(caller.principal, ref, env)}
     latest: dict[tuple[int, str], dict[str, Any]] = {}
     if page:
         async with services.read() as session:
@@ -190,14 +185,7 @@ async def release_of_deployment(services: Services, caller: Caller, deployment: 
     name = loaded.name_of("projects", row.project_id)
     project = loaded.model.get("projects", name) if name else None
     env = loaded.name_of("environments", row.environment_id)
-    if (
-        project is None
-        or not perms.authorize(
-            caller.principal,
-            P.DeploymentView,
-            project=perms.ProjectRef(project.name, project.group),
-            environment=env,
-        ).allowed
-    ):
+    ref = perms.ProjectRef(project.name, project.group) if project is not None else None
+    if ref is None or env is None or not sees_deployment(caller.principal, ref, env):
         return None
     return str(row.version)

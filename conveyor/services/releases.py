@@ -28,7 +28,7 @@ from conveyor.services.config import load, public_id
 from conveyor.services.core import Caller, Services, Tx, iso
 from conveyor.services.documents import resolve
 from conveyor.store import tables as t
-from conveyor.store.documents import Loaded
+from conveyor.store.documents import Loaded, cipher_of
 
 P = perms.Permission
 RELEASE_LOCK = 7_010_002
@@ -110,7 +110,7 @@ def _write_snapshot(services: Services, project: Project) -> dict[str, Any]:
         item: dict[str, Any] = {"name": v.name, "environments": list(v.environments)}
         if v.sensitive:
             item["sensitive"] = True
-            item["cipher"] = services.box.encrypt(v.value)
+            item["cipher"] = cipher_of(services.box, v.value)  # a Sealed value keeps its cipher
         else:
             item["value"] = v.value
         variables.append(item)

@@ -156,7 +156,9 @@ async def resume(
         if row is None or _aware(row.expires_at) <= now or not row.active:
             return None
         user = _user(row)
-        caller = await caller_for_user(session, user, ip_address=ip_address, user_agent=user_agent)
+        caller = await caller_for_user(
+            session, user, ip_address=ip_address, user_agent=user_agent, services=services
+        )
     if _aware(row.last_seen_at) < now - TOUCH_EVERY:
         async with services.write() as session:
             await session.execute(

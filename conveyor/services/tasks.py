@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from conveyor.domain import permissions as perms
 from conveyor.domain.audit import Category
 from conveyor.domain.errors import Conflict, NotFound, PermissionDenied
 from conveyor.services.config import load_outline, public_id
-from conveyor.services.core import Caller, Services, Tx, iso, system_caller
+from conveyor.services.core import Caller, Services, Tx, iso
 from conveyor.services.deployments import TERMINAL
 from conveyor.services.interruptions import parse_id
+from conveyor.store import runs
 from conveyor.store import tables as t
 from conveyor.store.documents import Loaded
 
@@ -165,158 +166,14 @@ async def cancel_task(services: Services, caller: Caller, task: str) -> dict[str
 
 
 async def _cancel(tx: Tx, row: Any) -> None:
-    """A task running on a node is asked to stop (its processes are killed); any other ends now."""
-    if row.node is not None and row.state == "executing":
-        await tx.session.execute(
-            update(t.tasks).where(t.tasks.c.id == row.id).values(cancel_requested=True)
-        )
-        await _cancel_children_of(tx, row.id)
-        return
-    # Queued, waiting for a person, or suspended for a child: wake it to cancel itself.
-    await tx.session.execute(
-        update(t.tasks)
-        .where(t.tasks.c.id == row.id)
-        .values(
-            cancel_requested=True,
-            wake=True,
-            state="executing" if row.state == "queued" else row.state,
-        )
-    )
-    await tx.session.execute(
-        update(t.interruptions)
-        .where(t.interruptions.c.task_id == row.id, t.interruptions.c.state == "pending")
-        .values(state="canceled")
-    )
-    await tx.wake()
-    await _cancel_children_of(tx, row.id)
+    """A task running on a node is asked to stop (its processes are killed); any other is woken
+    to cancel itself. Its children are canceled too (Octopus leaves them running)."""
+    if await runs.request_cancel(tx.session, await runs.task(tx.session, int(row.id))):
+        await tx.wake()
+    await cancel_children_in(tx, int(row.id))
 
 
-async def _cancel_children_of(tx: Tx, task_id: int) -> None:
-    children = (
-        await tx.session.execute(
-            select(t.tasks).where(
-                t.tasks.c.parent_task_id == task_id, t.tasks.c.state.not_in(TERMINAL)
-            )
-        )
-    ).all()
-    for child in children:
+async def cancel_children_in(tx: Tx, task_id: int) -> None:
+    """Cancel a task's unfinished children, in the transaction that cancels the task."""
+    for child in await runs.children_running(tx.session, task_id):
         await _cancel(tx, child)
-
-
-async def cancel_children(services: Services, task_id: int) -> None:
-    """Canceling a parent cancels its children (Octopus leaves them running)."""
-    async with services.tx(system_caller()) as tx:
-        children = (
-            await tx.session.execute(
-                select(t.tasks).where(
-                    t.tasks.c.parent_task_id == task_id, t.tasks.c.state.not_in(TERMINAL)
-                )
-            )
-        ).all()
-        for child in children:
-            await _cancel(tx, child)
-
-
-async def list_deployments(
-    services: Services,
-    caller: Caller,
-    *,
-    project: str | None = None,
-    environment: str | None = None,
-    limit: int = 100,
-    before: int | None = None,
-) -> list[dict[str, Any]]:
-    """Newest first; keyset paging with ``before`` (a deployment number)."""
-    from conveyor.services.documents import resolve
-
-    loaded = await load_outline(services)
-    query = select(t.deployments, t.releases.c.version).join(
-        t.releases, t.releases.c.id == t.deployments.c.release_id
-    )
-    if project:
-        doc = resolve(loaded, "projects", project)
-        query = query.where(t.deployments.c.project_id == loaded.id_of("projects", doc.name))
-    if environment:
-        env = resolve(loaded, "environments", environment)
-        query = query.where(
-            t.deployments.c.environment_id == loaded.id_of("environments", env.name)
-        )
-    if before is not None:
-        query = query.where(t.deployments.c.id < before)
-    query = query.order_by(t.deployments.c.id.desc()).limit(min(max(limit, 1), 1000))
-    async with services.read() as session:
-        rows = (await session.execute(query)).all()
-    out = []
-    for r in rows:
-        ref, env_name = _names(loaded, r)
-        if not perms.authorize(
-            caller.principal, P.DeploymentView, project=ref, environment=env_name
-        ).allowed:
-            continue
-        out.append(
-            {
-                "id": public_id("deployments", r.id),
-                "project": ref.name if ref else None,
-                "release": r.version,
-                "environment": env_name,
-                "state": r.state,
-                "task": public_id("tasks", r.task_id) if r.task_id else None,
-                "parent": public_id("deployments", r.parent_id) if r.parent_id else None,
-                "created_by": r.created_by,
-                "queued": _iso(r.created_at),
-                "started": _iso(r.started_at),
-                "completed": _iso(r.completed_at),
-            }
-        )
-    return out
-
-
-async def dashboard(services: Services, caller: Caller) -> dict[str, Any]:
-    """The current deployment of each project in each environment, from the projection only."""
-    loaded = await load_outline(services)
-    async with services.read() as session:
-        rows = (await session.execute(select(t.dashboard))).all()
-    model = loaded.model
-    environments = [
-        e.name
-        for e in model.environments
-        if perms.authorize(caller.principal, P.EnvironmentView, environment=e.name).allowed
-    ]
-    projects = [
-        p.name
-        for p in model.projects
-        if perms.authorize(
-            caller.principal, P.ProjectView, project=perms.ProjectRef(p.name, p.group)
-        ).allowed
-    ]
-    visible_projects, visible_envs = set(projects), set(environments)
-    cells = []
-    for r in rows:
-        ref, env = _names(loaded, r)
-        if (
-            ref is None
-            or env is None
-            or ref.name not in visible_projects
-            or env not in visible_envs
-        ):
-            continue
-        cells.append(
-            {
-                "project": ref.name,
-                "environment": env,
-                "release": r.release_version,
-                "state": r.state,
-                "task": public_id("tasks", r.task_id) if r.task_id else None,
-                "completed": _iso(r.completed_at),
-                "deployment": public_id("deployments", r.deployment_id),
-                "current_success": r.success_version,
-            }
-        )
-    order_p = {n: i for i, n in enumerate(projects)}
-    order_e = {n: i for i, n in enumerate(environments)}
-    cells.sort(key=lambda c: (order_p[c["project"]], order_e[c["environment"]]))
-    groups: dict[str, list[str]] = {}
-    for p in model.projects:
-        if p.name in visible_projects:
-            groups.setdefault(p.group, []).append(p.name)
-    return {"environments": environments, "projects": projects, "groups": groups, "cells": cells}

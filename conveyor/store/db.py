@@ -71,7 +71,9 @@ def create_engine_for(url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # Up to 60 connections: a node runs 100 tasks at once (docs/operations.md, "Capacity"), and
+    # with 30 its tasks, claims and requests queued for a connection (64 of 100 overlapped).
+    return create_async_engine(url, pool_size=10, max_overflow=50, pool_pre_ping=True)
 
 
 def sessionmaker_for(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -159,6 +159,15 @@ event_documents = Table(
     Index("ix_event_documents_document_event", "document", "event_id"),
 )
 
+# One row (id 1): the number every configuration change increments in its transaction, so that
+# each node reloads its cached configuration only when it moved (services/model_cache.py).
+config_revision = Table(
+    "config_revision",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("revision", Id, nullable=False),
+)
+
 DOCUMENT_TABLES: dict[str, Table] = {
     "environments": environments,
     "lifecycles": lifecycles,
@@ -374,6 +383,17 @@ ID_PREFIXES.update(
 
 
 # ---------------------------------------------------------------- web sign-in
+
+# The server nodes: each writes its row when it starts and on every heartbeat, so that
+# `conveyor node list` shows idle nodes too, and a node whose heartbeat stopped.
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("slots", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+)
 
 # Browser sessions of the web UI. Only the SHA-256 of the random session id is kept, so a copy
 # of the database signs nobody in.

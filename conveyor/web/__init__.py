@@ -11,6 +11,7 @@ from conveyor.web.routes import (
     auth,
     dashboard,
     interruptions,
+    nodes,
     people,
     process,
     projects,
@@ -31,6 +32,7 @@ ROUTERS = (
     interruptions,
     audit,
     people,
+    nodes,
 )
 
 

@@ -182,6 +182,7 @@ def _nav(caller: Caller | None) -> dict[str, bool]:
     return {
         "audit": may(caller, P.EventView),
         "people": may(caller, P.UserView) or may(caller, P.TeamView),
+        "nodes": may(caller, P.AdministerSystem),
     }
 
 

@@ -19,6 +19,7 @@ from conveyor.services.core import Services, system_caller
 from conveyor.services.secrets import KEY_FILE
 from conveyor.settings import Settings
 from conveyor.store import tables as t
+from conveyor.store.documents import reveal
 from tests.api.conftest import BASE_URL, ClientFor, UserFactory
 from tests.api.helpers import assert_problem, events, row_text
 
@@ -300,7 +301,8 @@ async def test_sensitive_variables_are_encrypted_masked_and_kept(
     response = await client.put("/projects/Database/variables", json=read)
     assert response.status_code == 200, response.text
     project = (await load(services)).model.get("projects", "Database")
-    assert {v.name: v.value for v in project.variables}["DbPassword"] == SECRET
+    kept = {v.name: v.value for v in project.variables}["DbPassword"]
+    assert reveal(services.box, kept) == SECRET  # read back sealed, it opens to the secret
 
     # a new sensitive variable needs a value
     read["variables"].append({"name": "Token", "sensitive": True})

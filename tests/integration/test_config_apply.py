@@ -11,10 +11,11 @@ from conveyor.domain.audit import Category
 from conveyor.domain.documents import Project
 from conveyor.domain.errors import PermissionDenied, ValidationFailed
 from conveyor.domain.model import Model
-from conveyor.services.config import ConfigResult, load
+from conveyor.services.config import ConfigResult
 from conveyor.services.configfile import apply_text, env_references, export_text
 from conveyor.services.core import Caller, Services
 from conveyor.store import tables as t
+from conveyor.store.documents import load_model
 from tests.conftest import caller_of
 
 SECRET = "s3cret-Pa55word-xyz"
@@ -106,7 +107,9 @@ def line_of(text: str, marker: str) -> int:
 
 
 async def model_of(services: Services) -> Model:
-    return (await load(services)).model
+    """The stored configuration with its sensitive values decrypted (``load`` keeps them sealed)."""
+    async with services.read() as session:
+        return (await load_model(session, services.box)).model
 
 
 async def events(services: Services) -> list[tuple[str, str, str]]:

@@ -16,6 +16,7 @@ from conveyor.services.config import load
 from conveyor.services.configfile import apply_text, export_text
 from conveyor.services.core import Caller, Services
 from conveyor.store import tables as t
+from conveyor.store.documents import reveal
 from tests.conftest import caller_of
 from tests.integration.notifying import deploy, ended, notifying, settled
 from tests.receivers import Mailbox, Receiver
@@ -197,12 +198,14 @@ async def test_the_secret_is_encrypted_at_rest_never_exported_and_kept(
     assert not (await apply_text(services, admin, exported)).changed
     await documents.update_document(services, admin, "subscriptions", "Chat", view.as_dict())
     model = (await load(services)).model
-    assert model.get("subscriptions", "Chat").webhook.secret == "very-s3cret"
+    # Read back sealed (never decrypted on a read), it opens to the secret that was set.
+    assert reveal(services.box, model.get("subscriptions", "Chat").webhook.secret) == "very-s3cret"
     # A new secret is a change, shown masked.
     changed = await apply_text(services, admin, config, secrets={"HOOK_SECRET": "rotated"})
     [change] = changed.changes
     assert change.render() == '~ subscription "Chat"\n    webhook.secret: "********" -> "********"'
-    assert (await load(services)).model.get("subscriptions", "Chat").webhook.secret == "rotated"
+    secret = (await load(services)).model.get("subscriptions", "Chat").webhook.secret
+    assert reveal(services.box, secret) == "rotated"
 
 
 async def test_only_subscription_editors_change_subscriptions(

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from conveyor.api.deps import CallerDep, ServicesDep
 from conveyor.domain.ids import MAX_ROW_ID
-from conveyor.services import deployments, interruptions, releases, tasks
+from conveyor.services import deployment_views, deployments, interruptions, releases, tasks
 from conveyor.services.deployments import TERMINAL
 
 router = APIRouter()
@@ -135,13 +135,23 @@ async def list_deployments(
     caller: CallerDep,
     project: str | None = None,
     environment: str | None = None,
-    limit: int = 100,
+    state: str | None = Query(default=None, description="queued, executing, waiting, success, …"),
+    limit: int = Query(default=100, ge=1, le=deployment_views.MAX_PAGE),
     before: int | None = Query(
-        default=None, ge=1, le=MAX_ROW_ID, description="A deployment number: those before it"
+        default=None,
+        ge=1,
+        le=MAX_ROW_ID,
+        description="A deployment number (the last of the previous page): those before it",
     ),
 ) -> list[dict[str, Any]]:
-    return await tasks.list_deployments(
-        services, caller, project=project, environment=environment, limit=limit, before=before
+    return await deployment_views.list_deployments(
+        services,
+        caller,
+        project=project,
+        environment=environment,
+        state=state,
+        limit=limit,
+        before=before,
     )
 
 
@@ -242,4 +252,4 @@ async def submit(
     summary="The current deployment of each project in each environment",
 )
 async def dashboard(services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
-    return await tasks.dashboard(services, caller)
+    return await deployment_views.dashboard(services, caller)

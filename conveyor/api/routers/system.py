@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field
 from conveyor import __version__
 from conveyor.api.deps import CallerDep, ServicesDep
 from conveyor.api.errors import problem
+from conveyor.services import nodes, users
 from conveyor.services import permissions as perm_service
-from conveyor.services import users
 from conveyor.services.sessions import token_hash
 from conveyor.services.throttle import SignInThrottled
 
@@ -192,3 +192,14 @@ async def set_password(
         refused.headers["Retry-After"] = str(exc.retry_after)
         return refused
     return Response(status_code=204)
+
+
+@router.get(
+    "/nodes",
+    tags=["System"],
+    summary="The server nodes: heartbeat, slots and the tasks each runs",
+    description="Needs AdministerSystem. A node whose heartbeat is older than 30 s has "
+    "`alive: false`; its tasks are taken over by the others.",
+)
+async def list_nodes(services: ServicesDep, caller: CallerDep) -> list[dict[str, Any]]:
+    return await nodes.list_nodes(services, caller)

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from conveyor.domain import permissions as perms
 from conveyor.domain.errors import ConveyorError
 from conveyor.domain.ids import parse_number
-from conveyor.services import documents, interruptions, progress, tasks
+from conveyor.services import deployment_views, documents, interruptions, progress, tasks
 from conveyor.services.core import Caller, Services
 from conveyor.services.deployments import TERMINAL
 from conveyor.web.pages import PageCaller, PageRoute, ServicesDep, may, redirect, render, short_id
@@ -50,7 +50,9 @@ async def may_cancel(services: Services, caller: Caller, task: dict[str, Any]) -
 async def task_list(request: Request, services: ServicesDep, caller: PageCaller) -> Response:
     before_text = request.query_params.get("before", "")
     before = parse_number(before_text)  # None for junk, and for a number no row can have
-    rows = await tasks.list_deployments(services, caller, limit=PER_PAGE + 1, before=before)
+    rows = await deployment_views.list_deployments(
+        services, caller, limit=PER_PAGE + 1, before=before
+    )
     shown = rows[:PER_PAGE]
     older = short_id(shown[-1]["id"]) if len(rows) > PER_PAGE and shown else None
     return render(

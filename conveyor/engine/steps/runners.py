@@ -1,0 +1,153 @@
+"""Runners carry out a step's commands where they must run, chosen by the target's kind.
+
+`local` runs on the server, in the sandbox of `conveyor.engine.sandbox` (an unprivileged user
+that may write only the step's private work folder and, on a target, that target's folder of
+this project). The next runners (`ssh`, `agent`) implement the same protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from conveyor.domain.documents import ScriptSyntax, Target
+from conveyor.domain.errors import ConveyorError
+from conveyor.domain.runtime import Outcome
+from conveyor.domain.variables import environment_name, substitute
+from conveyor.engine import sandbox
+from conveyor.engine.runner import Isolation, run_script
+from conveyor.engine.sandbox import inside
+from conveyor.engine.steps.base import StepContext
+from conveyor.services.archives import ArchiveLimits, extract
+from conveyor.services.offload import off_loop
+from conveyor.settings import Settings
+
+
+@dataclass(frozen=True)
+class ScriptJob:
+    """A script to run in ``cwd``; on a target, ``target_dir`` is its folder of this project
+    and ``installed`` where a package step extracted the package."""
+
+    body: str
+    syntax: ScriptSyntax
+    cwd: Path
+    values: dict[str, str]
+    target_dir: Path | None = None
+    installed: Path | None = None
+
+
+class Runner(Protocol):
+    async def run_script(self, ctx: StepContext, job: ScriptJob) -> Outcome: ...
+
+    async def install_package(
+        self, ctx: StepContext, target: Target, archive: Path, package: str, version: str
+    ) -> Path: ...
+
+
+def environ(values: dict[str, str]) -> dict[str, str]:
+    # Only the step's variables: the server's own environment (CONVEYOR_* settings, the
+    # database URL) never reaches a script; runner/sandbox add PATH, HOME and the locale.
+    return {environment_name(name): value for name, value in values.items()}
+
+
+class LocalRunner:
+    """Runs on the server itself, sandboxed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def _isolation(self) -> Isolation:
+        """How scripts run here; refuses them when the sandbox is unusable and not waived."""
+        found = sandbox.status(self.settings)
+        if not found.runs_scripts:
+            raise ConveyorError(found.refusal())
+        return Isolation(self.settings, found.usable, self._owner())
+
+    def _owner(self) -> sandbox.Owner | None:
+        """Who owns the folders scripts write: the sandbox user, when scripts run as one."""
+        found = sandbox.status(self.settings)
+        return found.owner if found.usable else None
+
+    async def run_script(self, ctx: StepContext, job: ScriptJob) -> Outcome:
+        """In the sandbox a script may write only its private work folder (removed
+        afterwards) and, on a target, that target's folder of this project."""
+        isolation = self._isolation()
+        work, values, step = ctx.work, job.values, ctx.step
+        if job.installed is not None:  # where the script itself sees the package
+            shown = inside(job.installed, isolation.mounts(work, job.target_dir))
+            values = values | {"Conveyor.Action.Package.InstallationDirectoryPath": shown}
+        settings = self.settings
+        script = await off_loop(
+            settings.expression_timeout_seconds,
+            f'the script of step "{step.name}"',
+            substitute,
+            job.body,
+            values,
+            what=f'the script of step "{step.name}"',
+            limit=settings.max_substitution_bytes,
+        )
+        shutil.rmtree(work, ignore_errors=True)
+        if job.target_dir is not None:
+            await asyncio.to_thread(sandbox.adopt, job.target_dir, isolation.owner)
+        folders = (work, job.cwd) if job.target_dir is None else (work, job.target_dir, job.cwd)
+        for folder in folders:
+            sandbox.private_folder(folder, isolation.owner)
+        try:
+            result = await run_script(
+                script,
+                job.syntax,
+                cwd=job.cwd,
+                variables=environ(values),
+                # The log's future when its buffers are full: the output reader waits on it.
+                on_line=lambda level, text: ctx.log.line(text, step=ctx.idx, level=level),
+                timeout_seconds=step.timeout_seconds,
+                cancel=ctx.cancel,
+                script_dir=work,
+                isolation=isolation,
+                target_dir=job.target_dir,
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            with contextlib.suppress(OSError):  # empty once no parallel step uses it
+                work.parent.rmdir()
+        if result.canceled:
+            return Outcome.canceled()
+        if result.timed_out:
+            return Outcome.timed_out(f"timed out after {step.timeout_seconds} s", result.outputs)
+        if result.exit_code != 0:
+            return Outcome.failed(f"the script exited with code {result.exit_code}", result.outputs)
+        return Outcome.succeeded("", result.outputs)
+
+    async def install_package(
+        self, ctx: StepContext, target: Target, archive: Path, package: str, version: str
+    ) -> Path:
+        """Extract ``archive`` into the target's folder and switch ``current`` to it."""
+        base = ctx.target_dir(target)
+        folder = base / version
+        # Extracted and handed to the sandbox user beside ``base``, in the server's own
+        # folder, where no script can swap anything for a link while root works on it.
+        staging = base.parent / f".{base.name}.{version}.incoming-{ctx.run.task_id}"
+        owner = self._owner()
+        await asyncio.to_thread(sandbox.adopt, base, owner)
+        sandbox.private_folder(base, owner)
+        shutil.rmtree(staging, ignore_errors=True)
+        limits = ArchiveLimits.of(self.settings)
+        await asyncio.to_thread(extract, archive, staging, limits)
+        await asyncio.to_thread(sandbox.give_tree, staging, owner)
+        # Scripts write in ``base``: what they left at ``folder`` (a link too) goes.
+        if folder.is_symlink() or folder.is_file():
+            folder.unlink()
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+        link = base / ".current.incoming"
+        link.unlink(missing_ok=True)
+        link.symlink_to(folder.name)
+        if owner is not None:
+            os.chown(link, owner.uid, owner.gid, follow_symlinks=False)
+        os.replace(link, base / "current")  # atomic switch of what is live
+        return folder

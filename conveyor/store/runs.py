@@ -1,0 +1,441 @@
+"""The one writer of the runtime: tasks, deployments, their steps, interruptions, the dashboard.
+
+Every function works inside the caller's transaction (a service's ``Tx``), so one engine event
+is one transaction: a child deployment is queued together with the parent step that waits for
+it, an interruption is raised together with the step's waiting state. What to write is decided
+by `conveyor.domain.runtime`; what is read comes back as typed records, never as rows.
+(The queue's claim, lease and takeover writes stay in `conveyor.services.queue` for now.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from conveyor.domain import runtime as rt
+from conveyor.domain.runtime import StepRun, StepState, TaskRun, TaskState, WaitingOn
+from conveyor.store import tables as t
+from conveyor.store.run_records import (
+    DeploymentRecord,
+    InterruptionRecord,
+    ReleaseRecord,
+    TaskRecord,
+    children_running,
+    deployment,
+    interruption,
+    release,
+    steps,
+    success_versions,
+    task,
+    task_record,
+)
+
+__all__ = [  # the records and reads, for callers that know only this module
+    "DeploymentRecord",
+    "InterruptionRecord",
+    "ReleaseRecord",
+    "TaskRecord",
+    "children_running",
+    "deployment",
+    "interruption",
+    "release",
+    "steps",
+    "success_versions",
+    "task",
+]
+
+# ---------------------------------------------------------------- queuing
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A deployment to queue, with its task and its steps (names and types, in order)."""
+
+    release_id: int
+    release_version: str
+    project_id: int
+    environment_id: int
+    description: str
+    created_by_id: int | None
+    created_by: str
+    skip: Sequence[str]
+    guided_failure: bool
+    variables: Sequence[Mapping[str, Any]]
+    steps: Sequence[tuple[str, str]]
+    parent_id: int | None = None
+    parent_task_id: int | None = None
+
+
+async def queue(
+    session: AsyncSession, now: datetime, new: NewRun, *, sqlite: bool
+) -> tuple[int, int]:
+    """Insert the deployment, its task and steps, and project it; returns both ids."""
+    dep = await session.execute(
+        t.deployments.insert()
+        .values(
+            release_id=new.release_id,
+            project_id=new.project_id,
+            environment_id=new.environment_id,
+            parent_id=new.parent_id,
+            created_at=now,
+            created_by_id=new.created_by_id,
+            created_by=new.created_by,
+            state=TaskState.QUEUED.value,
+            skip=list(new.skip),
+            guided_failure=new.guided_failure,
+            variables=[dict(v) for v in new.variables],
+        )
+        .returning(t.deployments.c.id)
+    )
+    deployment_id = int(dep.scalar_one())
+    created = await session.execute(
+        t.tasks.insert()
+        .values(
+            kind="deploy",
+            description=new.description[:400],  # the column's width
+            state=TaskState.QUEUED.value,
+            deployment_id=deployment_id,
+            project_id=new.project_id,
+            environment_id=new.environment_id,
+            parent_task_id=new.parent_task_id,
+            concurrency_key=f"{new.project_id}:{new.environment_id}",
+            wake=False,
+            cancel_requested=False,
+            created_at=now,
+        )
+        .returning(t.tasks.c.id)
+    )
+    task_id = int(created.scalar_one())
+    await session.execute(
+        update(t.deployments).where(t.deployments.c.id == deployment_id).values(task_id=task_id)
+    )
+    if new.steps:
+        await session.execute(
+            t.task_steps.insert(),
+            [
+                {
+                    "task_id": task_id,
+                    "idx": i,
+                    "name": name,
+                    "type": kind,
+                    "state": StepState.PENDING.value,
+                    "attempt": 0,
+                    "outputs": {},
+                }
+                for i, (name, kind) in enumerate(new.steps)
+            ],
+        )
+    change = rt.DeploymentState(
+        deployment_id, new.release_id, new.release_version, task_id, TaskState.QUEUED
+    )
+    await project(session, now, new.project_id, new.environment_id, change, new=True, sqlite=sqlite)
+    return deployment_id, task_id
+
+
+# ---------------------------------------------------------------- the dashboard
+
+
+async def project(
+    session: AsyncSession,
+    now: datetime,
+    project_id: int,
+    environment_id: int,
+    change: rt.DeploymentState,
+    *,
+    new: bool = False,
+    sqlite: bool,
+) -> None:
+    """Keep the (project, environment) cell in the same transaction as the change."""
+    where = (t.dashboard.c.project_id == project_id, t.dashboard.c.environment_id == environment_id)
+    # The row stays locked to the end of the transaction: concurrent deployments of one project
+    # to one environment then update it one after the other, each seeing the one before.
+    locked = select(t.dashboard).where(*where).with_for_update()
+    row = (await session.execute(locked)).first()
+    if row is None:
+        # Two first deployments at once both find no row: the second one's insert does nothing
+        # (instead of failing on the primary key) and it updates the row the first one made.
+        fresh = rt.project(None, change, new=True)
+        first = (
+            (sqlite_insert if sqlite else pg_insert)(t.dashboard)
+            .values(project_id=project_id, environment_id=environment_id, **_cell(fresh, now))
+            .on_conflict_do_nothing()
+            .returning(t.dashboard.c.project_id)
+        )
+        if (await session.execute(first)).first() is not None:
+            return
+        row = (await session.execute(locked)).one()
+    before = rt.Cell(
+        row.deployment_id,
+        row.release_id,
+        row.release_version,
+        TaskState(row.state),
+        row.task_id,
+        row.previous_deployment_id,
+        row.success_release_id,
+        row.success_version,
+    )
+    after = rt.project(before, change, new=new)
+    values = _cell(after, now)
+    if after.deployment_id == before.deployment_id and after.state == before.state:
+        values.pop("completed_at")  # an older deployment ending: the current one's time stays
+    await session.execute(update(t.dashboard).where(*where).values(values))
+
+
+def _cell(cell: rt.Cell, now: datetime) -> dict[str, Any]:
+    return {
+        "deployment_id": cell.deployment_id,
+        "release_id": cell.release_id,
+        "release_version": cell.release_version,
+        "state": cell.state.value,
+        "task_id": cell.task_id,
+        "completed_at": now if cell.state.ended else None,
+        "previous_deployment_id": cell.previous_deployment_id,
+        "success_release_id": cell.success_release_id,
+        "success_version": cell.success_version,
+        "updated_at": now,
+    }
+
+
+# ---------------------------------------------------------------- steps
+
+
+async def write_step(
+    session: AsyncSession, now: datetime, task_id: int, step: StepRun, *, started: bool = False
+) -> None:
+    """Store a step as a transition in `conveyor.domain.runtime` left it."""
+    values: dict[str, Any] = {
+        "state": step.state.value,
+        "reason": step.reason,
+        "attempt": step.attempt,
+        "outputs": dict(step.outputs),
+        "child_task_id": step.child_task_id,
+        "interruption_id": step.interruption_id,
+    }
+    if started:
+        values |= {"started_at": now, "completed_at": None}
+    if step.state.ended:
+        values["completed_at"] = now
+    await session.execute(
+        update(t.task_steps)
+        .where(t.task_steps.c.task_id == task_id, t.task_steps.c.idx == step.idx)
+        .values(values)
+    )
+
+
+# ---------------------------------------------------------------- the task's own state
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """The rows one deployment run writes: its task, deployment and dashboard cell."""
+
+    task_id: int
+    deployment_id: int
+    project_id: int
+    environment_id: int
+    release_id: int
+    release_version: str
+    parent_task_id: int | None
+
+
+async def write_task(
+    session: AsyncSession,
+    now: datetime,
+    key: RunKey,
+    task_run: TaskRun,
+    *,
+    first_start: bool = False,
+    release_slot: bool = False,
+    sqlite: bool,
+) -> bool:
+    """Store the task's state on the task, its deployment and the dashboard, and roll it up
+    to a parent waiting for it; True when that woke the parent."""
+    state = task_run.state
+    values: dict[str, Any] = {"state": state.value, "waiting_on": _on(task_run.waiting_on)}
+    if state.ended:
+        values |= {"completed_at": now, "error": task_run.error, "wake": False}
+    if release_slot or state.ended:
+        values |= {"node": None, "lease_expires_at": None}
+    await session.execute(update(t.tasks).where(t.tasks.c.id == key.task_id).values(values))
+    dep_values: dict[str, Any] = {"state": state.value}
+    if first_start:
+        dep_values["started_at"] = now
+    if state.ended:
+        dep_values["completed_at"] = now
+    await session.execute(
+        update(t.deployments).where(t.deployments.c.id == key.deployment_id).values(dep_values)
+    )
+    change = rt.DeploymentState(
+        key.deployment_id, key.release_id, key.release_version, key.task_id, state
+    )
+    await project(session, now, key.project_id, key.environment_id, change, sqlite=sqlite)
+    if key.parent_task_id is None:
+        return False
+    return await _roll_up(session, key.parent_task_id, state)
+
+
+def _on(waiting_on: WaitingOn | None) -> str | None:
+    return waiting_on.value if waiting_on else None
+
+
+async def _roll_up(session: AsyncSession, parent_task_id: int, child_state: TaskState) -> bool:
+    """A child's state shows on its parent; its end wakes the parent (True)."""
+    row = (await session.execute(select(t.tasks).where(t.tasks.c.id == parent_task_id))).first()
+    if row is None:
+        return False
+    parent = task_record(row)
+    change = rt.roll_up(parent.run, child_state)
+    if change is None:
+        return False
+    values: dict[str, Any] = {"state": change.state.value}
+    if change.wake:
+        values["wake"] = True
+    await session.execute(update(t.tasks).where(t.tasks.c.id == parent.id).values(values))
+    await session.execute(
+        update(t.deployments)
+        .where(t.deployments.c.id == parent.deployment_id)
+        .values(state=change.state.value)
+    )
+    # A rolled-up state is never a success, so the projection rule shows it only where the
+    # parent is the cell's current deployment.
+    await session.execute(
+        update(t.dashboard)
+        .where(t.dashboard.c.deployment_id == parent.deployment_id)
+        .values(state=change.state.value)
+    )
+    woke = change.wake
+    if parent.parent_task_id is not None:
+        woke = await _roll_up(session, parent.parent_task_id, change.state) or woke
+    return woke
+
+
+async def wake(session: AsyncSession, task_id: int) -> None:
+    """Make a suspended task runnable again (any node may claim it)."""
+    await session.execute(update(t.tasks).where(t.tasks.c.id == task_id).values(wake=True))
+
+
+async def any_ended(session: AsyncSession, task_ids: Sequence[int]) -> bool:
+    if not task_ids:
+        return False
+    found = await session.execute(
+        select(t.tasks.c.id).where(t.tasks.c.id.in_(task_ids), t.tasks.c.state.in_(rt.TASK_ENDED))
+    )
+    return found.first() is not None
+
+
+async def request_cancel(session: AsyncSession, task_row: TaskRecord) -> bool:
+    """Ask a task to stop: one running on a node is told (its processes are killed); any other
+    is woken to cancel itself, and its open questions close. True when it was woken."""
+    if task_row.node is not None and task_row.state is TaskState.EXECUTING:
+        await session.execute(
+            update(t.tasks).where(t.tasks.c.id == task_row.id).values(cancel_requested=True)
+        )
+        return False
+    state = TaskState.EXECUTING if task_row.state is TaskState.QUEUED else task_row.state
+    await session.execute(
+        update(t.tasks)
+        .where(t.tasks.c.id == task_row.id)
+        .values(cancel_requested=True, wake=True, state=state.value)
+    )
+    await session.execute(
+        update(t.interruptions)
+        .where(t.interruptions.c.task_id == task_row.id, t.interruptions.c.state == "pending")
+        .values(state="canceled")
+    )
+    return True
+
+
+# ---------------------------------------------------------------- interruptions
+
+
+@dataclass(frozen=True)
+class NewInterruption:
+    task_id: int
+    deployment_id: int
+    project_id: int
+    environment_id: int
+    step_idx: int
+    step_name: str
+    kind: str
+    title: str
+    instructions: str
+    responsible_teams: Sequence[str]
+    settings: Mapping[str, Any]
+
+
+async def raise_interruption(session: AsyncSession, now: datetime, new: NewInterruption) -> int:
+    result = await session.execute(
+        t.interruptions.insert()
+        .values(
+            task_id=new.task_id,
+            deployment_id=new.deployment_id,
+            project_id=new.project_id,
+            environment_id=new.environment_id,
+            step_idx=new.step_idx,
+            step_name=new.step_name,
+            kind=new.kind,
+            title=new.title[:400],  # the column's width
+            instructions=new.instructions,
+            responsible_teams=list(new.responsible_teams),
+            settings=dict(new.settings),
+            state="pending",
+            created_at=now,
+            answers=[],
+        )
+        .returning(t.interruptions.c.id)
+    )
+    return int(result.scalar_one())
+
+
+async def take_interruption(
+    session: AsyncSession, now: datetime, interruption_id: int, username: str, user_id: int | None
+) -> None:
+    await session.execute(
+        update(t.interruptions)
+        .where(t.interruptions.c.id == interruption_id)
+        .values(taken_by=username, taken_by_id=user_id, taken_at=now)
+    )
+
+
+@dataclass(frozen=True)
+class Settled:
+    """The answer that settled an interruption."""
+
+    result: str
+    notes: str
+    username: str
+    user_id: int | None
+
+
+async def record_answers(
+    session: AsyncSession,
+    now: datetime,
+    interruption_id: int,
+    answers: Sequence[Mapping[str, Any]],
+    settled: Settled | None,
+) -> None:
+    """Store the answers given so far; a settling one closes it, otherwise the next approver
+    takes it from here."""
+    values: dict[str, Any] = {"answers": [dict(a) for a in answers]}
+    if settled is not None:
+        values |= {
+            "state": "answered",
+            "result": settled.result,
+            "notes": settled.notes,
+            "answered_by": settled.username,
+            "answered_at": now,
+            "taken_by": settled.username,
+            "taken_by_id": settled.user_id,
+        }
+    else:
+        values |= {"taken_by": None, "taken_by_id": None, "taken_at": None}
+    await session.execute(
+        update(t.interruptions).where(t.interruptions.c.id == interruption_id).values(values)
+    )
