@@ -137,6 +137,8 @@ class Node:
                         event.set()
                 if await queue.recover(self.services, self.name, own_tasks_too=False):
                     self.wake()
+                if await queue.wake_forgotten_parents(self.services):
+                    self.wake()
             except Exception:
                 log.exception("heartbeat failed; trying again")
 

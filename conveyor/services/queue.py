@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select, text, update
 
+from conveyor.domain.runtime import StepState, TaskState, WaitingOn
 from conveyor.services.config import public_id
 from conveyor.services.core import Services
 from conveyor.store import tables as t
@@ -176,3 +177,38 @@ async def recover(services: Services, node: str, *, own_tasks_too: bool) -> list
                 .values(node=None, lease_expires_at=None, wake=True)
             )
     return recovered
+
+
+async def wake_forgotten_parents(services: Services) -> int:
+    """Wake a parent that waits for a child which has already ended; how many were woken.
+
+    A child's end wakes its parent in the child's own transaction. A parent suspending at that
+    very moment checks, in its transaction, whether a child ended meanwhile; on PostgreSQL's
+    read committed each of the two can read the other as it was before either committed, and
+    the wake-up is lost. Locking the parent in the roll-up would close that window but invert
+    the lock order of a cancel (parent, then children), so the heartbeat sweeps instead: such a
+    parent waits a heartbeat longer, never forever."""
+    child = t.tasks.alias("child")
+    ended_child = (
+        select(t.task_steps.c.task_id)
+        .join(child, child.c.id == t.task_steps.c.child_task_id)
+        .where(
+            t.task_steps.c.task_id == t.tasks.c.id,
+            t.task_steps.c.state.not_in([s.value for s in StepState if s.ended]),
+            child.c.state.in_([s.value for s in TaskState if s.ended]),
+        )
+        .exists()
+    )
+    async with services.write() as session:
+        woken = await session.execute(
+            update(t.tasks)
+            .where(
+                t.tasks.c.state.in_((TaskState.EXECUTING.value, TaskState.WAITING.value)),
+                t.tasks.c.waiting_on == WaitingOn.CHILD.value,
+                t.tasks.c.node.is_(None),
+                t.tasks.c.wake.is_(False),
+                ended_child,
+            )
+            .values(wake=True)
+        )
+        return int(getattr(woken, "rowcount", 0) or 0)

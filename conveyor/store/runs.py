@@ -286,17 +286,8 @@ def _on(waiting_on: WaitingOn | None) -> str | None:
 
 
 async def _roll_up(session: AsyncSession, parent_task_id: int, child_state: TaskState) -> bool:
-    """A child's state shows on its parent; its end wakes the parent (True).
-
-    The parent's row is locked before it is read: a parent suspending to wait for its children
-    writes its row and then looks for a child that ended meanwhile. Without the lock, on
-    PostgreSQL's read committed, a child ending at that moment could read the parent as not yet
-    waiting while the parent read the child as still running, and the parent would never wake."""
-    row = (
-        await session.execute(
-            select(t.tasks).where(t.tasks.c.id == parent_task_id).with_for_update()
-        )
-    ).first()
+    """A child's state shows on its parent; its end wakes the parent (True)."""
+    row = (await session.execute(select(t.tasks).where(t.tasks.c.id == parent_task_id))).first()
     if row is None:
         return False
     parent = task_record(row)
