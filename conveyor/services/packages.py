@@ -12,6 +12,7 @@ are one version of one package. The first push of an id fixes how it is spelled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
@@ -221,8 +222,10 @@ def _prepare_incoming(incoming: Path) -> None:
     incoming.mkdir(parents=True, exist_ok=True)
     cutoff = time.time() - STALE_UPLOAD_SECONDS
     for stale in incoming.glob("*.part"):
-        if stale.stat().st_mtime < cutoff:
-            stale.unlink(missing_ok=True)
+        # Another upload may finish (and remove its part) between the listing and this look.
+        with contextlib.suppress(FileNotFoundError):
+            if stale.stat().st_mtime < cutoff:
+                stale.unlink(missing_ok=True)
 
 
 async def _receive(chunks: AsyncIterable[bytes], temp: Path) -> tuple[int, str]:
