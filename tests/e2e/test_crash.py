@@ -7,6 +7,7 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -140,13 +141,14 @@ class Restartable:
         raise AssertionError(f"{task} never got there: {state}")
 
 
-@pytest.fixture
-def crashable(database_url: str, tmp_path: Path) -> Iterator[Restartable]:
+@contextmanager
+def applied_server(database_url: str, tmp_path: Path, config_text: str) -> Iterator[Restartable]:
+    """A restartable server with ``config_text`` applied; stopped at the end."""
     server = Restartable(tmp_path, database_url)
     try:
         server.start()
-        config = tmp_path / "crash.yaml"
-        config.write_text(CONFIG)
+        config = tmp_path / "config.yaml"
+        config.write_text(config_text)
         applied = run_conveyor(
             ("apply", "-f", str(config)),
             {**server.env, "CONVEYOR_SERVER": server.url, "CONVEYOR_API_KEY": server.api_key},
@@ -158,6 +160,12 @@ def crashable(database_url: str, tmp_path: Path) -> Iterator[Restartable]:
         # Also when setting up failed: never leave a server process behind.
         if server.proc is not None:
             stop(server.proc)
+
+
+@pytest.fixture
+def crashable(database_url: str, tmp_path: Path) -> Iterator[Restartable]:
+    with applied_server(database_url, tmp_path, CONFIG) as server:
+        yield server
 
 
 def marks(tmp_path: Path, project: str) -> list[str]:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, create_engine, text
 
-from tests.e2e.conftest import describe, run_conveyor, stop
-from tests.e2e.test_crash import Restartable
+from tests.e2e.conftest import describe, run_conveyor
+from tests.e2e.test_crash import Restartable, applied_server
 
 pytestmark = pytest.mark.e2e
 
@@ -93,21 +93,8 @@ projects:
 
 @pytest.fixture
 def stack(database_url: str, tmp_path: Path) -> Iterator[Restartable]:
-    server = Restartable(tmp_path, database_url)
-    try:
-        server.start()
-        config = tmp_path / "stack.yaml"
-        config.write_text(CONFIG)
-        applied = run_conveyor(
-            ("apply", "-f", str(config)),
-            {**server.env, "CONVEYOR_SERVER": server.url, "CONVEYOR_API_KEY": server.api_key},
-            cwd=tmp_path,
-        )
-        assert applied.returncode == 0, describe(applied)
+    with applied_server(database_url, tmp_path, CONFIG) as server:
         yield server
-    finally:
-        if server.proc is not None:
-            stop(server.proc)
 
 
 def _sync_url(database_url: str) -> str:
