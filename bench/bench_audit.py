@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import random
-import secrets
 import shutil
 import statistics
 import sys
@@ -42,7 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from throwaway_db import pg_database
 
 from conveyor.domain.audit import GENESIS, Category, EventRecord, event_hash
 from conveyor.services import audit
@@ -344,26 +343,11 @@ async def one_size(url: str, count: int, runs: int, flags: argparse.Namespace) -
         shutil.rmtree(data, ignore_errors=True)
 
 
-def pg_database(server_url: str) -> tuple[str, Callable[[], None]]:
-    name = f"conveyor_bench_audit_{secrets.token_hex(3)}"
-    admin_url = make_url(server_url).set(drivername="postgresql+psycopg")
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return admin_url.set(database=name).render_as_string(hide_password=False), drop
-
-
 async def main(flags: argparse.Namespace) -> None:
     results = {}
     for count in flags.sizes:
         if flags.postgres:
-            url, drop = pg_database(flags.postgres)
+            url, drop = pg_database(flags.postgres, "conveyor_bench_audit")
             try:
                 results[count] = await one_size(url, count, flags.runs, flags)
             finally:

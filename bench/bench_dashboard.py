@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import random
 import re
-import secrets
 import shutil
 import statistics
 import sys
@@ -41,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 from sqlalchemy import create_engine, insert, select, text
-from sqlalchemy.engine import make_url
+from throwaway_db import pg_database
 
 from conveyor.api.app import create_app
 from conveyor.services.access import caller_for_user, get_user
@@ -281,26 +280,11 @@ async def one_size(url: str, count: int, runs: int) -> dict[str, list[float]]:
         shutil.rmtree(data, ignore_errors=True)
 
 
-def pg_database(server_url: str) -> tuple[str, Callable[[], None]]:
-    name = f"conveyor_bench_dashboard_{secrets.token_hex(3)}"
-    admin_url = make_url(server_url).set(drivername="postgresql+psycopg")
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return admin_url.set(database=name).render_as_string(hide_password=False), drop
-
-
 async def main(flags: argparse.Namespace) -> None:
     results: dict[int, dict[str, list[float]]] = {}
     for count in flags.sizes:
         if flags.postgres:
-            url, drop = pg_database(flags.postgres)
+            url, drop = pg_database(flags.postgres, "conveyor_bench_dashboard")
             try:
                 results[count] = await one_size(url, count, flags.runs)
             finally:

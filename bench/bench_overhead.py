@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import shutil
 import statistics
 import sys
@@ -37,8 +36,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
+from throwaway_db import pg_database
 
 from conveyor.api.app import create_app
 from conveyor.engine.node import Node
@@ -174,18 +173,7 @@ async def measure(projects: int, requests: int, runs: int, url: str) -> dict[str
 def database_for(postgres: str | None, data: Path, size: int) -> tuple[str, Callable[[], None]]:
     if postgres is None:
         return f"sqlite+aiosqlite:///{data / f'bench-{size}.db'}", lambda: None
-    name = f"conveyor_bench_{secrets.token_hex(4)}"
-    admin_url = make_url(postgres).set(drivername="postgresql+psycopg")
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return admin_url.set(database=name).render_as_string(hide_password=False), drop
+    return pg_database(postgres, "conveyor_bench")
 
 
 async def main(sizes: list[int], requests: int, runs: int, postgres: str | None) -> None:
