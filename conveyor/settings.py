@@ -19,8 +19,15 @@ class Settings(BaseSettings):
     port: int = 8080
     # The address people use to reach the server (links in emails and logs).
     public_url: str | None = None
-    # How many tasks this node runs at once; a task waiting for a person holds none.
-    task_slots: int = 100
+    # How many tasks this node runs at once; a task waiting for a person holds none. 0: the
+    # node serves the API and the web UI and runs no task (a drained node, docs/operations.md).
+    task_slots: int = Field(default=100, ge=0)
+    # How long a node holds a task without renewing its lease; a node renews every tenth of
+    # it (at most every 2 s), and other nodes take over the tasks of one that stopped renewing.
+    lease_seconds: float = Field(default=20.0, ge=1.0)
+    # Database connections this node may open (PostgreSQL): with N nodes, N times this plus
+    # N listeners must stay under the server's max_connections (docs/operations.md).
+    database_connections: int = Field(default=40, ge=2)
     # How many script processes this node runs at once, over all tasks and parallel steps
     # (0: 50 per CPU core); a script over the limit waits for one to end before it starts.
     script_slots: int = 0

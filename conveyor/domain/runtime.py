@@ -380,3 +380,36 @@ def project(cell: Cell | None, change: DeploymentState, *, new: bool) -> Cell:
             *success,
         )
     return replace(cell, success_release_id=success[0], success_version=success[1])
+
+
+# ---------------------------------------------------------------- leases (several nodes)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A node's hold on one task: the epoch the task had when this node claimed it.
+
+    Every claim and every takeover increments a task's epoch, so exactly one holder's epoch is
+    current; a run writes only while its epoch still is (see `fenced`)."""
+
+    task_id: int
+    epoch: int
+
+
+class LeaseLost(Exception):
+    """This node no longer holds the task: its lease expired and another node took it over."""
+
+    def __init__(self, task_id: int) -> None:
+        super().__init__(f"task {task_id}: another node took it over (this node's lease expired)")
+        self.task_id = task_id
+
+
+def fenced(lease: Lease, current_epoch: int | None) -> None:
+    """Refuse a write by a holder whose epoch is no longer the task's (or whose task is gone)."""
+    if current_epoch != lease.epoch:
+        raise LeaseLost(lease.task_id)
+
+
+def lost(leases: Sequence[Lease], current: Mapping[int, int]) -> set[int]:
+    """The tasks among ``leases`` that another claim or takeover has moved past."""
+    return {lease.task_id for lease in leases if current.get(lease.task_id) != lease.epoch}

@@ -10,6 +10,7 @@ returned. When something must wait, the task is suspended and the slot freed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 from dataclasses import dataclass
@@ -71,11 +72,13 @@ class Executor:
 
     # ------------------------------------------------------------ the task
 
-    async def run(self, task_id: int, cancel: asyncio.Event) -> None:
-        run = await ex.load_run(self.services, task_id)
+    async def run(self, lease: rt.Lease, cancel: asyncio.Event) -> None:
+        """Run the task this node claimed under ``lease``, until it ends or waits."""
+        task_id = lease.task_id
+        run = await ex.load_run(self.services, lease)
         variables = self._variables(run)
         run.masker = Masker(variables.secrets())
-        task_log = self.logs.open(task_id, run.masker)
+        task_log = self.logs.open(task_id, run.masker, lease.epoch)
         model = (await load(self.services)).model
         ctx = Context(run, task_log, cancel, variables, model.targets)
         try:
@@ -87,13 +90,19 @@ class Executor:
                 await ex.resumed(self.services, run)
                 task_log.line(f"Resuming the deployment of {run.label}")
             await self._steps(ctx)
+        except rt.LeaseLost:
+            # Another node took this task over while this one was stopped (frozen, cut off):
+            # what it decided stands; this node kills what it still runs and writes nothing.
+            log.warning("task %s: this node lost the lease; another node runs it now", task_id)
+            cancel.set()
         except Exception as exc:  # a bug must fail the task visibly, never leave it stuck
             log.exception("task %s failed unexpectedly", task_id)
             if not run.state.ended:  # it ends once: a failure after its end changes nothing
                 task_log.line(f"Conveyor failed while running this task: {exc}", level="error")
                 await task_log.flush()
                 failed = rt.fail_internally(run.task, f"internal error: {exc}")
-                await ex.finish(self.services, run, failed)
+                with contextlib.suppress(rt.LeaseLost):  # then it is the new holder's to end
+                    await ex.finish(self.services, run, failed)
         finally:
             await task_log.close()
 

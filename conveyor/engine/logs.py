@@ -42,7 +42,7 @@ Rows = list[dict[str, Any]]
 class LogWriter:
     """The one writer of a node's task logs (see the module's description)."""
 
-    def __init__(self, write: Callable[[Rows], Awaitable[None]]) -> None:
+    def __init__(self, write: Callable[[Rows], Awaitable[object]]) -> None:
         self._write = write
         self._dirty: dict[TaskLog, None] = {}  # logs with buffered lines, in arrival order
         self.buffered_lines = 0
@@ -54,8 +54,8 @@ class LogWriter:
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
 
-    def open(self, task_id: int, masker: Masker | None = None) -> TaskLog:
-        return TaskLog(task_id, self, masker)
+    def open(self, task_id: int, masker: Masker | None = None, epoch: int | None = None) -> TaskLog:
+        return TaskLog(task_id, self, masker, epoch)
 
     # ------------------------------------------------------------ producers
 
@@ -170,10 +170,14 @@ class TaskLog:
     def __init__(
         self,
         task_id: int,
-        writer: LogWriter | Callable[[Rows], Awaitable[None]],
+        writer: LogWriter | Callable[[Rows], Awaitable[object]],
         masker: Masker | None = None,
+        epoch: int | None = None,
     ) -> None:
         self.task_id = task_id
+        # The lease epoch of the run writing it: lines of a run another node took over are
+        # dropped by the writer (`execution.write_logs`), never mixed into the new run's log.
+        self.epoch = epoch
         # A bare write function (a tool, a test) gets a writer of its own.
         self._owns_writer = not isinstance(writer, LogWriter)
         self._writer = writer if isinstance(writer, LogWriter) else LogWriter(writer)
@@ -197,7 +201,14 @@ class TaskLog:
                 masked = masked[:MAX_LINE] + " … (line cut)"
             chars += len(masked)
             self.buffer.append(
-                {"task_id": self.task_id, "at": at, "step": step, "level": level, "line": masked}
+                {
+                    "task_id": self.task_id,
+                    "epoch": self.epoch,
+                    "at": at,
+                    "step": step,
+                    "level": level,
+                    "line": masked,
+                }
             )
             self.appended += 1
         return self._writer.buffered(self, len(self.buffer) - before, chars)

@@ -12,8 +12,10 @@ import contextlib
 import logging
 import os
 import socket
+from dataclasses import dataclass
 from datetime import timedelta
 
+from conveyor.domain.runtime import Lease
 from conveyor.engine import sandbox
 from conveyor.engine.delivery import Deliverer
 from conveyor.engine.executor import Executor
@@ -23,8 +25,8 @@ from conveyor.services.core import Services
 log = logging.getLogger("conveyor.engine")
 
 POLL_SECONDS = 5.0
+# A node renews its leases every tenth of the lease, and at least this often.
 HEARTBEAT_SECONDS = 2.0
-LEASE = timedelta(seconds=30)
 # Tasks claimed in one transaction when that many slots are free (a burst of deployments).
 CLAIM_BATCH = 20
 
@@ -33,18 +35,28 @@ def node_name() -> str:
     return os.environ.get("CONVEYOR_NODE_NAME") or socket.gethostname()
 
 
+@dataclass(frozen=True)
+class Running:
+    """A task this node runs: the lease it claimed it under, and how to stop it."""
+
+    lease: Lease
+    cancel: asyncio.Event
+
+
 class Node:
     def __init__(
         self, services: Services, slots: int | None = None, name: str | None = None
     ) -> None:
         self.services = services
         self.name = name or node_name()
-        self.slots = slots or services.settings.task_slots
+        self.slots = services.settings.task_slots if slots is None else slots
+        self.lease = timedelta(seconds=services.settings.lease_seconds)
+        self.heartbeat_seconds = min(HEARTBEAT_SECONDS, services.settings.lease_seconds / 10)
         self.executor = Executor(services, self.name)
         # Notifications from the outbox: sent by every node, each row by one.
         self.deliverer = Deliverer(services, self.name)
         self._wake = asyncio.Event()
-        self._running: dict[int, asyncio.Event] = {}
+        self._running: dict[int, Running] = {}
         self._jobs: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -62,6 +74,8 @@ class Node:
         (log.info if found.usable else log.warning)("%s", found.describe())
         # Listed by `conveyor node list` from now on, idle or not.
         await nodes.heartbeat(self.services, self.name, self.slots, starting=True)
+        if (shortfall := await nodes.connection_warning(self.services)) is not None:
+            log.warning("%s", shortfall)
         # Tasks this node held before a restart cannot still be running: take them over now.
         recovered = await queue.recover(self.services, self.name, own_tasks_too=True)
         if recovered:
@@ -82,8 +96,8 @@ class Node:
         await self.deliverer.stop()
         for loop in self._loops:
             loop.cancel()
-        for cancel in self._running.values():
-            cancel.set()
+        for running in self._running.values():
+            running.cancel.set()
         for job in list(self._jobs):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(job, timeout=10)
@@ -99,9 +113,9 @@ class Node:
             try:
                 while len(self._running) < self.slots:
                     free = min(self.slots - len(self._running), CLAIM_BATCH)
-                    claimed = await queue.claim_many(self.services, self.name, LEASE, free)
-                    for task_id in claimed:
-                        self._launch(task_id)
+                    claimed = await queue.claim_many(self.services, self.name, self.lease, free)
+                    for lease in claimed:
+                        self._launch(lease)
                     if len(claimed) < free:
                         break
             except Exception:
@@ -110,31 +124,42 @@ class Node:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=POLL_SECONDS)
 
-    def _launch(self, task_id: int) -> None:
-        cancel = asyncio.Event()
-        self._running[task_id] = cancel
+    def _launch(self, lease: Lease) -> None:
+        running = Running(lease, asyncio.Event())
+        # A task this node lost while frozen and claims again: the old run stops at its next
+        # write (its lease is stale), and the new one is the one listed here.
+        self._running[lease.task_id] = running
 
         async def job() -> None:
             try:
-                await self.executor.run(task_id, cancel)
+                await self.executor.run(lease, running.cancel)
             finally:
-                self._running.pop(task_id, None)
+                if self._running.get(lease.task_id) is running:
+                    del self._running[lease.task_id]
                 self.wake()  # a slot is free, and what this task did may unblock others
 
-        task = asyncio.create_task(job(), name=f"conveyor-task-{task_id}")
+        task = asyncio.create_task(job(), name=f"conveyor-task-{lease.task_id}")
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
     async def _heartbeat_loop(self) -> None:
         while not self._stopping:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(self.heartbeat_seconds)
             try:
                 await nodes.heartbeat(self.services, self.name, self.slots)
-                cancel = await queue.renew(self.services, self.name, list(self._running), LEASE)
-                for task_id in cancel:
-                    event = self._running.get(task_id)
-                    if event is not None:
-                        event.set()
+                leases = [running.lease for running in self._running.values()]
+                renewal = await queue.renew(self.services, self.name, leases, self.lease)
+                for task_id in renewal.lost:
+                    log.warning(
+                        "task %s: this node lost the lease (it stopped renewing for longer "
+                        "than %s s); stopping it here",
+                        task_id,
+                        self.services.settings.lease_seconds,
+                    )
+                for task_id in renewal.cancel | renewal.lost:
+                    running = self._running.get(task_id)
+                    if running is not None:
+                        running.cancel.set()
                 if await queue.recover(self.services, self.name, own_tasks_too=False):
                     self.wake()
                 if await queue.wake_forgotten_parents(self.services):
@@ -165,8 +190,8 @@ class Node:
 
     def cancel_local(self, task_id: int) -> bool:
         """Cancel a task running here without waiting for the next heartbeat."""
-        event = self._running.get(task_id)
-        if event is None:
+        running = self._running.get(task_id)
+        if running is None:
             return False
-        event.set()
+        running.cancel.set()
         return True

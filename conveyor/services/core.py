@@ -378,6 +378,6 @@ class Services:
 
 def bootstrap(settings: Settings) -> Services:
     """Build the real object graph for a process (server, CLI admin command, test)."""
-    engine = create_engine_for(settings.resolved_database_url)
+    engine = create_engine_for(settings.resolved_database_url, settings.database_connections)
     box = SecretBox(load_or_create_key(settings))
     return Services(settings, engine, box)

@@ -10,7 +10,8 @@ task at once. Claiming, renewing and recovering tasks is the queue's (`conveyor.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,15 @@ from conveyor.domain.audit import Category
 from conveyor.domain.documents import Environment, Project, User
 from conveyor.domain.errors import ConveyorError, InvalidTransition
 from conveyor.domain.masking import Masker
-from conveyor.domain.runtime import Outcome, OutcomeKind, StepRun, TaskRun, TaskState, WaitingOn
+from conveyor.domain.runtime import (
+    Lease,
+    Outcome,
+    OutcomeKind,
+    StepRun,
+    TaskRun,
+    TaskState,
+    WaitingOn,
+)
 from conveyor.services.access import caller_for_user, find_user
 from conveyor.services.config import load, public_id
 from conveyor.services.core import Caller, Services, Tx, system_caller
@@ -44,6 +53,8 @@ class Run:
     working copy, updated as each move is written."""
 
     task_id: int
+    # The claim this node runs it under: every write below is refused once it is stale.
+    lease: Lease
     deployment_id: int
     state: TaskState
     waiting_on: WaitingOn | None
@@ -110,10 +121,23 @@ def engine_caller(creator: str) -> Caller:
     return system_caller(on_behalf_of=creator)
 
 
+@asynccontextmanager
+async def _event(
+    services: Services, run: Run, *, rolls_up: bool = False, caller: Caller | None = None
+) -> AsyncIterator[Tx]:
+    """One engine event: one transaction, refused (`LeaseLost`) if this node no longer holds
+    the task. ``rolls_up``: it changes the task's own state, which shows on its parent."""
+    async with services.tx(caller or engine_caller(run.creator)) as tx:
+        parent = run.parent_task_id if rolls_up else None
+        await runs.fence(tx.session, run.lease, parent_task_id=parent)
+        yield tx
+
+
 # ---------------------------------------------------------------- loading a run
 
 
-async def load_run(services: Services, task_id: int) -> Run:
+async def load_run(services: Services, lease: Lease) -> Run:
+    task_id = lease.task_id
     loaded = await load(services)
     async with services.read() as session:
         task = await runs.task(session, task_id)
@@ -136,6 +160,7 @@ async def load_run(services: Services, task_id: int) -> Run:
             current[name] = version
     return Run(
         task_id=task_id,
+        lease=lease,
         deployment_id=dep.id,
         state=task.state,
         waiting_on=task.waiting_on,
@@ -164,7 +189,7 @@ async def _write_step(tx: Tx, run: Run, step: StepRun, *, started: bool = False)
 
 async def begin_step(services: Services, run: Run, idx: int) -> None:
     step = rt.begin_step(run.steps[idx])
-    async with services.tx(engine_caller(run.creator)) as tx:
+    async with _event(services, run) as tx:
         await _write_step(tx, run, step, started=True)
     run.steps[idx] = step
 
@@ -182,7 +207,7 @@ async def end_step(services: Services, run: Run, idx: int, outcome: Outcome) -> 
     """A step ends with its outcome; a skip is audited in the same transaction."""
     outcome = _sealed(services, run, outcome)
     step = rt.finish_step(run.steps[idx], outcome)
-    async with services.tx(engine_caller(run.creator)) as tx:
+    async with _event(services, run) as tx:
         await _write_step(tx, run, step)
         if outcome.kind is OutcomeKind.SKIPPED:
             await tx.audit(
@@ -199,7 +224,7 @@ async def end_step(services: Services, run: Run, idx: int, outcome: Outcome) -> 
 async def retry_step(services: Services, run: Run, idx: int) -> None:
     """Guided failure's retry: the step runs again from the start."""
     step = rt.retry_step(run.steps[idx])
-    async with services.tx(engine_caller(run.creator)) as tx:
+    async with _event(services, run) as tx:
         await _write_step(tx, run, step)
     run.steps[idx] = step
 
@@ -224,12 +249,21 @@ def output_value(services: Services, value: Any) -> str:
     return str(value)
 
 
-async def write_logs(services: Services, rows: list[dict[str, Any]]) -> None:
-    """One round of a node's log writer (`engine/logs.py`): all its lines in one statement."""
+async def write_logs(services: Services, rows: list[dict[str, Any]]) -> int:
+    """One round of a node's log writer (`engine/logs.py`): all its lines in one statement,
+    less those of runs whose lease another node has taken over; how many were dropped."""
     if not rows:
-        return
+        return 0
     async with services.write() as session:
-        await insert_lines(session, rows)
+        fenced = [row["task_id"] for row in rows if row.get("epoch") is not None]
+        current = await runs.current_epochs(session, fenced) if fenced else {}
+        kept = [
+            {k: v for k, v in row.items() if k != "epoch"}
+            for row in rows
+            if row.get("epoch") is None or current.get(row["task_id"]) == row["epoch"]
+        ]
+        await insert_lines(session, kept)
+    return len(rows) - len(kept)
 
 
 # ---------------------------------------------------------------- the task's own state
@@ -255,7 +289,7 @@ async def _write_task(
 async def started(services: Services, run: Run) -> None:
     """First claim of a deployment: audit that it started."""
     task = rt.start(run.task)
-    async with services.tx(engine_caller(run.creator)) as tx:
+    async with _event(services, run, rolls_up=True) as tx:
         await _write_task(tx, run, task, first_start=run.deployment.started_at is None)
         await tx.audit(
             Category.DEPLOYMENT_STARTED,
@@ -271,14 +305,14 @@ async def resumed(services: Services, run: Run) -> None:
     if run.state is TaskState.EXECUTING and run.waiting_on is None:
         return
     task = rt.resume(run.task)
-    async with services.tx(engine_caller(run.creator)) as tx:
+    async with _event(services, run, rolls_up=True) as tx:
         await _write_task(tx, run, task)
 
 
 async def suspend(services: Services, run: Run, on: WaitingOn) -> None:
     """Release the slot: the task waits for a person or a child, holding no lease."""
     task = rt.suspend(run.task, on)
-    async with services.tx(engine_caller(run.creator)) as tx:
+    async with _event(services, run, rolls_up=True) as tx:
         await _write_task(tx, run, task, release_slot=True)
         now = await runs.task(tx.session, run.task_id)
         # A cancel that arrived while the batch ran: come back at once to honour it. A child
@@ -318,14 +352,14 @@ async def _ended(tx: Tx, run: Run, task: TaskRun) -> None:
 
 async def finish(services: Services, run: Run, task: TaskRun) -> None:
     """The task ended as ``task`` says (decided by `runtime.finish` or `fail_internally`)."""
-    async with services.tx(engine_caller(run.creator)) as tx:
+    async with _event(services, run, rolls_up=True) as tx:
         await _ended(tx, run, task)
 
 
 async def cancel(services: Services, run: Run) -> None:
     """Canceled: the unfinished steps, the children and the task end in one transaction."""
     task = rt.cancel(run.task)
-    async with services.tx(engine_caller(run.creator)) as tx:
+    async with _event(services, run, rolls_up=True) as tx:
         for before, after in zip(run.steps, task.steps, strict=True):
             if after != before:
                 await _write_step(tx, run, after)
@@ -378,7 +412,7 @@ async def start_child(
     target = await resolve_target(
         services, loaded, choice["project"], choice["version"], run.environment.name
     )
-    async with services.tx(caller) as tx:
+    async with _event(services, run, caller=caller) as tx:
         queued = await queue_deployment(
             tx,
             loaded,
@@ -425,7 +459,7 @@ async def raise_interruption(
     if failure is not None:
         reason = run.masker(failure.reason)
         settings["outcome"] = failure.kind.value  # what an abort ends the step as
-    async with services.tx(engine_caller(run.creator)) as tx:
+    async with _event(services, run) as tx:
         interruption_id = await runs.raise_interruption(
             tx.session,
             tx.now,

@@ -7,16 +7,16 @@ nodes"): node names are host names, internal to the installation.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from conveyor.domain import permissions as perms
 from conveyor.domain.errors import PermissionDenied
-from conveyor.domain.nodes import NodeStatus
+from conveyor.domain.nodes import NodeStatus, connection_shortfall
 from conveyor.services.config import public_id
 from conveyor.services.core import Caller, Services, iso
 from conveyor.store import tables as t
@@ -77,8 +77,9 @@ async def list_nodes(services: Services, caller: Caller) -> list[dict[str, Any]]
     if not decision.allowed:
         raise PermissionDenied(decision.reason, permission=str(P.AdministerSystem))
     now = services.clock()
+    lapse = timedelta(seconds=services.settings.lease_seconds)
     statuses = await node_statuses(services)
-    statuses.sort(key=lambda s: (not s.alive(now), s.name))
+    statuses.sort(key=lambda s: (not s.alive(now, lapse), s.name))
     return [
         {
             "name": s.name,
@@ -86,8 +87,21 @@ async def list_nodes(services: Services, caller: Caller) -> list[dict[str, Any]]
             "slots": s.slots,
             "running": len(s.running),
             "tasks": [public_id("tasks", task_id) for task_id in s.running],
-            "alive": s.alive(now),
+            "alive": s.alive(now, lapse),
             "started": iso(s.started),
         }
         for s in statuses
     ]
+
+
+async def connection_warning(services: Services) -> str | None:
+    """On PostgreSQL: whether the nodes alive now, this one included, may together open more
+    connections than the database allows (each node checks when it starts)."""
+    if services.is_sqlite:
+        return None
+    now = services.clock()
+    lapse = timedelta(seconds=services.settings.lease_seconds)
+    async with services.read() as session:
+        allowed = int((await session.execute(text("SHOW max_connections"))).scalar_one())
+    alive = sum(1 for s in await node_statuses(services) if s.alive(now, lapse))
+    return connection_shortfall(allowed, max(alive, 1), services.settings.database_connections)

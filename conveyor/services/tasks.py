@@ -38,7 +38,7 @@ def _check(caller: Caller, permission: P, ref: perms.ProjectRef | None, env: str
         raise PermissionDenied(decision.reason, permission=str(permission))
 
 
-def task_view(loaded: Loaded, row: Any) -> dict[str, Any]:
+def task_view(loaded: Loaded, row: Any, queue_reason: str | None = None) -> dict[str, Any]:
     ref, env = _names(loaded, row)
     return {
         "id": public_id("tasks", row.id),
@@ -48,7 +48,7 @@ def task_view(loaded: Loaded, row: Any) -> dict[str, Any]:
         "environment": env,
         "deployment": public_id("deployments", row.deployment_id) if row.deployment_id else None,
         "parent": public_id("tasks", row.parent_task_id) if row.parent_task_id else None,
-        "queue_reason": row.queue_reason,
+        "queue_reason": queue_reason,
         "waiting_on": row.waiting_on,
         "error": row.error,
         "created": _iso(row.created_at),
@@ -85,7 +85,8 @@ async def get_task(services: Services, caller: Caller, task: str) -> dict[str, A
                 select(t.tasks).where(t.tasks.c.parent_task_id == row.id).order_by(t.tasks.c.id)
             )
         ).all()
-    out = task_view(loaded, row)
+        reason = await _queue_reason(session, row)
+    out = task_view(loaded, row, reason)
     out["steps"] = [
         {
             "index": s.idx,
@@ -105,6 +106,17 @@ async def get_task(services: Services, caller: Caller, task: str) -> dict[str, A
     ]
     out["children"] = [task_view(loaded, c) for c in children]
     return out
+
+
+async def _queue_reason(session: Any, row: Any) -> str | None:
+    """Why a queued task has not started: what holds its project and environment."""
+    if row.state != "queued" or not row.concurrency_key:
+        return None
+    behind = await runs.queued_behind(session, int(row.id), row.concurrency_key)
+    if behind is None:
+        return None
+    blocker, description = behind
+    return f"waiting for {public_id('tasks', blocker)} ({description})"
 
 
 async def task_log(

@@ -63,7 +63,7 @@ def make_private(path: Path, *, create: bool) -> None:
             part.chmod(0o600)
 
 
-def create_engine_for(url: str) -> AsyncEngine:
+def create_engine_for(url: str, connections: int = 40) -> AsyncEngine:
     url = async_url(url)
     if (path := sqlite_file(url)) is not None:
         make_private(path, create=False)
@@ -71,9 +71,12 @@ def create_engine_for(url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    # Up to 60 connections: a node runs 100 tasks at once (docs/operations.md, "Capacity"), and
-    # with 30 its tasks, claims and requests queued for a connection (64 of 100 overlapped).
-    return create_async_engine(url, pool_size=10, max_overflow=50, pool_pre_ping=True)
+    # Up to ``connections`` (CONVEYOR_DATABASE_CONNECTIONS): a node runs 100 tasks at once, and
+    # several nodes share the database's max_connections (docs/operations.md, "Capacity").
+    kept = min(10, connections)
+    return create_async_engine(
+        url, pool_size=kept, max_overflow=connections - kept, pool_pre_ping=True
+    )
 
 
 def sessionmaker_for(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

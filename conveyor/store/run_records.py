@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain import runtime as rt
@@ -31,6 +31,7 @@ class TaskRecord:
     cancel_requested: bool
     wake: bool
     started_at: datetime | None
+    lease_epoch: int = 0
 
     @property
     def run(self) -> TaskRun:
@@ -91,6 +92,7 @@ def task_record(row: Any) -> TaskRecord:
         cancel_requested=bool(row.cancel_requested),
         wake=bool(row.wake),
         started_at=row.started_at,
+        lease_epoch=int(row.lease_epoch),
     )
 
 
@@ -100,6 +102,40 @@ async def task(session: AsyncSession, task_id: int, *, lock: bool = False) -> Ta
     if row is None:
         raise NotFound(f"task {task_id} does not exist")
     return task_record(row)
+
+
+def holding(tasks: Any) -> Any:
+    """A task that holds its project and environment: running, or waiting for a child (or at a
+    step that blocks deployments). One waiting for a person holds nothing."""
+    return or_(
+        tasks.c.state == TaskState.EXECUTING.value,
+        and_(
+            tasks.c.state == TaskState.WAITING.value,
+            tasks.c.waiting_on.in_((WaitingOn.CHILD.value, WaitingOn.BLOCK.value)),
+        ),
+    )
+
+
+async def queued_behind(session: AsyncSession, task_id: int, key: str) -> tuple[int, str] | None:
+    """Why a queued task waits: the task holding its project and environment, or the older
+    queued one that goes first (the claim's rule, `runs.claim`); its id and description."""
+    other = t.tasks
+    row = (
+        await session.execute(
+            select(other.c.id, other.c.description)
+            .where(
+                other.c.concurrency_key == key,
+                other.c.id != task_id,
+                or_(
+                    holding(other),
+                    and_(other.c.state == TaskState.QUEUED.value, other.c.id < task_id),
+                ),
+            )
+            .order_by(other.c.id)
+            .limit(1)
+        )
+    ).first()
+    return (int(row.id), row.description) if row is not None else None
 
 
 async def children_running(session: AsyncSession, task_id: int) -> list[TaskRecord]:

@@ -4,23 +4,24 @@ Every function works inside the caller's transaction (a service's ``Tx``), so on
 is one transaction: a child deployment is queued together with the parent step that waits for
 it, an interruption is raised together with the step's waiting state. What to write is decided
 by `conveyor.domain.runtime`; what is read comes back as typed records, never as rows.
-(The queue's claim, lease and takeover writes stay in `conveyor.services.queue` for now.)
+Claims, leases and takeovers are here too: every write of a run is fenced by the lease epoch
+it was claimed with (`fence`), so a node that lost its lease writes nothing more.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain import runtime as rt
-from conveyor.domain.runtime import StepRun, StepState, TaskRun, TaskState, WaitingOn
+from conveyor.domain.runtime import Lease, StepRun, StepState, TaskRun, TaskState, WaitingOn
 from conveyor.store import tables as t
 from conveyor.store.run_records import (
     DeploymentRecord,
@@ -29,7 +30,9 @@ from conveyor.store.run_records import (
     TaskRecord,
     children_running,
     deployment,
+    holding,
     interruption,
+    queued_behind,
     release,
     steps,
     success_versions,
@@ -45,6 +48,7 @@ __all__ = [  # the records and reads, for callers that know only this module
     "children_running",
     "deployment",
     "interruption",
+    "queued_behind",
     "release",
     "steps",
     "success_versions",
@@ -439,3 +443,242 @@ async def record_answers(
     await session.execute(
         update(t.interruptions).where(t.interruptions.c.id == interruption_id).values(values)
     )
+
+
+# ---------------------------------------------------------------- claims, leases, takeover
+
+
+async def claim(
+    session: AsyncSession,
+    now: datetime,
+    node: str,
+    lease: timedelta,
+    limit: int,
+    *,
+    sqlite: bool,
+) -> list[Lease]:
+    """Take up to ``limit`` runnable tasks, oldest first, in one statement; their leases.
+
+    Runnable: a task woken to resume (an answer, a child's end, a takeover), or a queued one
+    whose project and environment nobody holds and with no older queued task of its own there.
+    That last clause makes the rule safe without any global lock: two nodes claiming at once
+    both see the older task queued (so only it is claimable) or already taken (so it holds the
+    pair). On PostgreSQL, rows another node is claiming are skipped, not waited for."""
+    candidate = t.tasks.alias("candidate")
+    other = t.tasks.alias("other")
+    pair_taken = (
+        select(other.c.id)
+        .where(
+            other.c.concurrency_key == candidate.c.concurrency_key,
+            other.c.id != candidate.c.id,
+            or_(
+                holding(other),
+                and_(other.c.state == TaskState.QUEUED.value, other.c.id < candidate.c.id),
+            ),
+        )
+        .exists()
+    )
+    runnable = (
+        select(candidate.c.id)
+        .where(
+            or_(
+                and_(
+                    candidate.c.state == TaskState.QUEUED.value,
+                    or_(candidate.c.concurrency_key.is_(None), ~pair_taken),
+                ),
+                and_(candidate.c.wake.is_(True), candidate.c.node.is_(None)),
+            )
+        )
+        .order_by(candidate.c.id)
+        .limit(limit)
+    )
+    if not sqlite:
+        runnable = runnable.with_for_update(skip_locked=True)
+    tasks = t.tasks
+    claimed = await session.execute(
+        update(tasks)
+        .where(tasks.c.id.in_(runnable.scalar_subquery()))
+        .values(
+            node=node,
+            lease_expires_at=now + lease,
+            lease_epoch=tasks.c.lease_epoch + 1,
+            wake=False,
+            state=case(
+                (tasks.c.state == TaskState.QUEUED.value, TaskState.EXECUTING.value),
+                else_=tasks.c.state,
+            ),
+            started_at=func.coalesce(tasks.c.started_at, now),
+        )
+        .returning(tasks.c.id, tasks.c.lease_epoch)
+    )
+    return sorted((Lease(int(r.id), int(r.lease_epoch)) for r in claimed), key=_by_task)
+
+
+def _by_task(lease: Lease) -> int:
+    return lease.task_id
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """What a node learns when it renews its leases."""
+
+    cancel: set[int]  # someone asked to cancel these
+    lost: set[int]  # another node took these over: stop them, write nothing more
+
+
+async def renew(
+    session: AsyncSession, now: datetime, node: str, leases: Sequence[Lease], lease: timedelta
+) -> Renewal:
+    """Extend the leases this node still holds."""
+    if not leases:
+        return Renewal(set(), set())
+    ids = [held.task_id for held in leases]
+    epochs = {held.task_id: held.epoch for held in leases}
+    await session.execute(
+        update(t.tasks)
+        .where(t.tasks.c.id.in_(ids), t.tasks.c.node == node)
+        .values(lease_expires_at=now + lease)
+    )
+    rows = (
+        await session.execute(
+            select(t.tasks.c.id, t.tasks.c.lease_epoch, t.tasks.c.cancel_requested).where(
+                t.tasks.c.id.in_(ids)
+            )
+        )
+    ).all()
+    current = {int(r.id): int(r.lease_epoch) for r in rows}
+    return Renewal(
+        cancel={int(r.id) for r in rows if r.cancel_requested and current[r.id] == epochs[r.id]},
+        lost=rt.lost(leases, current),
+    )
+
+
+async def take_over(
+    session: AsyncSession, now: datetime, node: str, reason: str, *, own_tasks_too: bool
+) -> list[int]:
+    """Tasks whose node died (its lease expired; or this node's own, when it starts): a step
+    caught running fails with ``reason``, and the task is woken for any node to resume. The
+    epoch moves on, so the node that held it can write nothing more even if it was only frozen.
+    A step waiting for a child or a person was not running: it resumes as it was."""
+    expired = t.tasks.c.lease_expires_at < now
+    dead = or_(expired, t.tasks.c.node == node) if own_tasks_too else expired
+    taken = (
+        (
+            await session.execute(
+                select(t.tasks.c.id)
+                .where(
+                    t.tasks.c.state.in_((TaskState.EXECUTING.value, TaskState.WAITING.value)),
+                    t.tasks.c.node.is_not(None),
+                    dead,
+                )
+                .order_by(t.tasks.c.id)  # task rows are locked in id order, everywhere
+                .with_for_update(skip_locked=True)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for task_id in taken:
+        running = await session.execute(
+            update(t.task_steps)
+            .where(
+                t.task_steps.c.task_id == task_id,
+                t.task_steps.c.state == StepState.RUNNING.value,
+            )
+            .values(state=StepState.FAILED.value, reason=reason, completed_at=now)
+            .returning(t.task_steps.c.idx, t.task_steps.c.name)
+        )
+        lines = [
+            {
+                "task_id": task_id,
+                "at": now,
+                "step": step.idx,
+                "level": "error",
+                "line": f'Step "{step.name}" failed: {reason}',
+            }
+            for step in running
+        ]
+        if lines:
+            await session.execute(t.task_logs.insert(), lines)
+    if taken:
+        await session.execute(
+            update(t.tasks)
+            .where(t.tasks.c.id.in_(taken))
+            .values(
+                node=None,
+                lease_expires_at=None,
+                wake=True,
+                lease_epoch=t.tasks.c.lease_epoch + 1,
+            )
+        )
+    return [int(task_id) for task_id in taken]
+
+
+async def wake_forgotten_parents(session: AsyncSession) -> int:
+    """Wake a parent that waits for a child which has already ended; how many were woken.
+
+    A child's end wakes its parent in the child's own transaction. A parent suspending at that
+    very moment checks, in its transaction, whether a child ended meanwhile; on PostgreSQL's
+    read committed each of the two can read the other as it was before either committed, and
+    the wake-up is lost. The node's heartbeat sweeps for such parents: one waits a heartbeat
+    longer, never forever."""
+    child = t.tasks.alias("child")
+    ended_child = (
+        select(t.task_steps.c.task_id)
+        .join(child, child.c.id == t.task_steps.c.child_task_id)
+        .where(
+            t.task_steps.c.task_id == t.tasks.c.id,
+            t.task_steps.c.state.not_in(rt.STEP_ENDED),
+            child.c.state.in_(rt.TASK_ENDED),
+        )
+        .exists()
+    )
+    woken = await session.execute(
+        update(t.tasks)
+        .where(
+            t.tasks.c.state.in_((TaskState.EXECUTING.value, TaskState.WAITING.value)),
+            t.tasks.c.waiting_on == WaitingOn.CHILD.value,
+            t.tasks.c.node.is_(None),
+            t.tasks.c.wake.is_(False),
+            ended_child,
+        )
+        .values(wake=True)
+    )
+    return int(getattr(woken, "rowcount", 0) or 0)
+
+
+async def fence(session: AsyncSession, lease: Lease, *, parent_task_id: int | None = None) -> None:
+    """Refuse this write (`LeaseLost`) unless ``lease`` is still the task's.
+
+    The task row stays locked to the end of the transaction, so a takeover cannot slip in
+    between this check and the writes after it. An event that rolls up to the parent (any
+    change of the task's own state) locks the parent and its ancestors too, before the task,
+    as every transaction locks task rows: in id order, ancestors first (a cancel locks the
+    parent, then its children)."""
+    ids = [lease.task_id]
+    up = parent_task_id
+    while up is not None:
+        ids.append(up)
+        up = (
+            await session.execute(select(t.tasks.c.parent_task_id).where(t.tasks.c.id == up))
+        ).scalar_one_or_none()
+    rows = await session.execute(
+        select(t.tasks.c.id, t.tasks.c.lease_epoch)
+        .where(t.tasks.c.id.in_(ids))
+        .order_by(t.tasks.c.id)
+        .with_for_update()
+    )
+    current = {int(r.id): int(r.lease_epoch) for r in rows}
+    rt.fenced(lease, current.get(lease.task_id))
+
+
+async def current_epochs(session: AsyncSession, task_ids: Sequence[int]) -> dict[int, int]:
+    """The epochs of these tasks, held (shared) to the end of the transaction: log lines of a
+    round are kept only for the holders that are still current."""
+    rows = await session.execute(
+        select(t.tasks.c.id, t.tasks.c.lease_epoch)
+        .where(t.tasks.c.id.in_(sorted(set(task_ids))))
+        .order_by(t.tasks.c.id)
+        .with_for_update(read=True)
+    )
+    return {int(r.id): int(r.lease_epoch) for r in rows}

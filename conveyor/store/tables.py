@@ -271,9 +271,11 @@ tasks = Table(
     Column("parent_task_id", Id, nullable=True),
     # One task per key executes at a time (a deployment's project and environment).
     Column("concurrency_key", String(100), nullable=True),
-    Column("queue_reason", String(400), nullable=True),
     Column("node", String(200), nullable=True),
     Column("lease_expires_at", DateTime(timezone=True), nullable=True),
+    # Incremented by every claim and takeover; a run's writes carry the epoch it was claimed
+    # with and are refused once it is stale (a node frozen past its lease, then continuing).
+    Column("lease_epoch", Integer, nullable=False, default=0, server_default="0"),
     # Set when what a suspended task waited for happened: claim it again to resume.
     Column("wake", Boolean, nullable=False, default=False),
     Column("waiting_on", String(16), nullable=True),

@@ -49,7 +49,8 @@ async def two_nodes(services: Services, admin: Caller) -> str:
     services.clock = utcnow
     await nodes.heartbeat(services, "node-a", 4, starting=True)
     await nodes.heartbeat(services, "node-a", 4)
-    assert await queue.claim(services, "node-a", timedelta(seconds=30)) == queued.task_id
+    claimed = await queue.claim(services, "node-a", timedelta(seconds=30))
+    assert claimed is not None and claimed.task_id == queued.task_id
     return str(queued.as_dict()["task"])
 
 

@@ -257,7 +257,7 @@ async def test_a_burst_is_claimed_in_one_transaction_one_per_project_and_environ
     refs.append(await deploy(services, admin, "Burst 0"))  # behind the first one
     ids = [await task_ids(services, ref) for ref in refs]
     claimed = await queue.claim_many(services, "burst-node", timedelta(seconds=30), 10)
-    assert claimed == ids[:4]
+    assert [lease.task_id for lease in claimed] == ids[:4]
     blocked = await tasks.get_task(services, admin, refs[4])
     assert blocked["state"] == "queued"
     assert blocked["queue_reason"].startswith(f"waiting for {refs[0]}")

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from conveyor.domain.errors import InvalidTransition
 from conveyor.domain.interruptions import Kind
+from conveyor.domain.runtime import Lease
 from conveyor.engine.node import Node
 from conveyor.services import execution as ex
 from conveyor.services import interruptions, tasks
@@ -48,7 +49,7 @@ async def test_a_child_is_queued_only_together_with_its_parent_step(
     await setup(services, admin, project("Leaf", LEAF), project("Parent", PARENT))
     await deploy(services, admin, "Leaf")  # the release the parent release chooses
     parent_task = _id(await deploy(services, admin, "Parent"))
-    run = await ex.load_run(services, parent_task)
+    run = await ex.load_run(services, Lease(parent_task, 0))  # as queued, before any claim
     choice = run.release.children[0]
     children = select(func.count()).where(t.deployments.c.parent_id == run.deployment_id)
 
@@ -77,7 +78,7 @@ async def test_an_interruption_is_raised_only_together_with_the_waiting_step(
 ) -> None:
     await setup(services, admin, project("Asks", APPROVE))
     task = _id(await deploy(services, admin, "Asks"))
-    run = await ex.load_run(services, task)
+    run = await ex.load_run(services, Lease(task, 0))
     asked = select(func.count()).where(t.interruptions.c.task_id == task)
     question = {
         "kind": Kind.MANUAL_INTERVENTION.value,
@@ -133,8 +134,7 @@ async def test_a_resumed_task_holds_its_project_and_environment(
 
 
 RUNTIME_TABLES = ("tasks", "deployments", "task_steps", "interruptions", "dashboard")
-# The queue's claim, lease and takeover writes move to the store with the fencing work.
-ALLOWED = {Path("conveyor/store/runs.py"), Path("conveyor/services/queue.py")}
+ALLOWED = {Path("conveyor/store/runs.py")}  # claims, leases and takeovers included
 
 
 def test_only_the_run_store_writes_the_runtime_tables() -> None:

@@ -265,3 +265,20 @@ def test_a_failure_of_the_current_deployment_keeps_the_last_success() -> None:
         "1.0",
         1,
     )
+
+
+# ---------------------------------------------------------------- leases
+
+
+def test_a_write_under_a_stale_lease_is_refused() -> None:
+    rt.fenced(rt.Lease(7, 3), 3)
+    with pytest.raises(rt.LeaseLost, match="task 7: another node took it over"):
+        rt.fenced(rt.Lease(7, 3), 4)
+    with pytest.raises(rt.LeaseLost):
+        rt.fenced(rt.Lease(7, 3), None)  # the task is gone
+
+
+def test_renewing_finds_the_leases_another_node_moved_past() -> None:
+    held = [rt.Lease(1, 1), rt.Lease(2, 5), rt.Lease(3, 2)]
+    assert rt.lost(held, {1: 1, 2: 6, 3: 2}) == {2}
+    assert rt.lost(held, {1: 1, 2: 5}) == {3}
