@@ -42,8 +42,9 @@ import httpx
 from sqlalchemy import create_engine, insert, select, text
 from throwaway_db import pg_database
 
-from conveyor.api.app import create_app
+from conveyor.api.app import create_app, settle_heap
 from conveyor.services.access import caller_for_user, get_user
+from conveyor.services.config import load
 from conveyor.services.configfile import apply_text
 from conveyor.services.core import Services, bootstrap, system_caller
 from conveyor.services.users import create_api_key, initialise, set_password
@@ -207,6 +208,8 @@ async def measure(services: Services, settings: Settings, runs: int) -> dict[str
     reader_key = await create_api_key(services, system_caller(), "reader", "bench")
     await set_password(services, system_caller(), "admin", PASSWORD)
     app = create_app(settings, services)
+    await load(services)
+    settle_heap()  # as `conveyor server` does once started (the transport runs no lifespan)
     transport = httpx.ASGITransport(app=app)
     api = f"{BASE}/api/v1"
     admin = httpx.AsyncClient(transport=transport, base_url=api, headers={"X-Api-Key": admin_key})

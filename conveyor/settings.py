@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     # How long a node holds a task without renewing its lease; a node renews every tenth of
     # it (at most every 2 s), and other nodes take over the tasks of one that stopped renewing.
     lease_seconds: float = Field(default=20.0, ge=1.0)
+    # How long a stopping node (SIGTERM) lets running steps finish before it interrupts them;
+    # its tasks then carry on, from their next step, on another node (or this one restarted).
+    stop_grace_seconds: float = Field(default=10.0, ge=0.0)
     # Database connections this node may open (PostgreSQL): with N nodes, N times this plus
     # N listeners must stay under the server's max_connections (docs/operations.md).
     database_connections: int = Field(default=40, ge=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,11 +15,25 @@ from conveyor.api.limits import BodyLimitMiddleware
 from conveyor.api.routers import changes, deployments, documents, events, notifications, system
 from conveyor.api.routers import packages as package_routes
 from conveyor.domain.forwarding import trusted_networks
+from conveyor.services.config import load
 from conveyor.services.core import Services, bootstrap
 from conveyor.services.users import sync_built_in_roles
 from conveyor.settings import Settings
 
 API_PREFIX = "/api/v1"
+# Allocations between young-generation collections (CPython's default is 700).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_heap() -> None:
+    """Once started: move what the server holds for its life (modules, routes, templates, the
+    decoded configuration) out of the garbage collector's view, and collect the young less
+    often. A full collection otherwise walked all of it every few requests: the dashboard at
+    500 projects spent 145 ms p95 of CPU against 50 ms p50."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
@@ -38,6 +53,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             node = Node(svc)
             await node.start()
             app.state.node = node
+        if owned:
+            await load(svc)  # the configuration cache, warm before the first request
+            settle_heap()
         try:
             yield
         finally:

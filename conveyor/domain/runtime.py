@@ -267,6 +267,14 @@ def resume(task: TaskRun) -> TaskRun:
     return replace(task, state=TaskState.EXECUTING, waiting_on=None)
 
 
+def hand_over(task: TaskRun) -> TaskRun:
+    """A running task let go between two steps by a node that is stopping: it still holds its
+    project and environment, and any node carries on with the next step."""
+    if task.state is not TaskState.EXECUTING or task.waiting_on is not None:
+        raise _refuse_task(task, "be handed over")
+    return task
+
+
 def outcome_of_steps(steps: Sequence[StepRun]) -> tuple[TaskState, str | None]:
     """The task's end from its steps: the first failure decides (a timeout times it out)."""
     for step in steps:

@@ -58,6 +58,8 @@ class Executor:
         self.logs = LogWriter(lambda rows: ex.write_logs(services, rows))
         # Who runs commands on a target, by its kind (ssh and agent runners come next).
         self.runners: dict[str, Runner] = {"local": LocalRunner(services.settings)}
+        # Set when the node stops: each task lets go at its next step for another node.
+        self.draining = False
 
     def clean_work(self) -> None:
         """Work folders of runs this node was doing when it died (kill -9, power cut)."""
@@ -112,6 +114,11 @@ class Executor:
             await self._canceled(ctx)
             return
         for batch in planning.batches(run.snapshot.process.steps):
+            if self.draining and not all(run.steps[i].state.ended for i in batch):
+                ctx.log.line("This server is stopping: another one carries on from here")
+                await ctx.log.flush()
+                await ex.hand_over(self.services, run)
+                return
             failed = any(s.state.failed for s in run.steps)
             results = await asyncio.gather(*(self._step(ctx, i, failed) for i in batch))
             if ctx.cancel.is_set():

@@ -90,18 +90,35 @@ class Node:
         self.wake()
 
     async def stop(self) -> None:
+        """Stop claiming; running tasks carry on to their next step and are handed over there
+        (any node, or this one restarted, continues them). A step still running after the
+        grace period is stopped and handed over as interrupted, as after a crash, but at once
+        instead of when its lease expires."""
         self._stopping = True
         if self.wake in self.services.wakers:
             self.services.wakers.remove(self.wake)
         await self.deliverer.stop()
+        heartbeat = [loop for loop in self._loops if loop.get_name() == "conveyor-heartbeat"]
         for loop in self._loops:
+            if loop not in heartbeat:  # leases stay renewed while the tasks wind down
+                loop.cancel()
+        self.executor.draining = True
+        jobs = set(self._jobs)
+        if jobs:
+            _, late = await asyncio.wait(jobs, timeout=self.services.settings.stop_grace_seconds)
+            if late:
+                leases = [running.lease for running in self._running.values()]
+                for job in late:
+                    job.cancel()  # its processes are stopped (process group, SIGTERM then KILL)
+                await asyncio.wait(late, timeout=30)
+                with contextlib.suppress(Exception):
+                    let_go = await queue.let_go(self.services, leases)
+                    log.warning(
+                        "stopping: %d task(s) interrupted mid-step, handed over", len(let_go)
+                    )
+        for loop in heartbeat:
             loop.cancel()
-        for running in self._running.values():
-            running.cancel.set()
-        for job in list(self._jobs):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(job, timeout=10)
-        # What the tasks logged last (a task cut short by the timeout above too) is written.
+        # What the tasks logged last (a task cut short by the grace period too) is written.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.executor.logs.close(), timeout=10)
         for loop in self._loops:
@@ -143,7 +160,7 @@ class Node:
         task.add_done_callback(self._jobs.discard)
 
     async def _heartbeat_loop(self) -> None:
-        while not self._stopping:
+        while True:  # until stop() cancels it, after the tasks wound down
             await asyncio.sleep(self.heartbeat_seconds)
             try:
                 await nodes.heartbeat(self.services, self.name, self.slots)

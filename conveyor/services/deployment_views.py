@@ -8,6 +8,8 @@ never overlap or skip rows while deployments are being added.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, false, or_, select
@@ -137,12 +139,31 @@ def _names(loaded: Loaded, kind: str) -> dict[int, str]:
     return out
 
 
-async def dashboard(services: Services, caller: Caller) -> dict[str, Any]:
-    """The current deployment of each project in each environment, from the projection only.
+@dataclass(frozen=True, slots=True)
+class BoardCell:
+    """What one project x environment cell shows: the deployment the projection points at."""
 
-    Rows are the projects the caller may view, columns the environments they may view; a cell
-    is shown when the deployment rule lets them see it.
-    """
+    release: str
+    state: str
+    task_id: int | None
+    deployment_id: int
+    completed_at: datetime | None
+    success_version: str | None
+
+
+@dataclass(frozen=True)
+class Board:
+    """The dashboard a person sees: rows are the projects they may view (by group, in order),
+    columns the environments they may view, and the cells whose deployments they may see."""
+
+    environments: list[str]
+    projects: list[str]
+    groups: dict[str, list[str]]
+    cells: dict[tuple[str, str], BoardCell]
+
+
+async def board(services: Services, caller: Caller) -> Board:
+    """The current deployment of each project in each environment, from the projection only."""
     loaded = await load_outline(services)
     async with services.read() as session:
         rows = (await session.execute(select(t.dashboard))).all()
@@ -155,33 +176,53 @@ async def dashboard(services: Services, caller: Caller) -> dict[str, Any]:
     ]
     refs = [perms.ProjectRef(p.name, p.group) for p in model.projects]
     shown = [ref for ref in refs if perms.allows(principal, P.ProjectView, project=ref)]
-    projects = [ref.name for ref in shown]
     scope = deployment_scope(principal, shown, environments)
     project_names = _names(loaded, "projects")
     env_names = _names(loaded, "environments")
-    order_p = {n: i for i, n in enumerate(projects)}
-    order_e = {n: i for i, n in enumerate(environments)}
-    cells = []
+    cells: dict[tuple[str, str], BoardCell] = {}
     for r in rows:
         project = project_names.get(r.project_id)
         env = env_names.get(r.environment_id)
         if project is None or env is None or not scope.sees(project, env):
             continue
-        cells.append(
-            {
-                "project": project,
-                "environment": env,
-                "release": r.release_version,
-                "state": r.state,
-                "task": public_id("tasks", r.task_id) if r.task_id else None,
-                "completed": iso(r.completed_at),
-                "deployment": public_id("deployments", r.deployment_id),
-                "current_success": r.success_version,
-            }
+        completed = r.completed_at
+        if completed is not None:  # SQLite hands back naive datetimes for what is UTC
+            completed = (
+                completed.replace(tzinfo=UTC)
+                if completed.tzinfo is None
+                else completed.astimezone(UTC)
+            )
+        cells[(project, env)] = BoardCell(
+            r.release_version, r.state, r.task_id, r.deployment_id, completed, r.success_version
         )
-    cells.sort(key=lambda c: (order_p[c["project"]], order_e[c["environment"]]))
     groups: dict[str, list[str]] = {}
-    for p in model.projects:
-        if p.name in order_p:
-            groups.setdefault(p.group, []).append(p.name)
-    return {"environments": environments, "projects": projects, "groups": groups, "cells": cells}
+    for ref in shown:
+        groups.setdefault(ref.group, []).append(ref.name)
+    return Board(environments, [ref.name for ref in shown], groups, cells)
+
+
+async def dashboard(services: Services, caller: Caller) -> dict[str, Any]:
+    """The board as the API gives it: cells in row order (projects, then environments)."""
+    found = await board(services, caller)
+    projects = found.projects
+    cells = [
+        {
+            "project": project,
+            "environment": env,
+            "release": cell.release,
+            "state": cell.state,
+            "task": public_id("tasks", cell.task_id) if cell.task_id else None,
+            "completed": cell.completed_at.isoformat() if cell.completed_at else None,
+            "deployment": public_id("deployments", cell.deployment_id),
+            "current_success": cell.success_version,
+        }
+        for project in projects
+        for env in found.environments
+        if (cell := found.cells.get((project, env))) is not None
+    ]
+    return {
+        "environments": found.environments,
+        "projects": projects,
+        "groups": found.groups,
+        "cells": cells,
+    }

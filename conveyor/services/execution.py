@@ -325,6 +325,15 @@ async def suspend(services: Services, run: Run, on: WaitingOn) -> None:
             await tx.wake()
 
 
+async def hand_over(services: Services, run: Run) -> None:
+    """This node is stopping: the task, between two steps, is left for any node to carry on."""
+    task = rt.hand_over(run.task)
+    async with _event(services, run, rolls_up=True) as tx:
+        await _write_task(tx, run, task, release_slot=True)
+        await runs.wake(tx.session, run.task_id)
+        await tx.wake()
+
+
 _ENDED_AUDIT = {
     TaskState.SUCCESS: (Category.DEPLOYMENT_SUCCEEDED, "succeeded"),
     TaskState.CANCELED: (Category.DEPLOYMENT_CANCELED, "was canceled"),

@@ -19,7 +19,7 @@ from conveyor.services.core import Services
 from conveyor.store import runs
 from conveyor.store.runs import Renewal
 
-__all__ = ["STOPPED", "Renewal", "claim", "claim_many", "recover", "renew"]
+__all__ = ["STOPPED", "Renewal", "claim", "claim_many", "let_go", "recover", "renew"]
 
 STOPPED = "the server stopped while this step was running"
 
@@ -54,6 +54,15 @@ async def recover(services: Services, node: str, *, own_tasks_too: bool) -> list
         taken = await runs.take_over(
             session, services.clock(), node, STOPPED, own_tasks_too=own_tasks_too
         )
+        if taken:
+            await _tell_nodes(services, session)
+        return taken
+
+
+async def let_go(services: Services, leases: Sequence[Lease]) -> list[int]:
+    """A stopping node's tasks still mid-step: released at once for the other nodes."""
+    async with services.write() as session:
+        taken = await runs.let_go(session, services.clock(), leases, STOPPED)
         if taken:
             await _tell_nodes(services, session)
         return taken

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -562,15 +562,40 @@ async def take_over(
     A step waiting for a child or a person was not running: it resumes as it was."""
     expired = t.tasks.c.lease_expires_at < now
     dead = or_(expired, t.tasks.c.node == node) if own_tasks_too else expired
+    return await _take(
+        session,
+        now,
+        reason,
+        and_(
+            t.tasks.c.state.in_((TaskState.EXECUTING.value, TaskState.WAITING.value)),
+            t.tasks.c.node.is_not(None),
+            dead,
+        ),
+    )
+
+
+async def let_go(
+    session: AsyncSession, now: datetime, leases: Sequence[Lease], reason: str
+) -> list[int]:
+    """A stopping node lets go of the tasks it still held mid-step (after their processes were
+    stopped): as a takeover does, at once instead of when the lease expires."""
+    held = [
+        and_(t.tasks.c.id == lease.task_id, t.tasks.c.lease_epoch == lease.epoch)
+        for lease in leases
+    ]
+    if not held:
+        return []
+    return await _take(session, now, reason, or_(*held))
+
+
+async def _take(
+    session: AsyncSession, now: datetime, reason: str, which: ColumnElement[bool]
+) -> list[int]:
     taken = (
         (
             await session.execute(
                 select(t.tasks.c.id)
-                .where(
-                    t.tasks.c.state.in_((TaskState.EXECUTING.value, TaskState.WAITING.value)),
-                    t.tasks.c.node.is_not(None),
-                    dead,
-                )
+                .where(which)
                 .order_by(t.tasks.c.id)  # task rows are locked in id order, everywhere
                 .with_for_update(skip_locked=True)
             )

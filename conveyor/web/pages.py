@@ -68,11 +68,12 @@ def when(value: str | datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else ""
 
 
-def ago(value: str | datetime | None) -> str:
+def ago(value: str | datetime | None, now: datetime | None = None) -> str:
+    """How long before ``now`` (the current time): "3 minutes ago"."""
     moment = _moment(value)
     if moment is None:
         return ""
-    seconds = int((datetime.now(UTC) - moment).total_seconds())
+    seconds = int(((now or datetime.now(UTC)) - moment).total_seconds())
     if seconds < 60:
         return "just now"
     for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
