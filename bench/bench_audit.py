@@ -50,6 +50,7 @@ from conveyor.services.configfile import apply_text
 from conveyor.services.core import Services, bootstrap
 from conveyor.services.users import initialise
 from conveyor.settings import Settings
+from conveyor.store import audit_head
 from conveyor.store import tables as t
 from conveyor.store.db import sync_url, upgrade
 
@@ -189,6 +190,7 @@ def fill(url: str, count: int, ids: dict[str, list[int]]) -> None:
             if batch:
                 flush()
         with engine.begin() as conn:
+            audit_head.catch_up(conn)
             conn.execute(text("ANALYZE"))
     finally:
         engine.dispose()

@@ -127,6 +127,9 @@ class Node:
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
+            # Cleared before claiming, not after: a wake-up that comes while a claim runs (its
+            # commit not yet seen by it) makes the next round claim again instead of being lost.
+            self._wake.clear()
             try:
                 while len(self._running) < self.slots:
                     free = min(self.slots - len(self._running), CLAIM_BATCH)
@@ -137,7 +140,6 @@ class Node:
                         break
             except Exception:
                 log.exception("claiming tasks failed; trying again shortly")
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=POLL_SECONDS)
 

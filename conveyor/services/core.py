@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from conveyor.domain import permissions as perms
@@ -34,6 +34,7 @@ from conveyor.services.credentials import Passwords
 from conveyor.services.secrets import SecretBox, load_or_create_key
 from conveyor.settings import Settings
 from conveyor.store import tables as t
+from conveyor.store.audit_head import restore_audit_head
 from conveyor.store.db import create_engine_for, sessionmaker_for
 from conveyor.store.documents import revision_column
 
@@ -41,9 +42,6 @@ log = logging.getLogger("conveyor")
 
 # Advisory lock key that serialises configuration writes on PostgreSQL.
 CONFIG_LOCK = 7_010_001
-# Advisory lock key that serialises audit writers on PostgreSQL, so that the hash chain stays
-# linear (SQLite has one writer already: the services' write lock).
-EVENT_LOCK = 7_010_004
 
 
 def utcnow() -> datetime:
@@ -222,26 +220,29 @@ async def write_event(
 ) -> int:
     """Append events to the hash chain: each one's ``prev_hash`` is the hash of the event before.
 
-    Ids are assigned here (the last id + 1, under the lock) so that they have no gaps: a gap in
-    the chain then means an event was removed. With ``services``, the notifications the events
-    cause are queued in the same transaction (the outbox); returns how many.
+    Ids are assigned here (the last id + 1, under the lock of the chain's head row) so that they
+    have no gaps: a gap in the chain then means an event was removed. Two round trips: the head
+    locked and read (with the configuration revision), then the events, their documents and
+    the new head in one statement. With ``services``, the notifications the events cause are
+    queued in the same transaction (the outbox); returns how many.
     """
     if not events:
         return 0
-    if postgres:
-        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": EVENT_LOCK})
-    last = (
-        await session.execute(
-            select(t.events.c.id, t.events.c.hash, t.events.c.occurred_at, revision_column())
-            .order_by(t.events.c.id.desc())
-            .limit(1)
-        )
-    ).first()
-    next_id = last.id + 1 if last is not None else 1
-    prev = last.hash if last is not None and last.hash else GENESIS
+    head = t.audit_head.c
+    locked = (
+        select(head.last_id, head.last_hash, head.last_occurred_at, revision_column())
+        .where(head.id == 1)
+        .with_for_update()
+    )
+    last = (await session.execute(locked)).one_or_none()
+    if last is None:  # tables emptied by hand (a test's TRUNCATE): the head follows the events
+        await session.execute(restore_audit_head(postgres=postgres))
+        last = (await session.execute(locked)).one()
+    next_id = last.last_id + 1
+    prev = last.last_hash or GENESIS
     # Never earlier than the event before: time then grows with the id, so that a time range
     # is an id range (the audit filters rely on it).
-    occurred = max(now, _aware(last.occurred_at)) if last is not None else now
+    occurred = max(now, _aware(last.last_occurred_at)) if last.last_occurred_at else now
     rows: list[dict[str, Any]] = []
     links: list[dict[str, Any]] = []
     records: list[EventRecord] = []
@@ -284,9 +285,21 @@ async def write_event(
         links += [{"event_id": record.id, "document": d} for d in record.documents]
         records.append(record)
         prev = digest
-    await session.execute(insert(t.events), rows)
-    if links:
-        await session.execute(insert(t.event_documents), links)
+    moved = (
+        update(t.audit_head)
+        .where(head.id == 1)
+        .values(last_id=records[-1].id, last_hash=prev, last_occurred_at=occurred)
+    )
+    if postgres:  # one statement: the events and their documents as CTEs of the head's update
+        moved = moved.add_cte(insert(t.events).values(rows).cte("appended"))
+        if links:
+            moved = moved.add_cte(insert(t.event_documents).values(links).cte("concerning"))
+        await session.execute(moved)
+    else:  # SQLite: statements in process, no round trips to save
+        await session.execute(insert(t.events), rows)
+        if links:
+            await session.execute(insert(t.event_documents), links)
+        await session.execute(moved)
     if services is None:
         return 0
     # The configuration revision, read with the chain's head: the outbox then takes the

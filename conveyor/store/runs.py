@@ -532,13 +532,26 @@ async def renew(
     """Extend the leases this node still holds."""
     if not leases:
         return Renewal(set(), set())
-    ids = [held.task_id for held in leases]
+    ids = sorted(held.task_id for held in leases)
     epochs = {held.task_id: held.epoch for held in leases}
-    await session.execute(
-        update(t.tasks)
-        .where(t.tasks.c.id.in_(ids), t.tasks.c.node == node)
-        .values(lease_expires_at=now + lease)
+    # Locked first, in id order as everywhere: an UPDATE of many rows locks them in the order
+    # it finds them, and deadlocked with a run's fenced write and the log writer's shared locks.
+    mine = (
+        (
+            await session.execute(
+                select(t.tasks.c.id)
+                .where(t.tasks.c.id.in_(ids), t.tasks.c.node == node)
+                .order_by(t.tasks.c.id)
+                .with_for_update(key_share=True)
+            )
+        )
+        .scalars()
+        .all()
     )
+    if mine:
+        await session.execute(
+            update(t.tasks).where(t.tasks.c.id.in_(mine)).values(lease_expires_at=now + lease)
+        )
     rows = (
         await session.execute(
             select(t.tasks.c.id, t.tasks.c.lease_epoch, t.tasks.c.cancel_requested).where(
@@ -658,18 +671,27 @@ async def wake_forgotten_parents(session: AsyncSession) -> int:
         )
         .exists()
     )
-    woken = await session.execute(
-        update(t.tasks)
-        .where(
-            t.tasks.c.state.in_((TaskState.EXECUTING.value, TaskState.WAITING.value)),
-            t.tasks.c.waiting_on == WaitingOn.CHILD.value,
-            t.tasks.c.node.is_(None),
-            t.tasks.c.wake.is_(False),
-            ended_child,
+    forgotten = (
+        (
+            await session.execute(
+                select(t.tasks.c.id)
+                .where(
+                    t.tasks.c.state.in_((TaskState.EXECUTING.value, TaskState.WAITING.value)),
+                    t.tasks.c.waiting_on == WaitingOn.CHILD.value,
+                    t.tasks.c.node.is_(None),
+                    t.tasks.c.wake.is_(False),
+                    ended_child,
+                )
+                .order_by(t.tasks.c.id)  # locked in id order, as everywhere
+                .with_for_update(skip_locked=True)
+            )
         )
-        .values(wake=True)
+        .scalars()
+        .all()
     )
-    return int(getattr(woken, "rowcount", 0) or 0)
+    if forgotten:
+        await session.execute(update(t.tasks).where(t.tasks.c.id.in_(forgotten)).values(wake=True))
+    return len(forgotten)
 
 
 async def fence(session: AsyncSession, lease: Lease, *, parent_task_id: int | None = None) -> None:

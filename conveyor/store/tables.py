@@ -150,6 +150,17 @@ events = Table(
     Index("ix_events_occurred_at", "occurred_at"),
 )
 
+# One row (id 1): the newest event of the chain. Appenders lock it to take the next id and the
+# hash to chain to (services/core.py write_event); bulk loaders call `catch_up_audit_head`.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("last_id", Id, nullable=False),
+    Column("last_hash", String(64), nullable=True),
+    Column("last_occurred_at", DateTime(timezone=True), nullable=True),
+)
+
 # One row per document an event concerns, so "everything about deployment D" is an index scan.
 event_documents = Table(
     "event_documents",

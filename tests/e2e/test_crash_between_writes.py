@@ -206,9 +206,9 @@ def test_sigkill_at_random_moments_leaves_no_orphan(
     assert verified.returncode == 0, describe(verified)
 
 
-# The audit chain's lock (`conveyor.services.core.EVENT_LOCK`): every transaction that records
-# an event takes it just before it commits, so holding it holds the server at its next event.
-EVENT_LOCK = 7_010_004
+# The audit chain's head row (`audit_head`): every transaction that records an event locks it
+# just before it commits, so holding it holds the server at its next event.
+HOLD_THE_CHAIN = "SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE"
 STEP_STATE = "SELECT state FROM task_steps WHERE task_id = :task AND idx = :idx"
 
 
@@ -245,8 +245,7 @@ def test_sigkill_between_the_two_writes_of_one_event(
     try:
         with engine.connect() as gate, engine.connect() as row:
             _until_step(gate, task, 0, "running")
-            gate.execute(text("SELECT pg_advisory_lock(:k)"), {"k": EVENT_LOCK})
-            gate.commit()  # a session lock: held until unlocked
+            gate.execute(text(HOLD_THE_CHAIN))  # held until the gate's transaction ends
             _until_step(row, task, 1, "running")
             time.sleep(1.0)  # the server is now in the event's transaction, at the chain lock
             row.execute(
@@ -256,7 +255,6 @@ def test_sigkill_between_the_two_writes_of_one_event(
                 ),
                 {"task": task},
             )
-            gate.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": EVENT_LOCK})
             gate.commit()
             time.sleep(1.0)  # the event commits; a second write would now wait on the row
             stack.kill()

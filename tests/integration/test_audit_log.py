@@ -23,6 +23,7 @@ from conveyor.services.audit import Filters
 from conveyor.services.configfile import apply_text
 from conveyor.services.core import Caller, Services
 from conveyor.services.users import create_api_key
+from conveyor.store import audit_head
 from conveyor.store import tables as t
 from conveyor.store.db import sync_url
 from tests.conftest import caller_of
@@ -161,6 +162,19 @@ async def test_a_deleted_event_is_named(services: Services, admin: Caller, shop:
     assert result["message"] == (
         "the event before Events-5 is missing or was altered: Events-4 removed"
     )
+
+
+async def test_removing_the_newest_events_shows_once_the_next_one_is_written(
+    services: Services, admin: Caller, shop: None
+) -> None:
+    """The chain's head is kept apart from the events: the next event chains to the one that
+    was removed, so deleting the tail of the log is caught too, not only a gap inside it."""
+    async with services.read() as session:
+        newest = (await session.execute(select(func.max(t.events.c.id)))).scalar_one()
+    await sql(services, delete(t.events).where(t.events.c.id >= newest - 1))
+    await create_api_key(services, admin, "admin", "after the removal")
+    result = await verify(services, admin)
+    assert (result["first_bad"], result["problem"]) == (f"Events-{newest + 1}", "removed")
 
 
 async def test_a_forged_event_is_named(services: Services, admin: Caller, shop: None) -> None:
@@ -383,6 +397,7 @@ def _fill(url: str, count: int) -> None:
                     batch = []
             if batch:
                 conn.execute(insert(t.events), batch)
+            audit_head.catch_up(conn)
     finally:
         engine.dispose()
 
