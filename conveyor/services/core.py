@@ -391,6 +391,8 @@ class Services:
 
 def bootstrap(settings: Settings) -> Services:
     """Build the real object graph for a process (server, CLI admin command, test)."""
-    engine = create_engine_for(settings.resolved_database_url, settings.database_connections)
+    engine = create_engine_for(
+        settings.resolved_database_url, settings.database_connections, settings.lease_seconds
+    )
     box = SecretBox(load_or_create_key(settings))
     return Services(settings, engine, box)

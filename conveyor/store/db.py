@@ -63,7 +63,9 @@ def make_private(path: Path, *, create: bool) -> None:
             part.chmod(0o600)
 
 
-def create_engine_for(url: str, connections: int = 40) -> AsyncEngine:
+def create_engine_for(
+    url: str, connections: int = 40, idle_in_transaction_seconds: float = 20.0
+) -> AsyncEngine:
     url = async_url(url)
     if (path := sqlite_file(url)) is not None:
         make_private(path, create=False)
@@ -74,8 +76,16 @@ def create_engine_for(url: str, connections: int = 40) -> AsyncEngine:
     # Up to ``connections`` (CONVEYOR_DATABASE_CONNECTIONS): a node runs 100 tasks at once, and
     # several nodes share the database's max_connections (docs/operations.md, "Capacity").
     kept = min(10, connections)
+    # A node frozen inside a transaction (SIGSTOP, a paused VM) would hold its row locks, and
+    # with them the audit chain's head, for every other node until it thaws: PostgreSQL ends
+    # such a session after the lease instead (its tasks are taken over by then anyway).
+    idle_ms = max(1000, int(idle_in_transaction_seconds * 1000))
     return create_async_engine(
-        url, pool_size=kept, max_overflow=connections - kept, pool_pre_ping=True
+        url,
+        pool_size=kept,
+        max_overflow=connections - kept,
+        pool_pre_ping=True,
+        connect_args={"options": f"-c idle_in_transaction_session_timeout={idle_ms}"},
     )
 
 

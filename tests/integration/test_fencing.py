@@ -6,10 +6,12 @@ environment. Real databases, real claims; the takeover is the one the heartbeat 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from conveyor.domain import runtime as rt
 from conveyor.domain.runtime import Lease, LeaseLost, Outcome
@@ -17,6 +19,7 @@ from conveyor.services import execution as ex
 from conveyor.services import queue, tasks
 from conveyor.services.config import parse_public_id
 from conveyor.services.core import Caller, Services, bootstrap, utcnow
+from conveyor.services.users import create_api_key
 from conveyor.settings import Settings
 from conveyor.store import tables as t
 from tests.integration.test_engine import deploy, project, setup
@@ -157,3 +160,33 @@ async def test_two_nodes_claiming_at_once_run_one_deployment_per_pair(
         assert len(ids) == len(set(ids)) == 24
     finally:
         await other.close()
+
+
+async def test_a_node_frozen_inside_a_transaction_does_not_hold_the_others(
+    settings: Settings, admin: Caller, services: Services
+) -> None:
+    """A node stopped (SIGSTOP, a paused VM) between two statements of a transaction holds its
+    row locks: here the audit chain's head, which every audited write takes. PostgreSQL ends
+    its session after the lease, so the other nodes wait at most that long."""
+    if services.is_sqlite:
+        pytest.skip("one node only on SQLite")
+    frozen = bootstrap(settings.model_copy(update={"lease_seconds": 2.0}))
+    try:
+        conn = await frozen.engine.connect()
+        await conn.begin()
+        await conn.execute(
+            select(t.audit_head.c.id).where(t.audit_head.c.id == 1).with_for_update()
+        )
+        started = asyncio.get_running_loop().time()
+        # Another node writes an audited change meanwhile; the frozen one does nothing.
+        await asyncio.wait_for(
+            create_api_key(services, admin, "admin", "while another node is frozen"), 15
+        )
+        waited = asyncio.get_running_loop().time() - started
+        with pytest.raises(DBAPIError):  # the frozen node's session is gone
+            await conn.execute(select(1))
+        with contextlib.suppress(Exception):
+            await conn.close()
+        assert 1.5 < waited < 10, f"the audited write waited {waited:.1f} s"
+    finally:
+        await frozen.close()
