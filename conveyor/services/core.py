@@ -34,6 +34,7 @@ from conveyor.services.credentials import Passwords
 from conveyor.services.secrets import SecretBox, load_or_create_key
 from conveyor.settings import Settings
 from conveyor.store import tables as t
+from conveyor.store.audit_head import append as append_events
 from conveyor.store.audit_head import restore_audit_head
 from conveyor.store.db import create_engine_for, sessionmaker_for
 from conveyor.store.documents import revision_column
@@ -285,21 +286,17 @@ async def write_event(
         links += [{"event_id": record.id, "document": d} for d in record.documents]
         records.append(record)
         prev = digest
-    moved = (
-        update(t.audit_head)
-        .where(head.id == 1)
-        .values(last_id=records[-1].id, last_hash=prev, last_occurred_at=occurred)
-    )
-    if postgres:  # one statement: the events and their documents as CTEs of the head's update
-        moved = moved.add_cte(insert(t.events).values(rows).cte("appended"))
-        if links:
-            moved = moved.add_cte(insert(t.event_documents).values(links).cte("concerning"))
-        await session.execute(moved)
+    if postgres:  # one statement: the events, their documents and the new head
+        await session.execute(append_events(rows, links))
     else:  # SQLite: statements in process, no round trips to save
         await session.execute(insert(t.events), rows)
         if links:
             await session.execute(insert(t.event_documents), links)
-        await session.execute(moved)
+        await session.execute(
+            update(t.audit_head)
+            .where(head.id == 1)
+            .values(last_id=records[-1].id, last_hash=prev, last_occurred_at=occurred)
+        )
     if services is None:
         return 0
     # The configuration revision, read with the chain's head: the outbox then takes the

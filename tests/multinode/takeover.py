@@ -7,6 +7,23 @@ from typing import Any
 
 from tests.multinode.conftest import ENDED, STOPPED, Cluster, Node
 
+# One environment and a target whose folder the scripts write their marks into.
+DEV_WITH_A_TARGET = """
+environments:
+  - name: Dev
+lifecycles:
+  - name: Dev only
+    phases:
+      - name: Dev
+        environments: [Dev]
+project_groups:
+  - name: Multinode
+targets:
+  - name: Box
+    environments: [Dev]
+    roles: [marks]
+projects:"""
+
 
 def three_step_config(long_step: str, *projects: str) -> str:
     """Projects of three steps: Before and After write a mark; Long writes one, then runs
@@ -36,22 +53,7 @@ def three_step_config(long_step: str, *projects: str) -> str:
       steps:{steps}"""
         for name in projects
     )
-    return f"""
-environments:
-  - name: Dev
-lifecycles:
-  - name: Dev only
-    phases:
-      - name: Dev
-        environments: [Dev]
-project_groups:
-  - name: Multinode
-targets:
-  - name: Box
-    environments: [Dev]
-    roles: [marks]
-projects:{listed}
-"""
+    return DEV_WITH_A_TARGET + listed + "\n"
 
 
 def deploy(node: Node, project: str) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.multinode.conftest import ENDED, Cluster, Node, cluster, percentile, until
+from tests.multinode.takeover import DEV_WITH_A_TARGET
 
 pytestmark = pytest.mark.e2e
 
@@ -25,21 +26,9 @@ ROUNDS = 10
 # Generous: a wake-up by the 5 s safety-net poll fails it, a slow CI machine does not.
 P50_BOUND_SECONDS = 1.0
 
-CONFIG = """
-environments:
-  - name: Dev
-lifecycles:
-  - name: Dev only
-    phases:
-      - name: Dev
-        environments: [Dev]
-project_groups:
-  - name: Multinode
-targets:
-  - name: Box
-    environments: [Dev]
-    roles: [marks]
-projects:
+CONFIG = (
+    DEV_WITH_A_TARGET
+    + """
   - name: Approval
     group: Multinode
     lifecycle: Dev only
@@ -57,6 +46,7 @@ projects:
           target_roles: [marks]
           script: echo "#{Conveyor.Task.Id} after" >> marks.txt
 """
+)
 
 
 @pytest.fixture
