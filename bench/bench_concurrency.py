@@ -31,6 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import func, select
+from throwaway_db import pg_database
 
 from conveyor.api.routers.deployments import dashboard
 from conveyor.engine.node import Node
@@ -224,6 +225,17 @@ if __name__ == "__main__":
     parser.add_argument("--deployments", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--lines", type=int, default=200_000)
-    parser.add_argument("--postgres", default=None, help="a PostgreSQL URL (default: SQLite)")
+    parser.add_argument(
+        "--postgres",
+        default=None,
+        help="a PostgreSQL server's URL: a database is made on it and dropped (default: SQLite)",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.deployments, args.seconds, args.lines, args.postgres))
+    if args.postgres:
+        url, drop = pg_database(args.postgres, "conveyor_bench_concurrency")
+        try:
+            asyncio.run(main(args.deployments, args.seconds, args.lines, url))
+        finally:
+            drop()
+    else:
+        asyncio.run(main(args.deployments, args.seconds, args.lines, None))
