@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ from conveyor.domain.audit import (
     USER_AGENT_MAX,
     Category,
     EventRecord,
+    canonical_parts,
     event_hash,
     plain_json,
 )
@@ -35,7 +36,7 @@ from conveyor.services.secrets import SecretBox, load_or_create_key
 from conveyor.settings import Settings
 from conveyor.store import tables as t
 from conveyor.store.audit_head import append as append_events
-from conveyor.store.audit_head import restore_audit_head
+from conveyor.store.audit_head import append_one, restore_audit_head
 from conveyor.store.db import create_engine_for, sessionmaker_for
 from conveyor.store.documents import revision_column
 
@@ -222,13 +223,87 @@ async def write_event(
     """Append events to the hash chain: each one's ``prev_hash`` is the hash of the event before.
 
     Ids are assigned here (the last id + 1, under the lock of the chain's head row) so that they
-    have no gaps: a gap in the chain then means an event was removed. Two round trips: the head
-    locked and read (with the configuration revision), then the events, their documents and
-    the new head in one statement. With ``services``, the notifications the events cause are
-    queued in the same transaction (the outbox); returns how many.
+    have no gaps: a gap in the chain then means an event was removed. On PostgreSQL one event
+    is one round trip (the head locked, the event hashed and written, the head moved); several
+    are two. With ``services``, the notifications the events cause are queued in the same
+    transaction (the outbox), with the configuration revision read alongside; returns how many.
     """
     if not events:
         return 0
+    records = [_record(caller, event, now) for event in events]
+    if postgres and len(records) == 1:  # the common case: one event, one round trip
+        appended = await _append_one(session, records[0], now)
+        records, revision = [appended[0]], appended[1]
+    else:
+        records, revision = await _append_many(session, records, now, postgres=postgres)
+    if services is None:
+        return 0
+    # The configuration revision, read with the chain's head: the outbox then takes the
+    # subscriptions from the cached model instead of a query of its own.
+    return await outbox.enqueue(session, services, records, revision)
+
+
+def _record(caller: Caller, event: PendingEvent, now: datetime) -> EventRecord:
+    """The event as it will be stored, less what the chain's head gives it (id and time are
+    placeholders until then)."""
+    return EventRecord(
+        id=0,
+        occurred_at=now,
+        category=str(event.category),
+        actor_id=caller.user_id,
+        actor=caller.username,
+        on_behalf_of=caller.on_behalf_of,
+        ip_address=caller.ip_address[:IP_MAX] if caller.ip_address else None,
+        user_agent=caller.user_agent[:USER_AGENT_MAX] if caller.user_agent else None,
+        message=event.message,
+        project_id=event.project_id,
+        environment_id=event.environment_id,
+        documents=sorted(set(event.documents)),
+        details=plain_json(event.details),
+    )
+
+
+def _row(record: EventRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "occurred_at": record.occurred_at,
+        "category": record.category,
+        "actor_id": record.actor_id,
+        "actor": record.actor,
+        "on_behalf_of": record.on_behalf_of,
+        "ip_address": record.ip_address,
+        "user_agent": record.user_agent,
+        "message": record.message,
+        "project_id": record.project_id,
+        "environment_id": record.environment_id,
+        "documents": list(record.documents),
+        "details": record.details,
+        "hash": record.hash,
+        "prev_hash": record.prev_hash,
+    }
+
+
+async def _append_one(
+    session: AsyncSession, record: EventRecord, now: datetime
+) -> tuple[EventRecord, int | None]:
+    """PostgreSQL, one event: the head locked and read, the event hashed and written with its
+    documents, and the head moved, in one statement (`store.audit_head.append_one`)."""
+    statement, params = append_one(_row(record), canonical_parts(record), now, GENESIS)
+    found = (await session.execute(statement, params)).first()
+    if found is None:  # tables emptied by hand (a test's TRUNCATE): the head follows the events
+        await session.execute(restore_audit_head(postgres=True))
+        found = (await session.execute(statement, params)).one()
+    stored = replace(
+        record, id=int(found.id), occurred_at=found.at, hash=found.hash, prev_hash=found.prev
+    )
+    return stored, found.config_revision
+
+
+async def _append_many(
+    session: AsyncSession, pending: list[EventRecord], now: datetime, *, postgres: bool
+) -> tuple[list[EventRecord], int | None]:
+    """Several events (or SQLite): the head locked and read, then the events hashed here and
+    written with their documents and the new head (one statement on PostgreSQL)."""
     head = t.audit_head.c
     locked = (
         select(head.last_id, head.last_hash, head.last_occurred_at, revision_column())
@@ -239,55 +314,20 @@ async def write_event(
     if last is None:  # tables emptied by hand (a test's TRUNCATE): the head follows the events
         await session.execute(restore_audit_head(postgres=postgres))
         last = (await session.execute(locked)).one()
-    next_id = last.last_id + 1
     prev = last.last_hash or GENESIS
     # Never earlier than the event before: time then grows with the id, so that a time range
     # is an id range (the audit filters rely on it).
     occurred = max(now, _aware(last.last_occurred_at)) if last.last_occurred_at else now
-    rows: list[dict[str, Any]] = []
-    links: list[dict[str, Any]] = []
     records: list[EventRecord] = []
-    for offset, event in enumerate(events):
-        record = EventRecord(
-            id=next_id + offset,
-            occurred_at=occurred,
-            category=str(event.category),
-            actor_id=caller.user_id,
-            actor=caller.username,
-            on_behalf_of=caller.on_behalf_of,
-            ip_address=caller.ip_address[:IP_MAX] if caller.ip_address else None,
-            user_agent=caller.user_agent[:USER_AGENT_MAX] if caller.user_agent else None,
-            message=event.message,
-            project_id=event.project_id,
-            environment_id=event.environment_id,
-            documents=sorted(set(event.documents)),
-            details=plain_json(event.details),
-        )
-        digest = event_hash(record, prev)
-        rows.append(
-            {
-                "id": record.id,
-                "occurred_at": record.occurred_at,
-                "category": record.category,
-                "actor_id": record.actor_id,
-                "actor": record.actor,
-                "on_behalf_of": record.on_behalf_of,
-                "ip_address": record.ip_address,
-                "user_agent": record.user_agent,
-                "message": record.message,
-                "project_id": record.project_id,
-                "environment_id": record.environment_id,
-                "documents": list(record.documents),
-                "details": record.details,
-                "hash": digest,
-                "prev_hash": prev,
-            }
-        )
-        links += [{"event_id": record.id, "document": d} for d in record.documents]
-        records.append(record)
+    for offset, record in enumerate(pending):
+        placed = replace(record, id=last.last_id + 1 + offset, occurred_at=occurred)
+        digest = event_hash(placed, prev)
+        records.append(replace(placed, hash=digest, prev_hash=prev))
         prev = digest
+    rows = [_row(record) for record in records]
+    links = [{"event_id": r.id, "document": d} for r in records for d in r.documents]
     if postgres:  # one statement: the events, their documents and the new head
-        await session.execute(append_events(rows, links))
+        await session.execute(*append_events(rows, links))
     else:  # SQLite: statements in process, no round trips to save
         await session.execute(insert(t.events), rows)
         if links:
@@ -297,12 +337,7 @@ async def write_event(
             .where(head.id == 1)
             .values(last_id=records[-1].id, last_hash=prev, last_occurred_at=occurred)
         )
-    if services is None:
-        return 0
-    # The configuration revision, read with the chain's head: the outbox then takes the
-    # subscriptions from the cached model instead of a query of its own.
-    revision = last.config_revision if last is not None else None
-    return await outbox.enqueue(session, services, records, revision)
+    return records, last.config_revision
 
 
 class Services:

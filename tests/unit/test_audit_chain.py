@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
 
 from conveyor.domain import permissions as perms
 from conveyor.domain.audit import (
@@ -12,8 +15,11 @@ from conveyor.domain.audit import (
     EventRecord,
     EventScope,
     canonical,
+    canonical_parts,
     event_hash,
     event_scopes,
+    plain_json,
+    utc_text,
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -228,3 +234,31 @@ def test_nobody_inactive_or_without_the_permission_sees_anything() -> None:
     grant = perms.Grant("T", "Auditor", ROLE)
     assert event_scopes(principal(grant, active=False), PROJECTS, ENVS) == []
     assert event_scopes(principal(), PROJECTS, ENVS) == []
+
+
+@pytest.mark.parametrize(
+    "details",
+    [{}, {"note": 'quotes " and \\ and \u2603 and \n'}, {"z": [1, {"b": None, "a": 2.5}], "id": 7}],
+)
+def test_the_parts_the_database_fills_in_give_the_canonical_form(details: dict[str, Any]) -> None:
+    """PostgreSQL appends an event in one statement: it fills the id, the time and the previous
+    hash into the canonical form cut by `canonical_parts`, and hashes it. Joined, the parts must
+    be the canonical form to the byte, whatever the event holds."""
+    event = EventRecord(
+        id=41,
+        occurred_at=datetime(2026, 11, 30, 21, 0, 1, 2, tzinfo=UTC),
+        category="DeploymentQueued",
+        actor_id=None,
+        actor='o"brien\u00e9',
+        on_behalf_of="alice",
+        ip_address=None,
+        user_agent="curl/8",
+        message="deployed\tit",
+        project_id=3,
+        environment_id=None,
+        documents=["ServerTasks-2", "Deployments-1"],
+        details=plain_json(details),
+    )
+    parts = canonical_parts(event)
+    joined = parts.joined(41, utc_text(event.occurred_at), "ab" * 32)
+    assert joined == canonical(event, "ab" * 32)
