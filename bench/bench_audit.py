@@ -46,6 +46,7 @@ from throwaway_db import pg_database
 from conveyor.domain.audit import GENESIS, Category, EventRecord, event_hash
 from conveyor.services import audit
 from conveyor.services.access import caller_for_user, get_user
+from conveyor.services.config import load
 from conveyor.services.configfile import apply_text
 from conveyor.services.core import Services, bootstrap
 from conveyor.services.users import initialise
@@ -255,6 +256,7 @@ async def measure(services: Services, count: int, runs: int, verify: bool) -> di
             if with_event:
                 await tx.audit(Category.CONFIG_APPLIED, "bench", details={"bench": True})
 
+    await load(services)  # the configuration cache, warm as in a running server
     bare = await timed(lambda: one_write(False), runs)
     audited = await timed(lambda: one_write(True), runs)
     extra = {"write (added p50 ms)": statistics.median(audited) - statistics.median(bare)}
