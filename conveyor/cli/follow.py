@@ -29,7 +29,9 @@ def log_line(line: dict[str, Any]) -> str:
         clock = datetime.fromisoformat(at).astimezone().strftime("%H:%M:%S")
     except ValueError:
         clock = at[11:19]
-    return f"{clock}  {line['level']:<5}  {line['line']}"
+    # A step on several targets: each line says which one, so their output can be told apart.
+    target = f"[{line['target']}] " if line.get("target") else ""
+    return f"{clock}  {line['level']:<5}  {target}{line['line']}"
 
 
 def _status_text(task: dict[str, Any]) -> str:

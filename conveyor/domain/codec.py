@@ -394,6 +394,7 @@ def _script(r: Reader) -> Action:
         body=r.text("script", required=True),
         syntax=r.choice("syntax", ScriptSyntax, ScriptSyntax.BASH),
         target_roles=r.names("target_roles"),
+        window=r.integer("window", None, minimum=1),
     )
 
 
@@ -403,6 +404,7 @@ def _package(r: Reader) -> Action:
         target_roles=r.names("target_roles"),
         post_deploy_script=r.text("post_deploy_script"),
         post_deploy_syntax=r.choice("post_deploy_syntax", ScriptSyntax, ScriptSyntax.BASH),
+        window=r.integer("window", None, minimum=1),
     )
 
 
@@ -650,12 +652,14 @@ def encode_step(step: Step) -> dict[str, Any]:
         body = {
             "syntax": a.syntax.value if a.syntax != ScriptSyntax.BASH else None,
             "target_roles": list(a.target_roles),
+            "window": a.window,
             "script": a.body,
         }
     elif isinstance(a, PackageAction):
         body = {
             "package": a.package,
             "target_roles": list(a.target_roles),
+            "window": a.window,
             "post_deploy_syntax": a.post_deploy_syntax.value
             if a.post_deploy_syntax != ScriptSyntax.BASH
             else None,

@@ -101,6 +101,9 @@ class ScriptAction:
     syntax: ScriptSyntax = ScriptSyntax.BASH
     # Empty: run once on the server. Otherwise: once on every target with one of these roles.
     target_roles: tuple[str, ...] = ()
+    # On several targets: all at once (None), or this many at a time, a rolling deployment
+    # that starts no further target after one failed.
+    window: int | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class PackageAction:
     target_roles: tuple[str, ...] = ()
     post_deploy_script: str = ""
     post_deploy_syntax: ScriptSyntax = ScriptSyntax.BASH
+    window: int | None = None  # as for ScriptAction
 
 
 @dataclass(frozen=True)

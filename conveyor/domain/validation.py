@@ -225,6 +225,17 @@ def _process(
 def _action(
     model: Model, project: Project, action: object, path: Path, problems: list[Problem]
 ) -> None:
+    if (
+        isinstance(action, ScriptAction | PackageAction)
+        and action.window
+        and not action.target_roles
+    ):
+        problems.append(
+            Problem(
+                (*path, "window"),
+                "applies to a step that runs on targets: give it target_roles, or remove window",
+            )
+        )
     if isinstance(action, ScriptAction):
         if not action.body.strip():
             problems.append(Problem((*path, "script"), "must not be empty"))

@@ -188,7 +188,7 @@ class TaskLog:
         self.error: Exception | None = None
 
     def line(
-        self, text: str, *, step: int | None = None, level: str = "info"
+        self, text: str, *, step: int | None = None, level: str = "info", target: str | None = None
     ) -> asyncio.Future[None] | None:
         """Log ``text``; returns a future to await when the node's buffers are full."""
         # Masked before splitting, so a multi-line secret in one piece is one ********; the
@@ -206,6 +206,7 @@ class TaskLog:
                     "epoch": self.epoch,
                     "at": at,
                     "step": step,
+                    "target": target,
                     "level": level,
                     "line": masked,
                 }

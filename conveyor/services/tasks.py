@@ -140,7 +140,14 @@ async def task_log(
         "task": public_id("tasks", row.id),
         "state": row.state,
         "lines": [
-            {"offset": r.id, "at": _iso(r.at), "step": r.step, "level": r.level, "line": r.line}
+            {
+                "offset": r.id,
+                "at": _iso(r.at),
+                "step": r.step,
+                "target": r.target,
+                "level": r.level,
+                "line": r.line,
+            }
             for r in lines
         ],
         "next": lines[-1].id if lines else after,

@@ -326,6 +326,8 @@ task_logs = Table(
     Column("task_id", Id, ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("step", Integer, nullable=True),
+    # The target the line is about, for a step that runs on several (None: the task or server).
+    Column("target", String(200), nullable=True),
     Column("level", String(8), nullable=False),
     Column("line", Text, nullable=False),
     Index("ix_task_logs_task_id_id", "task_id", "id"),

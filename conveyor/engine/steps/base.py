@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -45,9 +45,16 @@ class StepContext:
     runners: Mapping[str, Runner]
     data_dir: Path
     work: Path  # this attempt's private work folder (scripts' own files)
+    # The target this context works on, when the step runs on several (its log lines say so).
+    target: str | None = None
 
     def say(self, text: str, level: str = "info") -> None:
-        self.log.line(text, step=self.idx, level=level)
+        self.log.line(text, step=self.idx, level=level, target=self.target)
+
+    def on(self, target: Target) -> StepContext:
+        """This context for the part of the step that runs on ``target``: its log lines name the
+        target, and its scripts' files go to a work folder of their own (targets run at once)."""
+        return replace(self, target=target.name, work=self.work / slugify(target.name))
 
     def runner_for(self, target: Target | None) -> Runner:
         """Who runs commands on ``target`` (None: on the server itself), chosen by its kind."""

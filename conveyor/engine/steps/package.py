@@ -3,10 +3,13 @@ its roles, then its post-deploy script run there."""
 
 from __future__ import annotations
 
-from conveyor.domain.documents import PackageAction
+from dataclasses import replace
+
+from conveyor.domain.documents import PackageAction, Target
 from conveyor.domain.errors import ConveyorError
 from conveyor.domain.runtime import Outcome, OutcomeKind
 from conveyor.engine.steps.base import StepContext, StepResult
+from conveyor.engine.steps.fanout import on_each_target
 from conveyor.engine.steps.runners import ScriptJob
 from conveyor.services.packages import package_path
 
@@ -19,29 +22,32 @@ class PackageStep:
         if version is None:
             raise ConveyorError(f"release {ctx.run.release.version} pinned no {action.package}")
         archive = await package_path(ctx.services, action.package, version)
-        outputs: dict[str, str] = {}
-        for target in ctx.targets_with(action.target_roles):
-            runner = ctx.runner_for(target)
-            folder = await runner.install_package(ctx, target, archive, action.package, version)
-            ctx.say(f"{action.package} {version} extracted on {target.name} to {folder}")
-            outputs["InstallationDirectoryPath"] = str(folder)
+
+        async def on(here: StepContext, target: Target) -> Outcome:
+            runner = here.runner_for(target)
+            folder = await runner.install_package(here, target, archive, action.package, version)
+            here.say(f"{action.package} {version} extracted on {target.name} to {folder}")
+            installed = {"InstallationDirectoryPath": str(folder)}
             if not action.post_deploy_script.strip():
-                continue
+                return Outcome.succeeded("", installed)
             job = ScriptJob(
                 action.post_deploy_script,
                 action.post_deploy_syntax,
                 folder,
-                ctx.values
+                here.values
                 | {
                     "Conveyor.Target.Name": target.name,
                     "Conveyor.Action.Package.PackageId": action.package,
                     "Conveyor.Action.Package.PackageVersion": version,
                 },
-                target_dir=ctx.target_dir(target),
+                target_dir=here.target_dir(target),
                 installed=folder,
             )
-            outcome = await runner.run_script(ctx, job)
-            outputs.update(outcome.outputs)
-            if outcome.kind is not OutcomeKind.SUCCEEDED:
-                return outcome
-        return Outcome.succeeded(f"{action.package} {version}", outputs)
+            outcome = await runner.run_script(here, job)
+            return replace(outcome, outputs={**installed, **outcome.outputs})
+
+        targets = ctx.targets_with(action.target_roles)
+        done = await on_each_target(ctx, targets, action.window, on)
+        if done.kind is not OutcomeKind.SUCCEEDED:
+            return done
+        return Outcome.succeeded(f"{action.package} {version}", done.outputs)

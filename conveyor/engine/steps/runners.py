@@ -104,7 +104,9 @@ class LocalRunner:
                 cwd=job.cwd,
                 variables=environ(values),
                 # The log's future when its buffers are full: the output reader waits on it.
-                on_line=lambda level, text: ctx.log.line(text, step=ctx.idx, level=level),
+                on_line=lambda level, text: ctx.log.line(
+                    text, step=ctx.idx, level=level, target=ctx.target
+                ),
                 timeout_seconds=step.timeout_seconds,
                 cancel=ctx.cancel,
                 script_dir=work,

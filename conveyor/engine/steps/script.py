@@ -1,10 +1,12 @@
-"""The script step: once on the server, or once on every target with one of its roles."""
+"""The script step: once on the server, or on every target with one of its roles (all at
+once, or a window at a time: `fanout`)."""
 
 from __future__ import annotations
 
-from conveyor.domain.documents import ScriptAction
-from conveyor.domain.runtime import Outcome, OutcomeKind
+from conveyor.domain.documents import ScriptAction, Target
+from conveyor.domain.runtime import Outcome
 from conveyor.engine.steps.base import StepContext, StepResult
+from conveyor.engine.steps.fanout import on_each_target
 from conveyor.engine.steps.runners import ScriptJob
 
 
@@ -21,19 +23,18 @@ class ScriptStep:
                 ctx.values | {"Conveyor.Target.Name": "the server"},
             )
             return await ctx.runner_for(None).run_script(ctx, job)
-        outputs: dict[str, str] = {}
-        for target in ctx.targets_with(action.target_roles):
-            ctx.say(f"Running the script on {target.name}")
-            folder = ctx.target_dir(target)
+
+        async def on(here: StepContext, target: Target) -> Outcome:
+            here.say(f"Running the script on {target.name}")
+            folder = here.target_dir(target)
             job = ScriptJob(
                 action.body,
                 action.syntax,
                 folder,
-                ctx.values | {"Conveyor.Target.Name": target.name},
+                here.values | {"Conveyor.Target.Name": target.name},
                 target_dir=folder,
             )
-            outcome = await ctx.runner_for(target).run_script(ctx, job)
-            outputs.update(outcome.outputs)
-            if outcome.kind is not OutcomeKind.SUCCEEDED:
-                return outcome
-        return Outcome.succeeded("", outputs)
+            return await here.runner_for(target).run_script(here, job)
+
+        targets = ctx.targets_with(action.target_roles)
+        return await on_each_target(ctx, targets, action.window, on)

@@ -34,7 +34,14 @@ function followTask(task) {
     row.className = `line level-${line.level}`;
     const at = document.createElement("time");
     at.textContent = line.at.slice(11, 19);
-    row.append(at, ` ${line.line}`);
+    row.append(at, " ");
+    if (line.target) {
+      const target = document.createElement("span");
+      target.className = "target";
+      target.textContent = `[${line.target}]`;
+      row.append(target, " ");
+    }
+    row.append(line.line);
     log.append(row);
   });
   source.addEventListener("status", (event) => {
