@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # Run the task engine inside the server process (tests of the API alone turn it off).
     run_engine: bool = True
 
+    # Versions of a package each target keeps, the live one included: older ones are removed
+    # after a deployment, so rolling back to a kept one only switches its `current` link.
+    keep_package_versions: int = Field(default=3, ge=1)
+
     # --- Script sandbox (docs/security.md) -------------------------------------------------
     # Scripts and package steps on the server run under bubblewrap as an unprivileged user.
     # Without a usable sandbox they are refused, unless an administrator allows this here.

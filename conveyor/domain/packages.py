@@ -8,6 +8,7 @@ safe as folder and file names), compared without case.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from conveyor.domain.errors import Problem, ValidationFailed
 from conveyor.domain.versions import is_valid_version, parse_version
@@ -110,3 +111,12 @@ def _check_version(version: str) -> None:
 
 def package_file_name(package_id: str, version: str, fmt: str) -> str:
     return f"{package_id}.{version}.{extension(fmt)}"
+
+
+def kept_versions(history: Sequence[str], deployed: str, keep: int) -> tuple[list[str], list[str]]:
+    """After ``deployed`` went live on a target: the versions the target keeps, oldest first
+    and the live one last, and those to remove (all but the newest ``keep``). A version
+    deployed again counts as the newest; a rollback to a kept version is then a link switch."""
+    order = [v for v in history if v != deployed] + [deployed]
+    cut = max(len(order) - max(keep, 1), 0)
+    return order[cut:], order[:cut]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Protocol
 
 from conveyor.domain.documents import ScriptSyntax, Target
 from conveyor.domain.errors import ConveyorError
+from conveyor.domain.packages import kept_versions
 from conveyor.domain.runtime import Outcome
 from conveyor.domain.variables import environment_name, substitute
 from conveyor.engine import sandbox
@@ -152,4 +154,25 @@ class LocalRunner:
         if owner is not None:
             os.chown(link, owner.uid, owner.gid, follow_symlinks=False)
         os.replace(link, base / "current")  # atomic switch of what is live
+        await asyncio.to_thread(self._keep_versions, base, version)
         return folder
+
+    def _keep_versions(self, base: Path, deployed: str) -> None:
+        """Remove the versions beyond the newest few. Which versions Conveyor extracted is
+        recorded beside ``base``, in the server's own folder: a folder a script made in
+        ``base`` is never taken for one, and no script can edit the record."""
+        record = base.parent / f".{base.name}.versions.json"
+        try:
+            history = [str(v) for v in json.loads(record.read_text())]
+        except (OSError, ValueError, TypeError):
+            history = []
+        kept, stale = kept_versions(history, deployed, self.settings.keep_package_versions)
+        for version in stale:
+            old = base / version
+            if old.is_symlink() or old.is_file():
+                old.unlink()
+            else:
+                shutil.rmtree(old, ignore_errors=True)
+        partial = record.with_suffix(".incoming")
+        partial.write_text(json.dumps(kept))
+        os.replace(partial, record)
