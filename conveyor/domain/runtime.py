@@ -81,6 +81,13 @@ class WaitingOn(StrEnum):
         # A parent waiting for its child shows the child's progress (rolled up), not "waiting".
         return TaskState.EXECUTING if self is WaitingOn.CHILD else TaskState.WAITING
 
+    @property
+    def holds_pair(self) -> bool:
+        """Whether a task waiting for this still holds its project and environment (no other
+        deployment of them starts): a child it waits for, or a step that blocks deployments,
+        does; an ordinary question to a person does not."""
+        return self is not WaitingOn.INTERRUPTION
+
 
 def most_urgent(waits: Sequence[WaitingOn]) -> WaitingOn:
     """Several steps of one batch wait: a blocking question first, then a person, then a child."""

@@ -258,7 +258,7 @@ async def write_logs(services: Services, rows: list[dict[str, Any]]) -> int:
         fenced = [row["task_id"] for row in rows if row.get("epoch") is not None]
         current = await runs.current_epochs(session, fenced) if fenced else {}
         kept = [
-            {k: v for k, v in row.items() if k != "epoch"}
+            row
             for row in rows
             if row.get("epoch") is None or current.get(row["task_id"]) == row["epoch"]
         ]

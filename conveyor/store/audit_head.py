@@ -23,41 +23,38 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from conveyor.store import tables as t
 
-_CATCH_UP = text(
-    "UPDATE audit_head SET "
-    "last_id = COALESCE((SELECT MAX(id) FROM events), 0), "
-    "last_hash = (SELECT hash FROM events ORDER BY id DESC LIMIT 1), "
-    "last_occurred_at = (SELECT occurred_at FROM events ORDER BY id DESC LIMIT 1) "
-    "WHERE id = 1"
-)
+
+def _from_events() -> dict[str, Any]:
+    """The head as the events say it is: the newest one's id, hash and time."""
+    events = t.events.c
+    newest = select(events.hash, events.occurred_at).order_by(events.id.desc()).limit(1)
+    return {
+        "last_id": select(func.coalesce(func.max(events.id), 0)).scalar_subquery(),
+        "last_hash": newest.with_only_columns(events.hash).scalar_subquery(),
+        "last_occurred_at": newest.with_only_columns(events.occurred_at).scalar_subquery(),
+    }
 
 
 def catch_up(connection: Connection) -> None:
     """Point the head at the newest event, in the caller's transaction."""
-    connection.execute(_CATCH_UP)
+    connection.execute(update(t.audit_head).where(t.audit_head.c.id == 1).values(_from_events()))
 
 
 def restore_audit_head(*, postgres: bool) -> Any:
     """The head row made again from the events, when it is missing (tables emptied by hand);
     does nothing when another transaction made it first."""
-    events = t.events.c
-    newest = select(events.hash, events.occurred_at).order_by(events.id.desc()).limit(1)
-    made = select(
-        literal(1),
-        select(func.coalesce(func.max(events.id), 0)).scalar_subquery(),
-        newest.with_only_columns(events.hash).scalar_subquery(),
-        newest.with_only_columns(events.occurred_at).scalar_subquery(),
-    )
+    head = _from_events()
     insert = pg_insert if postgres else sqlite_insert
     return (
         insert(t.audit_head)
-        .from_select(["id", "last_id", "last_hash", "last_occurred_at"], made)
+        .from_select(["id", *head], select(literal(1), *head.values()))
         .on_conflict_do_nothing()
     )
 

@@ -105,14 +105,24 @@ async def task(session: AsyncSession, task_id: int, *, lock: bool = False) -> Ta
 
 
 def holding(tasks: Any) -> Any:
-    """A task that holds its project and environment: running, or waiting for a child (or at a
-    step that blocks deployments). One waiting for a person holds nothing."""
+    """A task that holds its project and environment: running, or waiting for what holds it
+    (`WaitingOn.holds_pair`)."""
     return or_(
         tasks.c.state == TaskState.EXECUTING.value,
         and_(
             tasks.c.state == TaskState.WAITING.value,
-            tasks.c.waiting_on.in_((WaitingOn.CHILD.value, WaitingOn.BLOCK.value)),
+            tasks.c.waiting_on.in_([w.value for w in WaitingOn if w.holds_pair]),
         ),
+    )
+
+
+def ahead_in_pair(other: Any, key: Any, task_id: Any) -> Any:
+    """``other`` goes before task ``task_id`` of pair ``key``: it holds the pair, or it is an
+    older queued task of it. The claim's rule (`runs.claim`) and why a task waits (below)."""
+    return and_(
+        other.c.concurrency_key == key,
+        other.c.id != task_id,
+        or_(holding(other), and_(other.c.state == TaskState.QUEUED.value, other.c.id < task_id)),
     )
 
 
@@ -123,14 +133,7 @@ async def queued_behind(session: AsyncSession, task_id: int, key: str) -> tuple[
     row = (
         await session.execute(
             select(other.c.id, other.c.description)
-            .where(
-                other.c.concurrency_key == key,
-                other.c.id != task_id,
-                or_(
-                    holding(other),
-                    and_(other.c.state == TaskState.QUEUED.value, other.c.id < task_id),
-                ),
-            )
+            .where(ahead_in_pair(other, key, task_id))
             .order_by(other.c.id)
             .limit(1)
         )

@@ -23,14 +23,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from conveyor.domain import runtime as rt
 from conveyor.domain.runtime import Lease, StepRun, StepState, TaskRun, TaskState, WaitingOn
 from conveyor.store import tables as t
+from conveyor.store.logs import insert_lines
 from conveyor.store.run_records import (
     DeploymentRecord,
     InterruptionRecord,
     ReleaseRecord,
     TaskRecord,
+    ahead_in_pair,
     children_running,
     deployment,
-    holding,
     interruption,
     queued_behind,
     release,
@@ -468,14 +469,7 @@ async def claim(
     other = t.tasks.alias("other")
     pair_taken = (
         select(other.c.id)
-        .where(
-            other.c.concurrency_key == candidate.c.concurrency_key,
-            other.c.id != candidate.c.id,
-            or_(
-                holding(other),
-                and_(other.c.state == TaskState.QUEUED.value, other.c.id < candidate.c.id),
-            ),
-        )
+        .where(ahead_in_pair(other, candidate.c.concurrency_key, candidate.c.id))
         .exists()
     )
     runnable = (
@@ -532,36 +526,25 @@ async def renew(
     """Extend the leases this node still holds."""
     if not leases:
         return Renewal(set(), set())
-    ids = sorted(held.task_id for held in leases)
     epochs = {held.task_id: held.epoch for held in leases}
     # Locked first, in id order as everywhere: an UPDATE of many rows locks them in the order
     # it finds them, and deadlocked with a run's fenced write and the log writer's shared locks.
-    mine = (
-        (
-            await session.execute(
-                select(t.tasks.c.id)
-                .where(t.tasks.c.id.in_(ids), t.tasks.c.node == node)
-                .order_by(t.tasks.c.id)
-                .with_for_update(key_share=True)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    if mine:
-        await session.execute(
-            update(t.tasks).where(t.tasks.c.id.in_(mine)).values(lease_expires_at=now + lease)
-        )
     rows = (
         await session.execute(
-            select(t.tasks.c.id, t.tasks.c.lease_epoch, t.tasks.c.cancel_requested).where(
-                t.tasks.c.id.in_(ids)
-            )
+            select(t.tasks.c.id, t.tasks.c.node, t.tasks.c.lease_epoch, t.tasks.c.cancel_requested)
+            .where(t.tasks.c.id.in_(sorted(epochs)))
+            .order_by(t.tasks.c.id)
+            .with_for_update(key_share=True)
         )
     ).all()
     current = {int(r.id): int(r.lease_epoch) for r in rows}
+    held = [int(r.id) for r in rows if r.node == node and epochs[r.id] == r.lease_epoch]
+    if held:
+        await session.execute(
+            update(t.tasks).where(t.tasks.c.id.in_(held)).values(lease_expires_at=now + lease)
+        )
     return Renewal(
-        cancel={int(r.id) for r in rows if r.cancel_requested and current[r.id] == epochs[r.id]},
+        cancel={int(r.id) for r in rows if r.cancel_requested and int(r.id) in held},
         lost=rt.lost(leases, current),
     )
 
@@ -616,39 +599,33 @@ async def _take(
         .scalars()
         .all()
     )
-    for task_id in taken:
-        running = await session.execute(
-            update(t.task_steps)
-            .where(
-                t.task_steps.c.task_id == task_id,
-                t.task_steps.c.state == StepState.RUNNING.value,
-            )
-            .values(state=StepState.FAILED.value, reason=reason, completed_at=now)
-            .returning(t.task_steps.c.idx, t.task_steps.c.name)
+    if not taken:
+        return []
+    interrupted = await session.execute(
+        update(t.task_steps)
+        .where(
+            t.task_steps.c.task_id.in_(taken),
+            t.task_steps.c.state == StepState.RUNNING.value,
         )
-        lines = [
-            {
-                "task_id": task_id,
-                "at": now,
-                "step": step.idx,
-                "level": "error",
-                "line": f'Step "{step.name}" failed: {reason}',
-            }
-            for step in running
-        ]
-        if lines:
-            await session.execute(t.task_logs.insert(), lines)
-    if taken:
-        await session.execute(
-            update(t.tasks)
-            .where(t.tasks.c.id.in_(taken))
-            .values(
-                node=None,
-                lease_expires_at=None,
-                wake=True,
-                lease_epoch=t.tasks.c.lease_epoch + 1,
-            )
-        )
+        .values(state=StepState.FAILED.value, reason=reason, completed_at=now)
+        .returning(t.task_steps.c.task_id, t.task_steps.c.idx, t.task_steps.c.name)
+    )
+    lines = [
+        {
+            "task_id": step.task_id,
+            "at": now,
+            "step": step.idx,
+            "level": "error",
+            "line": f'Step "{step.name}" failed: {reason}',
+        }
+        for step in sorted(interrupted, key=lambda s: (s.task_id, s.idx))
+    ]
+    await insert_lines(session, lines)
+    await session.execute(
+        update(t.tasks)
+        .where(t.tasks.c.id.in_(taken))
+        .values(node=None, lease_expires_at=None, wake=True, lease_epoch=t.tasks.c.lease_epoch + 1)
+    )
     return [int(task_id) for task_id in taken]
 
 

@@ -282,3 +282,8 @@ def test_renewing_finds_the_leases_another_node_moved_past() -> None:
     held = [rt.Lease(1, 1), rt.Lease(2, 5), rt.Lease(3, 2)]
     assert rt.lost(held, {1: 1, 2: 6, 3: 2}) == {2}
     assert rt.lost(held, {1: 1, 2: 5}) == {3}
+
+
+def test_a_question_to_a_person_frees_the_pair_a_child_or_a_blocking_step_does_not() -> None:
+    assert not rt.WaitingOn.INTERRUPTION.holds_pair
+    assert rt.WaitingOn.CHILD.holds_pair and rt.WaitingOn.BLOCK.holds_pair
