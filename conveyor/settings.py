@@ -53,6 +53,19 @@ class Settings(BaseSettings):
     # after a deployment, so rolling back to a kept one only switches its `current` link.
     keep_package_versions: int = Field(default=3, ge=1)
 
+    # --- Targets and workers (docs/targets.md) ----------------------------------------------
+    # The server itself is the built-in worker of the default pool: script steps that name no
+    # target roles run on it (sandboxed). False empties the pool: such steps then need a worker.
+    builtin_worker: bool = True
+    # How often each node checks the health of every target (0: only `conveyor target check`).
+    target_check_seconds: float = Field(default=300.0, ge=0.0)
+    # How long connecting to an ssh target may take before the step (or check) fails.
+    ssh_connect_seconds: float = Field(default=15.0, gt=0.0)
+    # An idle SSH connection is kept this long for the next step on the same target.
+    ssh_idle_seconds: float = Field(default=60.0, ge=0.0)
+    # An agent that has not polled for this long is unhealthy (it polls every few seconds).
+    agent_offline_seconds: float = Field(default=90.0, gt=0.0)
+
     # --- Script sandbox (docs/security.md) -------------------------------------------------
     # Scripts and package steps on the server run under bubblewrap as an unprivileged user.
     # Without a usable sandbox they are refused, unless an administrator allows this here.

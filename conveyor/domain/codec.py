@@ -34,6 +34,7 @@ from conveyor.domain.documents import (
     SubscriptionWebhook,
     Target,
     Team,
+    UnhealthyTargets,
     User,
     UserRole,
     Variable,
@@ -274,6 +275,16 @@ def _target(data: Any, path: Path, problems: list[Problem]) -> Target:
         description=r.text("description"),
         environments=r.names("environments"),
         roles=r.names("roles"),
+        host=r.text("host"),
+        port=r.integer("port", 22, minimum=1) or 22,
+        user=r.text("user"),
+        private_key=r.text("private_key"),
+        host_key=r.text("host_key"),
+        trust_first_host_key=r.flag("trust_first_host_key"),
+        work_dir=r.text("work_dir"),
+        max_sessions=r.integer("max_sessions", 8, minimum=1) or 8,
+        pool=r.text("pool"),
+        disabled=r.flag("disabled"),
     )
     r.finish()
     return target
@@ -395,6 +406,8 @@ def _script(r: Reader) -> Action:
         syntax=r.choice("syntax", ScriptSyntax, ScriptSyntax.BASH),
         target_roles=r.names("target_roles"),
         window=r.integer("window", None, minimum=1),
+        worker_pool=r.text("worker_pool"),
+        unhealthy_targets=r.choice("unhealthy_targets", UnhealthyTargets, UnhealthyTargets.FAIL),
     )
 
 
@@ -405,6 +418,7 @@ def _package(r: Reader) -> Action:
         post_deploy_script=r.text("post_deploy_script"),
         post_deploy_syntax=r.choice("post_deploy_syntax", ScriptSyntax, ScriptSyntax.BASH),
         window=r.integer("window", None, minimum=1),
+        unhealthy_targets=r.choice("unhealthy_targets", UnhealthyTargets, UnhealthyTargets.FAIL),
     )
 
 
@@ -571,14 +585,24 @@ def _enc_user(user: Any, _: bool) -> dict[str, Any]:
     return out
 
 
-def _enc_target(target: Any, _: bool) -> dict[str, Any]:
+def _enc_target(target: Any, with_secrets: bool) -> dict[str, Any]:
     return _compact(
         {
             "name": target.name,
             "kind": target.kind,
             "description": target.description,
+            "pool": target.pool,
             "environments": list(target.environments),
             "roles": list(target.roles),
+            "host": target.host,
+            "port": target.port if target.port != 22 else None,
+            "user": target.user,
+            "private_key": target.private_key if with_secrets else None,
+            "host_key": target.host_key,
+            "trust_first_host_key": target.trust_first_host_key,
+            "work_dir": target.work_dir,
+            "max_sessions": target.max_sessions if target.max_sessions != 8 else None,
+            "disabled": target.disabled,
         }
     )
 
@@ -644,6 +668,10 @@ def encode_variables(variables: tuple[Variable, ...], with_secrets: bool) -> lis
     return out
 
 
+def _unless_fail(choice: UnhealthyTargets) -> str | None:
+    return None if choice is UnhealthyTargets.FAIL else choice.value
+
+
 def encode_step(step: Step) -> dict[str, Any]:
     head: dict[str, Any] = {"name": step.name, "type": step.type.value}
     a = step.action
@@ -653,6 +681,8 @@ def encode_step(step: Step) -> dict[str, Any]:
             "syntax": a.syntax.value if a.syntax != ScriptSyntax.BASH else None,
             "target_roles": list(a.target_roles),
             "window": a.window,
+            "worker_pool": a.worker_pool,
+            "unhealthy_targets": _unless_fail(a.unhealthy_targets),
             "script": a.body,
         }
     elif isinstance(a, PackageAction):
@@ -660,6 +690,7 @@ def encode_step(step: Step) -> dict[str, Any]:
             "package": a.package,
             "target_roles": list(a.target_roles),
             "window": a.window,
+            "unhealthy_targets": _unless_fail(a.unhealthy_targets),
             "post_deploy_syntax": a.post_deploy_syntax.value
             if a.post_deploy_syntax != ScriptSyntax.BASH
             else None,

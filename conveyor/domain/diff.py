@@ -119,6 +119,8 @@ def diff(current: Model, desired: Model) -> list[Change]:
                 if not fields and kind == "subscriptions":
                     # Only the webhook's secret differs: never shown, but still a change.
                     fields = (FieldChange("webhook.secret", MASK, MASK),)
+                if not fields and kind == "targets":
+                    fields = (FieldChange("private_key", MASK, MASK),)  # the same for a key
                 if fields:
                     changes.append(
                         Change(

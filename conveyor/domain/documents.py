@@ -95,6 +95,13 @@ class ProjectGroup:
     description: str = ""
 
 
+class UnhealthyTargets(StrEnum):
+    """What a step does when one of its targets is unhealthy at the start of the deployment."""
+
+    FAIL = "fail"  # the deployment fails before it starts anything
+    SKIP = "skip"  # the step runs on the healthy targets and says which it left out
+
+
 @dataclass(frozen=True)
 class ScriptAction:
     body: str
@@ -104,6 +111,9 @@ class ScriptAction:
     # On several targets: all at once (None), or this many at a time, a rolling deployment
     # that starts no further target after one failed.
     window: int | None = None
+    # With no target roles: the worker pool it runs in (empty: the default pool).
+    worker_pool: str = ""
+    unhealthy_targets: UnhealthyTargets = UnhealthyTargets.FAIL
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,7 @@ class PackageAction:
     post_deploy_script: str = ""
     post_deploy_syntax: ScriptSyntax = ScriptSyntax.BASH
     window: int | None = None  # as for ScriptAction
+    unhealthy_targets: UnhealthyTargets = UnhealthyTargets.FAIL
 
 
 @dataclass(frozen=True)
@@ -229,11 +240,38 @@ class Project:
 
 @dataclass(frozen=True)
 class Target:
+    """A machine steps run on: ``local`` (folders on the server, sandboxed), ``ssh`` (reached
+    over SSH with a key, its host key pinned) or ``agent`` (a polling ``conveyor agent``).
+
+    A target with a ``pool`` is a worker: it belongs to no environment and runs the script
+    steps that name no target roles (docs/targets.md)."""
+
     name: str
-    environments: tuple[str, ...]
-    roles: tuple[str, ...]
+    environments: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
     kind: str = "local"
     description: str = ""
+    # ssh: where and as whom; the private key is sensitive (encrypted at rest, never exported).
+    host: str = ""
+    port: int = 22
+    user: str = ""
+    private_key: str = ""
+    # The host's public key as ``ssh-keyscan`` prints it (``ssh-ed25519 AAAA…``): anything else
+    # is refused, unless ``trust_first_host_key`` (then the first key seen is pinned).
+    host_key: str = ""
+    trust_first_host_key: bool = False
+    # ssh: the folder Conveyor keeps on the machine (relative paths are from the user's home).
+    work_dir: str = ""
+    # ssh: how many commands run on the machine at once (channels of one connection).
+    max_sessions: int = 8
+    # A worker: the worker pool it belongs to (then no environments or roles).
+    pool: str = ""
+    # Taken out of deployments without removing it (health checks skip it too).
+    disabled: bool = False
+
+    @property
+    def is_worker(self) -> bool:
+        return bool(self.pool)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 import pathspec
 
+from conveyor.domain import targets
 from conveyor.domain.documents import (
     DeployReleaseAction,
     ManualInterventionAction,
@@ -37,7 +38,6 @@ MAX_URL = 2000
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PACKAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-TARGET_KINDS = ("local",)
 ADMIN_PERMISSION = "AdministerSystem"
 
 
@@ -239,6 +239,26 @@ def _action(
     if isinstance(action, ScriptAction):
         if not action.body.strip():
             problems.append(Problem((*path, "script"), "must not be empty"))
+        if action.worker_pool and action.target_roles:
+            problems.append(
+                Problem(
+                    (*path, "worker_pool"),
+                    "a step with target_roles runs on those targets, not on a worker: "
+                    "remove one of the two",
+                )
+            )
+        pool = action.worker_pool
+        if (
+            pool
+            and key(pool) != key(targets.DEFAULT_POOL)
+            and not targets.pool_members(model.targets, pool)
+        ):
+            problems.append(
+                Problem(
+                    (*path, "worker_pool"),
+                    f'no worker is in pool "{pool}": add a target with pool: {pool}',
+                )
+            )
     elif isinstance(action, PackageAction):
         if not PACKAGE_ID.match(action.package):
             problems.append(
@@ -352,15 +372,8 @@ def _variables(model: Model, project: Project, problems: list[Problem]) -> None:
 def _targets(model: Model, problems: list[Problem]) -> None:
     for t in model.targets:
         path: Path = ("targets", t.name)
-        if t.kind not in TARGET_KINDS:
-            problems.append(
-                Problem((*path, "kind"), f'"{t.kind}" is not a target kind (one of: local)')
-            )
-        if not t.environments:
-            problems.append(Problem((*path, "environments"), "a target needs an environment"))
+        problems.extend(targets.problems_of(t))
         _refs(model, "environments", t.environments, (*path, "environments"), problems)
-        if not t.roles:
-            problems.append(Problem((*path, "roles"), "a target needs at least one role"))
 
 
 def _users(model: Model, problems: list[Problem]) -> None:

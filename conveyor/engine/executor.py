@@ -27,6 +27,7 @@ from conveyor.domain.runtime import Outcome, OutcomeKind, StepState, WaitingOn
 from conveyor.domain.variables import Resolved, merge, resolve
 from conveyor.engine.logs import LogWriter, TaskLog
 from conveyor.engine.steps import HANDLERS, LocalRunner, Runner, StepContext, StepResult
+from conveyor.engine.steps.workers import Workers
 from conveyor.services import execution as ex
 from conveyor.services.config import load, public_id
 from conveyor.services.core import Services
@@ -58,6 +59,7 @@ class Executor:
         self.logs = LogWriter(lambda rows: ex.write_logs(services, rows))
         # Who runs commands on a target, by its kind (ssh and agent runners come next).
         self.runners: dict[str, Runner] = {"local": LocalRunner(services.settings)}
+        self.workers = Workers(builtin=services.settings.builtin_worker)
         # Set when the node stops: each task lets go at its next step for another node.
         self.draining = False
 
@@ -275,6 +277,7 @@ class Executor:
             cancel=ctx.cancel,
             targets=ctx.targets,
             runners=self.runners,
+            workers=self.workers,
             data_dir=self.data_dir,
             work=self.work / public_id("tasks", ctx.run.task_id) / f"{idx}-{attempt}",
         )

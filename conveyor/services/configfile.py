@@ -19,7 +19,7 @@ from typing import Any
 from conveyor.domain import codec
 from conveyor.domain import permissions as perms
 from conveyor.domain.diff import MASK, Change
-from conveyor.domain.documents import Project, Subscription, key
+from conveyor.domain.documents import Project, Subscription, Target, key
 from conveyor.domain.errors import Problem, ValidationFailed
 from conveyor.domain.model import KIND_LABELS, KINDS, Document, Kind, Model, doc_name
 from conveyor.domain.validation import validate
@@ -289,6 +289,8 @@ def _masked_change(change: Change) -> Change:
 def _masked_doc(doc: Document | None) -> Document | None:
     if isinstance(doc, Subscription) and doc.webhook is not None and doc.webhook.secret:
         return replace(doc, webhook=replace(doc.webhook, secret=MASK))
+    if isinstance(doc, Target) and doc.private_key:
+        return replace(doc, private_key=MASK)
     if not isinstance(doc, Project):
         return doc
     hidden = tuple(replace(v, value=MASK) if v.sensitive else v for v in doc.variables)

@@ -16,6 +16,7 @@ from conveyor.domain.documents import (
     Process,
     Project,
     Subscription,
+    Target,
     User,
     UserRole,
     Variable,
@@ -106,7 +107,8 @@ def _merge_project(
 
 def kept_unsaid(stored: Any, doc: Any, raw: Mapping[str, Any]) -> Any:
     """What a document leaves unsaid keeps its stored value, where that value is not the
-    writer's to state: a person's own preference, and a webhook secret (never exported)."""
+    writer's to state: a person's own preference, a webhook secret and an SSH key (never
+    exported)."""
     if isinstance(doc, User) and isinstance(stored, User) and "notify_interruptions" not in raw:
         return replace(doc, notify_interruptions=stored.notify_interruptions)
     if (
@@ -118,6 +120,8 @@ def kept_unsaid(stored: Any, doc: Any, raw: Mapping[str, Any]) -> Any:
         hook = raw.get("webhook")
         if not (isinstance(hook, Mapping) and "secret" in hook):
             return replace(doc, webhook=replace(doc.webhook, secret=stored.webhook.secret))
+    if isinstance(doc, Target) and isinstance(stored, Target) and "private_key" not in raw:
+        return replace(doc, private_key=stored.private_key)  # an SSH key: never exported
     return doc
 
 

@@ -16,6 +16,7 @@ from conveyor.domain.documents import (
     Project,
     Subscription,
     SubscriptionWebhook,
+    Target,
     User,
     Variable,
     key,
@@ -133,9 +134,8 @@ async def load_model(
             doc = decode(kind, body, (kind, row.name), problems)  # type: ignore[arg-type]
             if doc is None:
                 raise _corrupt(kind, row.name, problems)
-            if parts and cipher and isinstance(doc, Subscription) and doc.webhook is not None:
-                secret = box.decrypt(cipher) if decrypt else Sealed(cipher)
-                doc = replace(doc, webhook=replace(doc.webhook, secret=secret))
+            if cipher and (parts or isinstance(doc, Target)):
+                doc = _with_secret(doc, box.decrypt(cipher) if decrypt else Sealed(cipher))
             docs[kind].append((row.id, doc))
             loaded.ids[(kind, key(row.name))] = row.id
     processes: dict[int, Any] = {}
@@ -219,11 +219,25 @@ def _body(kind: str, doc: Any, box: Box) -> dict[str, Any]:
     hook = doc.webhook if isinstance(doc, Subscription) else None
     if isinstance(hook, SubscriptionWebhook) and hook.secret:
         body["webhook"]["cipher"] = cipher_of(box, hook.secret)
+    if isinstance(doc, Target) and doc.private_key:
+        body["cipher"] = cipher_of(box, doc.private_key)
     return body
 
 
+def _with_secret(doc: Any, secret: str) -> Any:
+    """A document with its one sensitive field (a webhook's secret, an SSH key) put back."""
+    if isinstance(doc, Subscription) and doc.webhook is not None:
+        return replace(doc, webhook=replace(doc.webhook, secret=secret))
+    if isinstance(doc, Target):
+        return replace(doc, private_key=secret)
+    return doc
+
+
 def without_cipher(body: Any) -> tuple[Any, str | None]:
-    """A subscription's body without its encrypted secret, and that secret's cipher."""
+    """A document's body without its encrypted secret (a subscription's webhook secret, a
+    target's private key), and that secret's cipher."""
+    if isinstance(body, dict) and "cipher" in body:
+        return {k: v for k, v in body.items() if k != "cipher"}, str(body["cipher"])
     hook = body.get("webhook") if isinstance(body, dict) else None
     if not isinstance(hook, dict) or "cipher" not in hook:
         return body, None

@@ -474,3 +474,92 @@ deliveries = Table(
 ID_PREFIXES["deliveries"] = "Deliveries"
 
 __all__ = ["DOCUMENT_TABLES", "ID_PREFIXES", "metadata"]
+
+# ---------------------------------------------------------------- targets
+
+# The last health check of each target (by its name's slug): written by `conveyor target
+# check` and by the periodic check, read by `target list`, the targets page and deployments.
+target_health = Table(
+    "target_health",
+    metadata,
+    Column("target", String(200), primary_key=True),
+    Column("state", String(20), nullable=False),
+    Column("message", Text, nullable=False, default=""),
+    Column("os", String(200), nullable=False, default=""),
+    Column("free_disk_bytes", BigInteger, nullable=True),
+    Column("agent_version", String(50), nullable=False, default=""),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+)
+
+# Host keys pinned on first use, for the ssh targets that asked for it (trust_first_host_key):
+# once here, a different key is refused as for a key pinned in the configuration.
+target_host_keys = Table(
+    "target_host_keys",
+    metadata,
+    Column("target", String(200), primary_key=True),
+    Column("host_key", Text, nullable=False),
+    Column("pinned_at", DateTime(timezone=True), nullable=False),
+)
+
+# Single-use enrolment tokens an administrator makes for one agent target; only the SHA-256
+# of the token is kept.
+agent_tokens = Table(
+    "agent_tokens",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("target", String(200), nullable=False, index=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+)
+
+# Enrolled agents: each holds its own credential (only its SHA-256 is kept here) for one target.
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("target", String(200), nullable=False, index=True),
+    Column("credential_hash", String(64), nullable=False, unique=True),
+    Column("enrolled_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=True),
+    Column("hostname", String(200), nullable=False, default=""),
+    Column("os", String(200), nullable=False, default=""),
+    Column("version", String(50), nullable=False, default=""),
+    Column("free_disk_bytes", BigInteger, nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+# Work for agents: a script to run or a package to install on one target. The payload (the
+# script, its variables) is encrypted at rest; the node running the step waits for the result.
+agent_jobs = Table(
+    "agent_jobs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("target", String(200), nullable=False),
+    Column("task_id", Id, ForeignKey("tasks.id", ondelete="CASCADE"), nullable=True),
+    Column("kind", String(20), nullable=False),
+    Column("payload", Text, nullable=False),
+    # queued -> running (an agent took it) -> done; cancel_requested asks the agent to stop it.
+    Column("state", String(20), nullable=False),
+    Column("agent_id", Id, ForeignKey("agents.id", ondelete="SET NULL"), nullable=True),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("result", JSON, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Index("ix_agent_jobs_target_state", "target", "state"),
+)
+
+# Output an agent streamed back, until the node running the step moves it into the task log.
+agent_job_lines = Table(
+    "agent_job_lines",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("job_id", Id, ForeignKey("agent_jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("level", String(10), nullable=False),
+    Column("text", Text, nullable=False),
+    Index("ix_agent_job_lines_job_id_id", "job_id", "id"),
+)

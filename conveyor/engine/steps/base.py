@@ -9,19 +9,23 @@ moves that make a step wait) comes through `StepContext`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from conveyor.domain.documents import Step, Target, key, slugify
+from conveyor.domain.documents import Step, Target, UnhealthyTargets, key, slugify
 from conveyor.domain.errors import ConveyorError
 from conveyor.domain.runtime import Outcome, WaitingOn
+from conveyor.domain.targets import HealthState
 from conveyor.domain.variables import Resolved
 from conveyor.engine.logs import TaskLog
+from conveyor.engine.steps.workers import Workers
 from conveyor.services import execution as ex
 from conveyor.services.config import public_id
 from conveyor.services.core import Services
+from conveyor.services.targets import health_states
 
 if TYPE_CHECKING:
     from conveyor.engine.steps.runners import Runner
@@ -45,6 +49,8 @@ class StepContext:
     runners: Mapping[str, Runner]
     data_dir: Path
     work: Path  # this attempt's private work folder (scripts' own files)
+    # Who runs steps that name no target roles (this node's count of each worker's load).
+    workers: Workers = field(default_factory=lambda: Workers(builtin=True))
     # The target this context works on, when the step runs on several (its log lines say so).
     target: str | None = None
 
@@ -65,18 +71,42 @@ class StepContext:
         return runner
 
     def targets_with(self, roles: Sequence[str]) -> list[Target]:
-        env = key(self.run.environment.name)
-        wanted = {key(r) for r in roles}
-        found = [
-            t
-            for t in self.targets
-            if env in {key(e) for e in t.environments} and wanted & {key(r) for r in t.roles}
-        ]
+        found = targets_in(self.targets, self.run.environment.name, roles)
         if not found:
             raise ConveyorError(
                 f"no target in {self.run.environment.name} has role {', '.join(roles)}"
             )
         return found
+
+    async def deployment_targets(
+        self, roles: Sequence[str], unhealthy: UnhealthyTargets
+    ) -> list[Target]:
+        """The targets this step runs on: those with one of ``roles`` in this environment.
+        One found unhealthy by its last check fails the step, or is left out (``skip``)."""
+        found = self.targets_with(roles)
+        health = await health_states(self.services)
+        sick = [t for t in found if health.get(slugify(t.name)) is HealthState.UNHEALTHY]
+        if not sick:
+            return found
+        names = ", ".join(t.name for t in sick)
+        if unhealthy is UnhealthyTargets.FAIL:
+            raise ConveyorError(
+                f"unhealthy target: {names} (see `conveyor target list`; set "
+                "unhealthy_targets: skip on the step to deploy to the healthy ones)"
+            )
+        healthy = [t for t in found if t not in sick]
+        if not healthy:
+            raise ConveyorError(f"every target of this step is unhealthy: {names}")
+        self.say(f"Leaving out unhealthy targets: {names}", level="warn")
+        return healthy
+
+    @contextlib.asynccontextmanager
+    async def worker(self, pool: str) -> AsyncIterator[Target | None]:
+        """A worker of ``pool`` for as long as the step runs on it (None: the server)."""
+        health = await health_states(self.services)
+        picked = self.workers.pick(self.targets, pool, health)
+        async with self.workers.using(picked) as worker:
+            yield worker
 
     def target_dir(self, target: Target) -> Path:
         """The folder of this project on ``target`` in this environment."""
@@ -120,6 +150,19 @@ class StepContext:
             f"Deploying {choice['project']} {choice['version']} as {public_id('tasks', child)}"
         )
         return WaitingOn.CHILD
+
+
+def targets_in(targets: Sequence[Target], environment: str, roles: Sequence[str]) -> list[Target]:
+    """The enabled deployment targets of ``environment`` with one of ``roles``."""
+    env = key(environment)
+    wanted = {key(r) for r in roles}
+    return [
+        t
+        for t in targets
+        if not t.disabled
+        and env in {key(e) for e in t.environments}
+        and wanted & {key(r) for r in t.roles}
+    ]
 
 
 class StepHandler(Protocol):

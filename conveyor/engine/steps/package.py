@@ -33,20 +33,20 @@ class PackageStep:
             job = ScriptJob(
                 action.post_deploy_script,
                 action.post_deploy_syntax,
-                folder,
                 here.values
                 | {
                     "Conveyor.Target.Name": target.name,
                     "Conveyor.Action.Package.PackageId": action.package,
                     "Conveyor.Action.Package.PackageVersion": version,
                 },
-                target_dir=here.target_dir(target),
+                machine=target,
+                on_target=True,
                 installed=folder,
             )
             outcome = await runner.run_script(here, job)
             return replace(outcome, outputs={**installed, **outcome.outputs})
 
-        targets = ctx.targets_with(action.target_roles)
+        targets = await ctx.deployment_targets(action.target_roles, action.unhealthy_targets)
         done = await on_each_target(ctx, targets, action.window, on)
         if done.kind is not OutcomeKind.SUCCEEDED:
             return done

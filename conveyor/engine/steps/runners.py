@@ -2,7 +2,8 @@
 
 `local` runs on the server, in the sandbox of `conveyor.engine.sandbox` (an unprivileged user
 that may write only the step's private work folder and, on a target, that target's folder of
-this project). The next runners (`ssh`, `agent`) implement the same protocol.
+this project); `ssh` (`conveyor.engine.ssh`) and `agent` (`conveyor.engine.agents`) implement
+the same protocol on other machines.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Protocol
 
 from conveyor.domain.documents import ScriptSyntax, Target
 from conveyor.domain.errors import ConveyorError
 from conveyor.domain.packages import kept_versions
 from conveyor.domain.runtime import Outcome
+from conveyor.domain.targets import Health, HealthState, judged
 from conveyor.domain.variables import environment_name, substitute
 from conveyor.engine import sandbox
 from conveyor.engine.runner import Isolation, run_script
@@ -32,23 +34,34 @@ from conveyor.settings import Settings
 
 @dataclass(frozen=True)
 class ScriptJob:
-    """A script to run in ``cwd``; on a target, ``target_dir`` is its folder of this project
-    and ``installed`` where a package step extracted the package."""
+    """A script to run on ``machine`` (None: the server itself). On a deployment target
+    (``on_target``) it runs in that target's folder of this project, or where a package step
+    extracted the package (``installed``, as the machine sees it); on the server or a worker it
+    runs in a scratch folder of its own."""
 
     body: str
     syntax: ScriptSyntax
-    cwd: Path
     values: dict[str, str]
-    target_dir: Path | None = None
-    installed: Path | None = None
+    machine: Target | None = None
+    on_target: bool = False
+    installed: PurePath | None = None
 
 
 class Runner(Protocol):
+    """Carries out a step's commands on one kind of machine (``local``, ``ssh``, ``agent``)."""
+
     async def run_script(self, ctx: StepContext, job: ScriptJob) -> Outcome: ...
 
     async def install_package(
         self, ctx: StepContext, target: Target, archive: Path, package: str, version: str
-    ) -> Path: ...
+    ) -> PurePath:
+        """Put ``archive`` (the feed's file) on ``target``, extracted into a folder of its
+        version, switch ``current`` to it, keep the last few versions; where it went."""
+        ...
+
+    async def check(self, machine: Target) -> Health:
+        """Whether ``machine`` can take work now: reachable, its OS, its free disk."""
+        ...
 
 
 def environ(values: dict[str, str]) -> dict[str, str]:
@@ -80,8 +93,11 @@ class LocalRunner:
         afterwards) and, on a target, that target's folder of this project."""
         isolation = self._isolation()
         work, values, step = ctx.work, job.values, ctx.step
-        if job.installed is not None:  # where the script itself sees the package
-            shown = inside(job.installed, isolation.mounts(work, job.target_dir))
+        target_dir = ctx.target_dir(job.machine) if job.on_target and job.machine else None
+        installed = Path(job.installed) if job.installed is not None else None
+        cwd = installed or target_dir or work / "cwd"
+        if installed is not None:  # where the script itself sees the package
+            shown = inside(installed, isolation.mounts(work, target_dir))
             values = values | {"Conveyor.Action.Package.InstallationDirectoryPath": shown}
         settings = self.settings
         script = await off_loop(
@@ -94,16 +110,16 @@ class LocalRunner:
             limit=settings.max_substitution_bytes,
         )
         shutil.rmtree(work, ignore_errors=True)
-        if job.target_dir is not None:
-            await asyncio.to_thread(sandbox.adopt, job.target_dir, isolation.owner)
-        folders = (work, job.cwd) if job.target_dir is None else (work, job.target_dir, job.cwd)
+        if target_dir is not None:
+            await asyncio.to_thread(sandbox.adopt, target_dir, isolation.owner)
+        folders = (work, cwd) if target_dir is None else (work, target_dir, cwd)
         for folder in folders:
             sandbox.private_folder(folder, isolation.owner)
         try:
             result = await run_script(
                 script,
                 job.syntax,
-                cwd=job.cwd,
+                cwd=cwd,
                 variables=environ(values),
                 # The log's future when its buffers are full: the output reader waits on it.
                 on_line=lambda level, text: ctx.log.line(
@@ -113,7 +129,7 @@ class LocalRunner:
                 cancel=ctx.cancel,
                 script_dir=work,
                 isolation=isolation,
-                target_dir=job.target_dir,
+                target_dir=target_dir,
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -156,6 +172,18 @@ class LocalRunner:
         os.replace(link, base / "current")  # atomic switch of what is live
         await asyncio.to_thread(self._keep_versions, base, version)
         return folder
+
+    async def check(self, machine: Target) -> Health:
+        """The server itself: healthy while scripts may run and its data folder has room."""
+        found = sandbox.status(self.settings)
+        if not found.runs_scripts:
+            return Health.failed(found.refusal())
+        data = Path(self.settings.data_dir)
+        usage = await asyncio.to_thread(shutil.disk_usage, data if data.exists() else Path("."))
+        uname = os.uname()
+        return judged(
+            Health(HealthState.HEALTHY, "", f"{uname.sysname} {uname.release}", usage.free)
+        )
 
     def _keep_versions(self, base: Path, deployed: str) -> None:
         """Remove the versions beyond the newest few. Which versions Conveyor extracted is

@@ -1,5 +1,5 @@
-"""The script step: once on the server, or on every target with one of its roles (all at
-once, or a window at a time: `fanout`)."""
+"""The script step: on every target with one of its roles (all at once, or a window at a time:
+`fanout`), or, when it names no roles, once on a worker of its pool (`workers`)."""
 
 from __future__ import annotations
 
@@ -15,26 +15,27 @@ class ScriptStep:
         action = ctx.step.action
         assert isinstance(action, ScriptAction)
         if not action.target_roles:
-            ctx.say("Running the script on the server")
-            job = ScriptJob(
-                action.body,
-                action.syntax,
-                ctx.work / "cwd",
-                ctx.values | {"Conveyor.Target.Name": "the server"},
-            )
-            return await ctx.runner_for(None).run_script(ctx, job)
+            async with ctx.worker(action.worker_pool) as worker:
+                where = worker.name if worker is not None else "the server"
+                ctx.say(f"Running the script on {where}")
+                job = ScriptJob(
+                    action.body,
+                    action.syntax,
+                    ctx.values | {"Conveyor.Target.Name": where},
+                    machine=worker,
+                )
+                return await ctx.runner_for(worker).run_script(ctx, job)
 
         async def on(here: StepContext, target: Target) -> Outcome:
             here.say(f"Running the script on {target.name}")
-            folder = here.target_dir(target)
             job = ScriptJob(
                 action.body,
                 action.syntax,
-                folder,
                 here.values | {"Conveyor.Target.Name": target.name},
-                target_dir=folder,
+                machine=target,
+                on_target=True,
             )
             return await here.runner_for(target).run_script(here, job)
 
-        targets = ctx.targets_with(action.target_roles)
+        targets = await ctx.deployment_targets(action.target_roles, action.unhealthy_targets)
         return await on_each_target(ctx, targets, action.window, on)
