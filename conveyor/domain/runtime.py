@@ -124,6 +124,9 @@ class Outcome:
     kind: OutcomeKind
     reason: str = ""
     outputs: Mapping[str, Any] = field(default_factory=dict)
+    # A step on several targets: the ones that failed or never started after a failure (a
+    # guided failure asks about these, and its retry runs only these).
+    targets_failed: tuple[str, ...] = ()
 
     @classmethod
     def succeeded(cls, reason: str = "", outputs: Mapping[str, Any] | None = None) -> Outcome:
@@ -316,6 +319,14 @@ def time_out(task: TaskRun, step_idx: int, reason: str) -> TaskRun:
     steps = list(task.steps)
     steps[step_idx] = finish_step(steps[step_idx], Outcome.timed_out(reason))
     return finish(replace(task, steps=cancel_steps(steps)))
+
+
+def refuse_start(task: TaskRun, error: str) -> TaskRun:
+    """The deployment cannot start (a target it needs is unhealthy): it fails before any
+    step runs, so nothing is half-deployed."""
+    if task.state is not TaskState.EXECUTING:
+        raise _refuse_task(task, "refuse to start")
+    return replace(task, state=TaskState.FAILED, error=error, waiting_on=None)
 
 
 def fail_internally(task: TaskRun, error: str) -> TaskRun:

@@ -8,11 +8,19 @@ and the services use them; nothing here touches a machine.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from conveyor.domain.documents import Target, key, slugify
+from conveyor.domain.documents import (
+    PackageAction,
+    ScriptAction,
+    Step,
+    Target,
+    UnhealthyTargets,
+    key,
+    slugify,
+)
 from conveyor.domain.errors import Problem
 
 KINDS = ("local", "ssh", "agent")
@@ -211,3 +219,39 @@ def judged(health: Health) -> Health:
 def changed(before: HealthState | None, after: HealthState) -> bool:
     """Whether a check is worth an audit event: the state differs from the last one recorded."""
     return before is not after
+
+
+# ---------------------------------------------------------------- before a deployment starts
+
+
+def required_healthy(
+    steps: Sequence[Step],
+    targets: Sequence[Target],
+    environment: str,
+    skip: Collection[str],
+) -> dict[str, list[str]]:
+    """The targets a deployment needs healthy before it starts, with the steps that need
+    them: those of every step that runs on targets in ``environment`` (in scope, not disabled,
+    not skipped by the person who deployed) and fails on an unhealthy one (``fail``)."""
+    env = key(environment)
+    skipped = {key(s) for s in skip}
+    needed: dict[str, list[str]] = {}
+    for step in steps:
+        action = step.action
+        if not isinstance(action, ScriptAction | PackageAction) or not action.target_roles:
+            continue
+        if step.disabled or key(step.name) in skipped:
+            continue
+        if step.environments and env not in {key(e) for e in step.environments}:
+            continue
+        if env in {key(e) for e in step.excluded_environments}:
+            continue
+        if action.unhealthy_targets is not UnhealthyTargets.FAIL:
+            continue
+        wanted = {key(r) for r in action.target_roles}
+        for t in targets:
+            if t.disabled or env not in {key(e) for e in t.environments}:
+                continue
+            if wanted & {key(r) for r in t.roles}:
+                needed.setdefault(t.name, []).append(step.name)
+    return needed

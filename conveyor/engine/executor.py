@@ -24,6 +24,7 @@ from conveyor.domain.errors import ConveyorError
 from conveyor.domain.interruptions import Kind, Result
 from conveyor.domain.masking import Masker
 from conveyor.domain.runtime import Outcome, OutcomeKind, StepState, WaitingOn
+from conveyor.domain.targets import HealthState, required_healthy
 from conveyor.domain.variables import Resolved, merge, resolve
 from conveyor.engine.logs import LogWriter, TaskLog
 from conveyor.engine.steps import HANDLERS, LocalRunner, Runner, StepContext, StepResult
@@ -34,6 +35,7 @@ from conveyor.services.core import Services
 from conveyor.services.deployments import deploy
 from conveyor.services.offload import off_loop
 from conveyor.services.queue import STOPPED
+from conveyor.services.targets import health_states
 from conveyor.store.runs import InterruptionRecord
 
 log = logging.getLogger("conveyor.engine")
@@ -89,6 +91,8 @@ class Executor:
             if run.deployment.started_at is None:
                 await ex.started(self.services, run)
                 task_log.line(f"Deploying {run.label}, started by {run.creator}")
+                if await self._unhealthy_targets(ctx):
+                    return
             else:
                 await asyncio.to_thread(self._clean_task, task_id)
                 await ex.resumed(self.services, run)
@@ -138,6 +142,36 @@ class Executor:
                 await ex.suspend(self.services, run, waiting_on)
                 return
         await self._finish(ctx)
+
+    async def _unhealthy_targets(self, ctx: Context) -> bool:
+        """Fail the deployment before any step when a target a step needs healthy is not
+        (its last check found it unhealthy); steps with ``unhealthy_targets: skip`` leave such
+        targets out when they run instead."""
+        run = ctx.run
+        needed = required_healthy(
+            run.snapshot.process.steps, ctx.targets, run.environment.name, run.deployment.skip
+        )
+        if not needed:
+            return False
+        health = await health_states(self.services)
+        sick = {n: s for n, s in needed.items() if health.get(slugify(n)) is HealthState.UNHEALTHY}
+        if not sick:
+            return False
+        for name, steps in sick.items():
+            ctx.log.line(
+                f"Target {name} is unhealthy (needed by {', '.join(steps)}): see "
+                f"`conveyor target list`, fix it, then `conveyor target check {name}`",
+                level="error",
+            )
+        ctx.log.line(
+            "Nothing was deployed. To deploy to the healthy targets only, set "
+            "unhealthy_targets: skip on those steps",
+            level="error",
+        )
+        await ctx.log.flush()
+        refused = rt.refuse_start(run.task, f"unhealthy target: {', '.join(sick)}")
+        await ex.finish(self.services, run, refused)
+        return True
 
     async def _finish(self, ctx: Context) -> None:
         ended = rt.finish(ctx.run.task)
@@ -224,7 +258,13 @@ class Executor:
 
     # ------------------------------------------------------------ one step
 
-    async def _step(self, ctx: Context, idx: int, failed_before: bool) -> WaitingOn | None:
+    async def _step(
+        self,
+        ctx: Context,
+        idx: int,
+        failed_before: bool,
+        only_targets: frozenset[str] | None = None,
+    ) -> WaitingOn | None:
         """Run (or resume) one step; what it waits for, or None once it ended."""
         state = ctx.run.steps[idx]
         step = ctx.run.snapshot.process.steps[idx]
@@ -260,10 +300,16 @@ class Executor:
             return await self._record(ctx, idx, step, Outcome.skipped(decision.reason))
         ctx.log.line(f'Step {idx + 1} "{step.name}": {decision.reason}', step=idx)
         await ex.begin_step(self.services, ctx.run, idx)
-        return await self._record(ctx, idx, step, await self._dispatch(ctx, idx, step, values))
+        dispatched = await self._dispatch(ctx, idx, step, values, only_targets)
+        return await self._record(ctx, idx, step, dispatched)
 
     async def _dispatch(
-        self, ctx: Context, idx: int, step: Step, values: dict[str, str]
+        self,
+        ctx: Context,
+        idx: int,
+        step: Step,
+        values: dict[str, str],
+        only_targets: frozenset[str] | None = None,
     ) -> StepResult:
         attempt = ctx.run.steps[idx].attempt
         step_ctx = StepContext(
@@ -280,6 +326,7 @@ class Executor:
             workers=self.workers,
             data_dir=self.data_dir,
             work=self.work / public_id("tasks", ctx.run.task_id) / f"{idx}-{attempt}",
+            only_targets=only_targets,
         )
         try:
             return await HANDLERS[step.type].run(step_ctx)
@@ -308,15 +355,26 @@ class Executor:
     async def _guidance(self, ctx: Context, idx: int, step: Step, failure: Outcome) -> WaitingOn:
         if ctx.run.steps[idx].state is StepState.PENDING:  # its run condition failed
             await ex.begin_step(self.services, ctx.run, idx)
+        settings: dict[str, Any] = {"required_step": step.is_required}
+        title = f'"{step.name}" failed in {ctx.run.label}: guidance needed'
+        choices = "Retry the step, ignore the failure, or abort."
+        if failure.targets_failed:  # asked about those targets: the rest succeeded
+            on = ", ".join(failure.targets_failed)
+            settings["targets"] = list(failure.targets_failed)
+            title = f'"{step.name}" failed on {on} in {ctx.run.label}: guidance needed'
+            choices = (
+                f"Retry on {on} only, ignore the failure there (skip {on}; the other targets "
+                "are deployed), or abort."
+            )
         await ex.raise_interruption(
             self.services,
             ctx.run,
             idx,
             kind=Kind.GUIDED_FAILURE.value,
-            title=f'"{step.name}" failed in {ctx.run.label}: guidance needed',
-            instructions=f"{failure.reason}\nRetry the step, ignore the failure, or abort.",
+            title=title,
+            instructions=f"{failure.reason}\n{choices}",
             responsible_teams=(),
-            settings={"required_step": step.is_required},
+            settings=settings,
             failure=failure,
         )
         return WaitingOn.INTERRUPTION
@@ -360,12 +418,15 @@ class Executor:
             aborted = Outcome.failed(f"aborted by {who}{said}", outputs)
             await ex.end_step(self.services, ctx.run, idx, aborted)
             return None
+        targets = [str(t) for t in row.settings.get("targets") or ()]
+        on = f" on {', '.join(targets)}" if targets else ""
         if row.result == Result.RETRY.value:
-            ctx.log.line(f'{who} chose to retry "{step.name}"{said}', step=idx)
+            ctx.log.line(f'{who} chose to retry "{step.name}"{on}{said}', step=idx)
             await ex.retry_step(self.services, ctx.run, idx)
-            return await self._step(ctx, idx, failed_before=False)
+            only = frozenset(key(t) for t in targets) if targets else None
+            return await self._step(ctx, idx, failed_before=False, only_targets=only)
         if row.result == Result.IGNORE.value:
-            ignored = Outcome.succeeded(f"failure ignored by {who}{said}")
+            ignored = Outcome.succeeded(f"failure{on} ignored by {who}{said}")
             return await self._record(ctx, idx, step, ignored)
         ctx.log.line(f"{who} chose to abort{said}", step=idx, level="error")
         # The step ends as it failed: a timeout stays a timeout.

@@ -53,6 +53,8 @@ class StepContext:
     workers: Workers = field(default_factory=lambda: Workers(builtin=True))
     # The target this context works on, when the step runs on several (its log lines say so).
     target: str | None = None
+    # A guided failure's retry: only the targets that failed run again (None: all of them).
+    only_targets: frozenset[str] | None = None
 
     def say(self, text: str, level: str = "info") -> None:
         self.log.line(text, step=self.idx, level=level, target=self.target)
@@ -84,6 +86,9 @@ class StepContext:
         """The targets this step runs on: those with one of ``roles`` in this environment.
         One found unhealthy by its last check fails the step, or is left out (``skip``)."""
         found = self.targets_with(roles)
+        if self.only_targets is not None:
+            found = [t for t in found if key(t.name) in self.only_targets]
+            self.say(f"Retrying on {', '.join(t.name for t in found)} only")
         health = await health_states(self.services)
         sick = [t for t in found if health.get(slugify(t.name)) is HealthState.UNHEALTHY]
         if not sick:

@@ -4,13 +4,16 @@ Each target gets its own context (`StepContext.on`): its log lines name it and i
 have their own work folder. Without a window every target starts at once and the step waits
 for all; with one, at most ``window`` run at a time and, once one has failed, no further
 target starts (those running finish). The step's outcome is the first failure in target order,
-or success with the outputs of every target (later targets' values win, as before).
+or success with the outputs of every target (later targets' values win, as before). A failure
+names every target that failed or never started (``Outcome.targets_failed``): guided failure
+asks about those, and its retry runs only those.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 
 from conveyor.domain.documents import Target
 from conveyor.domain.errors import ConveyorError
@@ -43,9 +46,17 @@ async def on_each_target(
             return outcome
 
     outcomes = await asyncio.gather(*(one(target) for target in targets))
+    failed = tuple(
+        t.name
+        for t, o in zip(targets, outcomes, strict=True)
+        if o.kind is not OutcomeKind.SUCCEEDED
+    )
     outputs: dict[str, str] = {}
     for outcome in outcomes:
         if outcome.kind is not OutcomeKind.SUCCEEDED:
-            return outcome
+            if len(failed) > 1:
+                more = f" (failed or not started on {len(failed)} targets: {', '.join(failed)})"
+                outcome = replace(outcome, reason=outcome.reason + more)
+            return replace(outcome, targets_failed=failed)
         outputs.update(outcome.outputs)
     return Outcome.succeeded("", outputs)
