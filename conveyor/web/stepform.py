@@ -25,6 +25,8 @@ class Field:
 
 
 SYNTAX = ("bash", "python")
+# fail: the deployment fails before it starts; skip: the step leaves the target out.
+UNHEALTHY = ("fail", "skip")
 COMMON = (
     Field("name", "Name", "text"),
     Field("environments", "Only in environments", "list", hint="Comma-separated; empty: all"),
@@ -40,11 +42,16 @@ BY_TYPE: dict[str, tuple[Field, ...]] = {
     "script": (
         Field("script", "Script", "textarea"),
         Field("syntax", "Syntax", "choice", SYNTAX),
-        Field("target_roles", "Target roles", "list", hint="Empty: run once on the server"),
+        Field("target_roles", "Target roles", "list", hint="Empty: run once on a worker"),
+        Field("window", "Targets at a time", "number", hint="Empty: all at once"),
+        Field("unhealthy_targets", "An unhealthy target", "choice", UNHEALTHY),
+        Field("worker_pool", "Worker pool", "text", hint="Without target roles; empty: default"),
     ),
     "package": (
         Field("package", "Package", "text"),
         Field("target_roles", "Target roles", "list"),
+        Field("window", "Targets at a time", "number", hint="Empty: all at once"),
+        Field("unhealthy_targets", "An unhealthy target", "choice", UNHEALTHY),
         Field("post_deploy_script", "Post-deploy script", "textarea"),
         Field("post_deploy_syntax", "Post-deploy syntax", "choice", SYNTAX),
     ),
@@ -80,6 +87,7 @@ DEFAULTS = {
     "syntax": "bash",
     "post_deploy_syntax": "bash",
     "deployment_condition": "always",
+    "unhealthy_targets": "fail",
 }
 
 
@@ -119,6 +127,8 @@ def edited(step: dict[str, Any], form: FormData) -> dict[str, Any]:
                 out[field.name] = _number(text)
             else:
                 out.pop(field.name, None)
+        elif field.kind == "choice" and not text:
+            out.pop(field.name, None)  # not chosen (an older form): the default
         elif field.kind == "textarea":
             out[field.name] = raw.replace("\r\n", "\n") if isinstance(raw, str) else ""
         else:
