@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     target_check_seconds: float = Field(default=300.0, ge=0.0)
     # How long connecting to an ssh target may take before the step (or check) fails.
     ssh_connect_seconds: float = Field(default=15.0, gt=0.0)
+    # An SSH keepalive every this many seconds; two unanswered and the connection counts as
+    # lost, so a machine cut off mid-step fails the step instead of hanging it.
+    ssh_keepalive_seconds: float = Field(default=10.0, gt=0.0)
     # An idle SSH connection is kept this long for the next step on the same target.
     ssh_idle_seconds: float = Field(default=60.0, ge=0.0)
     # An agent that has not polled for this long is unhealthy (it polls every few seconds).
