@@ -27,6 +27,7 @@ from conveyor.domain.runtime import Outcome, OutcomeKind, StepState, WaitingOn
 from conveyor.domain.targets import HealthState, required_healthy
 from conveyor.domain.variables import Resolved, merge, resolve
 from conveyor.engine.logs import LogWriter, TaskLog
+from conveyor.engine.ssh import SSHRunner
 from conveyor.engine.steps import HANDLERS, LocalRunner, Runner, StepContext, StepResult
 from conveyor.engine.steps.workers import Workers
 from conveyor.services import execution as ex
@@ -60,7 +61,10 @@ class Executor:
         # One writer for the logs of every task this node runs (one INSERT per round).
         self.logs = LogWriter(lambda rows: ex.write_logs(services, rows))
         # Who runs commands on a target, by its kind (ssh and agent runners come next).
-        self.runners: dict[str, Runner] = {"local": LocalRunner(services.settings)}
+        self.runners: dict[str, Runner] = {
+            "local": LocalRunner(services.settings),
+            "ssh": SSHRunner(services),
+        }
         self.workers = Workers(builtin=services.settings.builtin_worker)
         # Set when the node stops: each task lets go at its next step for another node.
         self.draining = False
