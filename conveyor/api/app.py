@@ -14,6 +14,7 @@ from conveyor.api.hardening import HardeningMiddleware
 from conveyor.api.limits import BodyLimitMiddleware
 from conveyor.api.routers import changes, deployments, documents, events, notifications, system
 from conveyor.api.routers import packages as package_routes
+from conveyor.api.routers import targets as target_routes
 from conveyor.domain.forwarding import trusted_networks
 from conveyor.services.config import load
 from conveyor.services.core import Services, bootstrap
@@ -83,6 +84,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     # Included with the prefix (not through a prefixed parent router) so that the API root
     # itself, path "", is allowed.
     app.include_router(system.router, prefix=API_PREFIX)
+    app.include_router(target_routes.router, prefix=API_PREFIX)  # before /targets/{ref}
     app.include_router(documents.router, prefix=API_PREFIX)
     app.include_router(package_routes.router, prefix=API_PREFIX)
     app.include_router(deployments.router, prefix=API_PREFIX)

@@ -25,6 +25,7 @@ from conveyor.cli.nodes import node_app
 from conveyor.cli.output import Failure, Format, emit_json, fail, say
 from conveyor.cli.packages import packages_app
 from conveyor.cli.releases import release_app
+from conveyor.cli.targets import target_app
 from conveyor.cli.tasks import task_app
 from conveyor.domain.errors import ConveyorError
 
@@ -55,6 +56,7 @@ app.add_typer(interruption_app, name="interruption")
 app.add_typer(audit_app, name="audit")
 app.add_typer(delivery_app, name="delivery")
 app.add_typer(node_app, name="node")
+app.add_typer(target_app, name="target")
 
 ServerOpt = Annotated[
     str | None, typer.Option("--server", help="Server URL (default: $CONVEYOR_SERVER)")

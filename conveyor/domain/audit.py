@@ -48,6 +48,7 @@ class Category(StrEnum):
     INTERRUPTION_TAKEN = "InterruptionTaken"
     INTERRUPTION_SUBMITTED = "InterruptionSubmitted"
     TASK_CANCELED = "TaskCanceled"
+    TARGET_HEALTH_CHANGED = "TargetHealthChanged"
 
 
 DESCRIPTIONS: dict[Category, str] = {
@@ -78,6 +79,8 @@ DESCRIPTIONS: dict[Category, str] = {
     Category.INTERRUPTION_TAKEN: "Someone took responsibility for an interruption",
     Category.INTERRUPTION_SUBMITTED: "Someone answered an interruption (with notes)",
     Category.TASK_CANCELED: "A task was canceled",
+    Category.TARGET_HEALTH_CHANGED: "A health check found a target healthy or unhealthy "
+    "(only when that differs from the check before)",
 }
 
 # ---------------------------------------------------------------- the hash chain

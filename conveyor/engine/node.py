@@ -19,6 +19,7 @@ from conveyor.domain.runtime import Lease
 from conveyor.engine import sandbox
 from conveyor.engine.delivery import Deliverer
 from conveyor.engine.executor import Executor
+from conveyor.engine.health import HealthChecks
 from conveyor.services import nodes, queue
 from conveyor.services.core import Services
 
@@ -55,6 +56,8 @@ class Node:
         self.executor = Executor(services, self.name)
         # Notifications from the outbox: sent by every node, each row by one.
         self.deliverer = Deliverer(services, self.name)
+        # Target health: `conveyor target check` and the periodic check, with this node's runners.
+        self.health = HealthChecks(services, self.executor.runners)
         self._wake = asyncio.Event()
         self._running: dict[int, Running] = {}
         self._jobs: set[asyncio.Task[None]] = set()
@@ -86,6 +89,9 @@ class Node:
         ]
         if not self.services.is_sqlite:
             self._loops.append(asyncio.create_task(self._listen(), name="conveyor-listen"))
+        if (every := self.services.settings.target_check_seconds) > 0:
+            checks = self.health.run_periodically(every)
+            self._loops.append(asyncio.create_task(checks, name="conveyor-health"))
         await self.deliverer.start()
         self.wake()
 

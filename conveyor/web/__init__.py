@@ -16,6 +16,7 @@ from conveyor.web.routes import (
     process,
     projects,
     releases,
+    targets,
     tasklog,
     tasks,
 )
@@ -33,6 +34,7 @@ ROUTERS = (
     audit,
     people,
     nodes,
+    targets,
 )
 
 

@@ -184,6 +184,7 @@ def _nav(caller: Caller | None) -> dict[str, bool]:
         "audit": may(caller, P.EventView),
         "people": may(caller, P.UserView) or may(caller, P.TeamView),
         "nodes": may(caller, P.AdministerSystem),
+        "targets": may(caller, P.MachineView),
     }
 
 

@@ -206,7 +206,7 @@ async def test_worker_pools_are_checked_when_the_configuration_is_applied(
     await _site(services, admin)
     bad = (
         CONFIG.format(policy="").replace(
-            '          script: \'echo "report ran on #{Conveyor.Target.Name}"\'',
+            "          script: 'echo \"report ran on #{Conveyor.Target.Name}\"'",
             "          worker_pool: builders\n          script: echo report",
         )
         + """  - name: Tools
