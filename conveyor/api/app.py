@@ -12,7 +12,15 @@ from conveyor import __version__, web
 from conveyor.api import errors
 from conveyor.api.hardening import HardeningMiddleware
 from conveyor.api.limits import BodyLimitMiddleware
-from conveyor.api.routers import changes, deployments, documents, events, notifications, system
+from conveyor.api.routers import (
+    agents,
+    changes,
+    deployments,
+    documents,
+    events,
+    notifications,
+    system,
+)
 from conveyor.api.routers import packages as package_routes
 from conveyor.api.routers import targets as target_routes
 from conveyor.domain.forwarding import trusted_networks
@@ -91,6 +99,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(changes.router, prefix=API_PREFIX)
     app.include_router(notifications.router, prefix=API_PREFIX)
+    app.include_router(agents.router, prefix=API_PREFIX)
     # Inside the session middleware (added by web.install, after it), which it needs to know
     # whether an upload comes from a signed-in person.
     app.add_middleware(BodyLimitMiddleware, settings=settings)

@@ -123,6 +123,7 @@ def run_demo(port: int, data_dir: Path) -> None:
     import uvicorn
 
     from conveyor.api.app import create_app
+    from conveyor.cli.startup import GRACEFUL_SHUTDOWN_SECONDS
     from conveyor.settings import Settings
 
     data_dir = data_dir.resolve()
@@ -153,4 +154,5 @@ def run_demo(port: int, data_dir: Path) -> None:
         port=port,
         log_level="warning",
         proxy_headers=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )

@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from conveyor.cli.agents import agent_app
 from conveyor.cli.audit import audit_app
 from conveyor.cli.changes import changes
 from conveyor.cli.client import Client
@@ -56,6 +57,7 @@ app.add_typer(interruption_app, name="interruption")
 app.add_typer(audit_app, name="audit")
 app.add_typer(delivery_app, name="delivery")
 app.add_typer(node_app, name="node")
+app.add_typer(agent_app, name="agent")
 app.add_typer(target_app, name="target")
 
 ServerOpt = Annotated[
@@ -285,7 +287,7 @@ def server(
     import uvicorn
 
     from conveyor.api.app import create_app
-    from conveyor.cli.startup import opening_storage
+    from conveyor.cli.startup import GRACEFUL_SHUTDOWN_SECONDS, opening_storage
     from conveyor.store.db import current_revision, head_revision
 
     def revision_now() -> str | None:
@@ -307,7 +309,14 @@ def server(
         # Conveyor decides whose X-Forwarded-For to believe (trusted_proxies), not uvicorn,
         # which by default believes any request from 127.0.0.1.
         uvicorn.run(
-            create_app(settings), host=host, port=port, log_level="info", proxy_headers=False
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level="info",
+            proxy_headers=False,
+            # Agents' long polls would hold a stopping server for their whole wait: requests
+            # still open after this are ended (an agent polls again, elsewhere or later).
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
     except SystemExit as exc:  # uvicorn's own exit status means nothing in CLI.md's terms
         if exc.code not in (None, 0):

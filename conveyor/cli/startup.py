@@ -16,6 +16,8 @@ from typing import Any
 from conveyor.cli.output import Failure
 
 MIN_PORT, MAX_PORT = 1, 65535
+# How long a stopping server waits for open requests (agents' long polls) before ending them.
+GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
 def check_port(port: int) -> None:

@@ -49,6 +49,10 @@ class Category(StrEnum):
     INTERRUPTION_SUBMITTED = "InterruptionSubmitted"
     TASK_CANCELED = "TaskCanceled"
     TARGET_HEALTH_CHANGED = "TargetHealthChanged"
+    TARGET_HOST_KEY_PINNED = "TargetHostKeyPinned"
+    AGENT_TOKEN_CREATED = "AgentTokenCreated"
+    AGENT_ENROLLED = "AgentEnrolled"
+    AGENT_REVOKED = "AgentRevoked"
 
 
 DESCRIPTIONS: dict[Category, str] = {
@@ -81,6 +85,10 @@ DESCRIPTIONS: dict[Category, str] = {
     Category.TASK_CANCELED: "A task was canceled",
     Category.TARGET_HEALTH_CHANGED: "A health check found a target healthy or unhealthy "
     "(only when that differs from the check before)",
+    Category.TARGET_HOST_KEY_PINNED: "An ssh target's host key was pinned on first use",
+    Category.AGENT_TOKEN_CREATED: "An administrator made an enrolment token for an agent target",
+    Category.AGENT_ENROLLED: "An agent enrolled with a token and got its own credential",
+    Category.AGENT_REVOKED: "An administrator revoked an agent",
 }
 
 # ---------------------------------------------------------------- the hash chain

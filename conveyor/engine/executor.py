@@ -26,6 +26,7 @@ from conveyor.domain.masking import Masker
 from conveyor.domain.runtime import Outcome, OutcomeKind, StepState, WaitingOn
 from conveyor.domain.targets import HealthState, required_healthy
 from conveyor.domain.variables import Resolved, merge, resolve
+from conveyor.engine.agents import AgentRunner
 from conveyor.engine.logs import LogWriter, TaskLog
 from conveyor.engine.ssh import SSHRunner
 from conveyor.engine.steps import HANDLERS, LocalRunner, Runner, StepContext, StepResult
@@ -63,6 +64,7 @@ class Executor:
         # Who runs commands on a target, by its kind (ssh and agent runners come next).
         self.runners: dict[str, Runner] = {
             "local": LocalRunner(services.settings),
+            "agent": AgentRunner(services),
             "ssh": SSHRunner(services),
         }
         self.workers = Workers(builtin=services.settings.builtin_worker)

@@ -130,6 +130,8 @@ class Node:
         for loop in self._loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
+        for runner in self.executor.runners.values():
+            runner.close()  # kept SSH connections end now, not when their idle time runs out
 
     async def _claim_loop(self) -> None:
         while not self._stopping:

@@ -120,7 +120,12 @@ def kept_unsaid(stored: Any, doc: Any, raw: Mapping[str, Any]) -> Any:
         hook = raw.get("webhook")
         if not (isinstance(hook, Mapping) and "secret" in hook):
             return replace(doc, webhook=replace(doc.webhook, secret=stored.webhook.secret))
-    if isinstance(doc, Target) and isinstance(stored, Target) and "private_key" not in raw:
+    if (
+        isinstance(doc, Target)
+        and isinstance(stored, Target)
+        and doc.kind == "ssh"
+        and "private_key" not in raw
+    ):
         return replace(doc, private_key=stored.private_key)  # an SSH key: never exported
     return doc
 

@@ -51,7 +51,7 @@ async def pin_first_host_key(
                 select(t.targets.c.id).where(t.targets.c.slug == slugify(target))
             )
             await tx.audit(
-                Category.DOCUMENT_MODIFIED,
+                Category.TARGET_HOST_KEY_PINNED,
                 f"Target {target}: host key {fingerprint} of {address} pinned on first use",
                 documents=[public_id("targets", row)] if row is not None else [],
                 details={

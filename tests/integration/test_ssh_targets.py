@@ -307,7 +307,7 @@ async def test_trust_on_first_use_pins_the_key_then_refuses_a_changed_one(
             pinned = (await session.execute(select(t.target_host_keys))).all()
             events = (
                 await session.execute(
-                    select(t.events.c.message).where(t.events.c.message.like("%pinned on first%"))
+                    select(t.events.c.message).where(t.events.c.category == "TargetHostKeyPinned")
                 )
             ).all()
         assert [(row.target, row.host_key) for row in pinned] == [("web-1", server.host_key)]

@@ -63,6 +63,10 @@ class Runner(Protocol):
         """Whether ``machine`` can take work now: reachable, its OS, its free disk."""
         ...
 
+    def close(self) -> None:
+        """The node stops: let go of what is kept open (connections)."""
+        ...
+
 
 def environ(values: dict[str, str]) -> dict[str, str]:
     # Only the step's variables: the server's own environment (CONVEYOR_* settings, the
@@ -184,6 +188,9 @@ class LocalRunner:
         return judged(
             Health(HealthState.HEALTHY, "", f"{uname.sysname} {uname.release}", usage.free)
         )
+
+    def close(self) -> None:
+        """Nothing is kept open on the server itself."""
 
     def _keep_versions(self, base: Path, deployed: str) -> None:
         """Remove the versions beyond the newest few. Which versions Conveyor extracted is

@@ -1,0 +1,258 @@
+"""What an agent does with a job: run a script, or install a package, below its work folder.
+
+The folder follows `conveyor.domain.targets.Layout`: ``targets/ENV/PROJECT`` (a project's
+versions, its ``current`` link, its scripts' working folder), ``packages/`` (the files as
+downloaded, so that a redeploy of the same file downloads nothing) and ``work/`` (a job's
+scratch folder, removed when it ends). Scripts run in their own process group (the server's
+`conveyor.engine.runner`), so cancel and timeout stop everything they started. Output goes back
+in batches, each batch also asking the server whether the job is to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from conveyor.agent.client import AgentClient, Refused, Unreachable
+from conveyor.domain.documents import ScriptSyntax
+from conveyor.domain.packages import kept_versions
+from conveyor.engine.runner import Isolation, run_script
+from conveyor.services.archives import ArchiveLimits, extract
+from conveyor.settings import Settings
+
+# Output goes back at least this often (it is also how a running job learns of a cancel).
+FLUSH_SECONDS = 0.3
+BATCH_LINES = 500
+# A batch stays well under the server's request limit (CONVEYOR_MAX_REQUEST_BYTES, 4 MiB).
+BATCH_BYTES = 1 << 20
+# Lines kept while the server is unreachable; beyond, the oldest are dropped (and said so).
+MAX_PENDING_LINES = 20_000
+
+
+def inside(root: Path, relative: str) -> Path:
+    """``relative`` (as the server sends it) below ``root``; never outside it."""
+    parts = PurePosixPath(relative).parts
+    if not parts or any(p in ("..", "/") or p.startswith("/") for p in parts):
+        raise ValueError(f"the server sent a path outside the work folder: {relative!r}")
+    return root.joinpath(*parts)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Output:
+    """A job's output on its way to the server: batched, and the server's cancel seen."""
+
+    def __init__(self, client: AgentClient, job_id: int) -> None:
+        self.client = client
+        self.job_id = job_id
+        self.pending: list[tuple[str, str]] = []
+        self.cancel = asyncio.Event()
+        self.dropped = 0
+        self.refused = False
+
+    def line(self, level: str, text: str) -> None:
+        self.pending.append((level, text))
+        if len(self.pending) > MAX_PENDING_LINES:
+            over = len(self.pending) - MAX_PENDING_LINES
+            del self.pending[:over]
+            self.dropped += over
+
+    def _batch(self) -> list[tuple[str, str]]:
+        size, count = 0, 0
+        for _, text in self.pending[:BATCH_LINES]:
+            size += len(text.encode()) + 32
+            if count and size > BATCH_BYTES:
+                break
+            count += 1
+        return self.pending[:count]
+
+    async def flush(self) -> None:
+        """Send what is pending (a heartbeat when nothing is); kept for later when unreachable."""
+        while True:
+            batch = self._batch()
+            try:
+                stop = await self.client.lines(self.job_id, batch)
+            except Unreachable:
+                return
+            except (Refused, LookupError):  # revoked, or the job is gone: stop it
+                self.refused = True
+                self.cancel.set()
+                return
+            del self.pending[: len(batch)]
+            if stop:
+                self.cancel.set()
+            if not self.pending:
+                return
+
+    async def pump(self, done: asyncio.Event) -> None:
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), FLUSH_SECONDS)
+            await self.flush()
+
+
+class Worker:
+    """Carries out jobs below ``root``."""
+
+    def __init__(self, root: Path, client: AgentClient, settings: Settings) -> None:
+        self.root = root
+        self.client = client
+        self.settings = settings
+
+    async def run(self, job: dict[str, Any], stopping: asyncio.Event) -> dict[str, Any]:
+        """Carry out one job; its result for the server."""
+        job_id = int(job["id"])
+        output = Output(self.client, job_id)
+        done = asyncio.Event()
+        pump = asyncio.ensure_future(output.pump(done))
+        # The agent stopping (SIGTERM) stops its jobs like a cancel.
+        stop_watch = asyncio.ensure_future(_forward(stopping, output.cancel))
+        try:
+            if job.get("kind") == "package":
+                result = await self._install(job, output)
+            else:
+                result = await self._script(job, output)
+        except Exception as exc:  # a job fails with a reason, the agent lives on
+            output.line("error", f"The agent could not do this: {exc}")
+            result = {"error": f"the agent could not do this: {exc}"}
+        finally:
+            stop_watch.cancel()
+            done.set()
+            await pump
+            await output.flush()
+        if stopping.is_set() and result.get("canceled") and not output.refused:
+            # Not a cancel anybody asked for: the step fails and says why.
+            result = {**result, "error": "the agent was stopped while running this"}
+        if output.dropped:
+            result["dropped_lines"] = output.dropped
+        return result
+
+    # ------------------------------------------------------------ scripts
+
+    async def _script(self, job: dict[str, Any], output: Output) -> dict[str, Any]:
+        scratch = self.root / "work" / f"job-{int(job['id'])}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True, mode=0o700)
+        if job.get("installed"):
+            cwd = Path(str(job["installed"]))
+            if self.root.resolve() not in cwd.resolve().parents:
+                raise ValueError(f"{cwd} is not below this agent's work folder")
+        elif job.get("dir"):
+            cwd = inside(self.root, str(job["dir"]))
+        else:
+            cwd = scratch / "cwd"
+        cwd.mkdir(parents=True, exist_ok=True, mode=0o700)
+        timeout = job.get("timeout")
+        try:
+            result = await run_script(
+                str(job["script"]),
+                ScriptSyntax(str(job.get("syntax") or "bash")),
+                cwd=cwd,
+                variables={str(k): str(v) for k, v in (job.get("env") or {}).items()},
+                on_line=lambda level, text: output.line(level, text),
+                timeout_seconds=float(timeout) if timeout else None,
+                cancel=output.cancel,
+                script_dir=scratch,
+                isolation=Isolation(self.settings, sandboxed=False, owner=None),
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return {
+            "exit_code": result.exit_code,
+            "timed_out": result.timed_out,
+            "canceled": result.canceled,
+            "outputs": result.outputs,
+        }
+
+    # ------------------------------------------------------------ packages
+
+    async def _install(self, job: dict[str, Any], output: Output) -> dict[str, Any]:
+        package, version = str(job["package"]), str(job["version"])
+        if "/" in version or version in ("", ".", ".."):
+            raise ValueError(f"{version!r} cannot be a folder name")
+        wanted = str(job["sha256"])
+        file = inside(self.root, str(job["file"]))
+        file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        held = file.is_file() and await asyncio.to_thread(sha256_of, file) == wanted
+        if held:
+            output.line("info", f"{file.name} is here already (same sha256): nothing to download")
+        else:
+            got = await self._download(int(job["id"]), file)
+            if got != wanted:
+                file.unlink(missing_ok=True)
+                raise ValueError(
+                    f"the download of {package} {version} does not match its sha256 "
+                    f"(got {got[:12]}…, expected {wanted[:12]}…)"
+                )
+            output.line(
+                "info", f"Downloaded {file.name} ({file.stat().st_size} bytes), sha256 verified"
+            )
+        base = inside(self.root, str(job["dir"]))
+        keep = int(job.get("keep") or self.settings.keep_package_versions)
+        folder = await asyncio.to_thread(self._extract, file, base, version, int(job["id"]), keep)
+        return {"folder": str(folder)}
+
+    async def _download(self, job_id: int, file: Path) -> str:
+        attempts = 0
+        while True:
+            try:
+                return await self.client.download(job_id, file)
+            except Unreachable:
+                attempts += 1
+                if attempts >= 5:
+                    raise
+                await asyncio.sleep(min(2**attempts, 10))
+
+    def _extract(self, file: Path, base: Path, version: str, job_id: int, keep: int) -> Path:
+        """Into ``base/version``, then ``current`` switched to it at once; old versions go."""
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder = base / version
+        staging = base.parent / f".{base.name}.{version}.incoming-{job_id}"
+        shutil.rmtree(staging, ignore_errors=True)
+        extract(file, staging, ArchiveLimits.of(self.settings))
+        if folder.is_symlink() or folder.is_file():
+            folder.unlink()
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+        link = base / ".current.incoming"
+        link.unlink(missing_ok=True)
+        link.symlink_to(folder.name)
+        os.replace(link, base / "current")  # atomic switch of what is live
+        self._keep_versions(base, version, keep)
+        return folder
+
+    def _keep_versions(self, base: Path, deployed: str, keep: int) -> None:
+        """The versions beyond the newest ``keep`` go; which ones the agent extracted is
+        recorded beside ``base``, so a folder a script made there is never taken for one."""
+        record = base.parent / f".{base.name}.versions.json"
+        try:
+            history = [str(v) for v in json.loads(record.read_text())]
+        except (OSError, ValueError, TypeError):
+            history = []
+        kept, stale = kept_versions(history, deployed, keep)
+        for version in stale:
+            old = base / version
+            if old.is_symlink() or old.is_file():
+                old.unlink()
+            else:
+                shutil.rmtree(old, ignore_errors=True)
+        partial = record.with_suffix(".incoming")
+        partial.write_text(json.dumps(kept))
+        os.replace(partial, record)
+
+
+async def _forward(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
