@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +45,13 @@ class Host:
         _ip("netns", "exec", self.namespace, "ip", "link", "set", self.inside, "up")
 
     def remove(self) -> None:
+        # Whatever still runs in the host (sshd's sessions, whose peer is gone) ends with it.
+        found = subprocess.run(
+            ["ip", "netns", "pids", self.namespace], capture_output=True, text=True, timeout=10
+        )
+        for pid in found.stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
         with contextlib.suppress(subprocess.CalledProcessError):
             _ip("netns", "del", self.namespace)
         with contextlib.suppress(subprocess.CalledProcessError):

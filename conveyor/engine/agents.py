@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from datetime import datetime, timedelta
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
@@ -26,6 +25,7 @@ from conveyor.engine.steps.runners import ScriptJob, environ
 from conveyor.services import agents
 from conveyor.services.core import Services
 from conveyor.services.offload import off_loop
+from conveyor.services.packages import FeedFile
 
 # How often the waiting node looks at the job and its output.
 POLL_SECONDS = 0.2
@@ -48,8 +48,6 @@ class AgentRunner:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.settings = services.settings
-        # The sha256 of each feed file, by path, size and time: a package is hashed once.
-        self._hashes: dict[tuple[str, int, float], str] = {}
 
     def close(self) -> None:
         """Agents call in: nothing is kept open towards them."""
@@ -100,17 +98,16 @@ class AgentRunner:
             return Outcome.failed(f"the script exited with code {code}", outputs)
         return Outcome.succeeded("", outputs)
 
-    async def install_package(
-        self, ctx: StepContext, target: Target, archive: Path, package: str, version: str
-    ) -> PurePath:
-        """The agent downloads the file only when it lacks this exact one (by sha256)."""
-        sha256 = await asyncio.to_thread(self._sha256, archive)
+    async def install_package(self, ctx: StepContext, target: Target, file: FeedFile) -> PurePath:
+        """The agent downloads the file only when it lacks this exact one (by the sha256 the
+        feed recorded when it was pushed), and checks what it got against it."""
+        package, version = file.package, file.version
         payload = {
             "package": package,
             "version": version,
-            "sha256": sha256,
-            "size": archive.stat().st_size,
-            "file": _relative(LAYOUT.package_file(package, version, _suffix(archive))),
+            "sha256": file.sha256,
+            "size": file.size,
+            "file": _relative(LAYOUT.package_file(package, version, _suffix(file.path))),
             "dir": _relative(LAYOUT.project(ctx.run.environment.name, ctx.run.project.name)),
             "keep": self.settings.keep_package_versions,
         }
@@ -146,18 +143,6 @@ class AgentRunner:
         )
 
     # ------------------------------------------------------------ one job
-
-    def _sha256(self, archive: Path) -> str:
-        stat = archive.stat()
-        key = (str(archive), stat.st_size, stat.st_mtime)
-        known = self._hashes.get(key)
-        if known is None:
-            digest = hashlib.sha256()
-            with archive.open("rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-            known = self._hashes[key] = digest.hexdigest()
-        return known
 
     async def _run(
         self, ctx: StepContext, machine: Target, kind: str, payload: dict[str, Any]

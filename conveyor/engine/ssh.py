@@ -17,7 +17,7 @@ import posixpath
 import re
 import shlex
 from collections.abc import Awaitable
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import cast
 
 import asyncssh
@@ -29,12 +29,13 @@ from conveyor.domain.targets import Health, HealthState, Layout, judged
 from conveyor.domain.variables import substitute
 from conveyor.engine.runner import GRACE_SECONDS, SET_VARIABLE, lines
 from conveyor.engine.ssh_connections import Connections, Link, connect
-from conveyor.engine.ssh_packages import Delivery, Digests, archive_format, bash, install
+from conveyor.engine.ssh_packages import archive_format, bash, install
 from conveyor.engine.steps.base import StepContext
 from conveyor.engine.steps.runners import ScriptJob, environ
 from conveyor.services.config import public_id
 from conveyor.services.core import Services
 from conveyor.services.offload import off_loop
+from conveyor.services.packages import FeedFile
 
 PID_LINE = re.compile(r"^##conveyor-pid (\d+)$")
 
@@ -45,7 +46,6 @@ class SSHRunner:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.connections = Connections(services)
-        self.digests = Digests()
 
     # ------------------------------------------------------------ scripts
 
@@ -236,17 +236,11 @@ class SSHRunner:
     # ------------------------------------------------------------ packages
 
     async def install_package(
-        self, ctx: StepContext, target: Target, archive: Path, package: str, version: str
+        self, ctx: StepContext, target: Target, file: FeedFile
     ) -> PurePosixPath:
-        archive_format(archive.name)  # refused before anything is done
-        sha = await self.digests.of(archive)
+        archive_format(file.path.name)  # refused before anything is done
         async with self.connections.use(target) as link:
-            return await install(
-                link,
-                ctx,
-                Delivery(archive, sha, package, version),
-                self.services.settings.keep_package_versions,
-            )
+            return await install(link, ctx, file, self.services.settings.keep_package_versions)
 
     # ------------------------------------------------------------ health
 

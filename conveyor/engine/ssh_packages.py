@@ -9,13 +9,10 @@ place. What a machine needs for them: bash, coreutils (sha256sum, ``mv -T``), ta
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
 import posixpath
 import secrets
 import shlex
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import asyncssh
@@ -26,6 +23,7 @@ from conveyor.domain.packages import kept_versions
 from conveyor.domain.targets import Layout
 from conveyor.engine.ssh_connections import Link
 from conveyor.engine.steps.base import StepContext
+from conveyor.services.packages import FeedFile
 
 # Reads what is on the machine already: the kept package file's sha256, whether the version's
 # folder exists, and the two records of kept versions (the project's and the package files').
@@ -104,20 +102,10 @@ def archive_format(name: str) -> tuple[str, str]:
     raise ConveyorError(f"{name}: an ssh target takes .zip, .tar.gz and .tgz packages")
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One package version to put on a machine: the feed's file and its sha256."""
-
-    archive: Path
-    sha256: str
-    package: str
-    version: str
-
-
-async def install(link: Link, ctx: StepContext, what: Delivery, keep: int) -> PurePosixPath:
+async def install(link: Link, ctx: StepContext, what: FeedFile, keep: int) -> PurePosixPath:
     """Put ``what`` on ``link``'s machine, in this project's folder of this environment;
     the version's folder, as the machine sees it."""
-    fmt, suffix = archive_format(what.archive.name)
+    fmt, suffix = archive_format(what.path.name)
     name, version, sha = link.target.name, what.version, what.sha256
     layout = Layout(link.root)
     base = layout.project(ctx.run.environment.name, ctx.run.project.name)
@@ -143,9 +131,8 @@ async def install(link: Link, ctx: StepContext, what: Delivery, keep: int) -> Pu
         ctx.say(f"The package file is already on {name}: nothing sent")
     else:
         sent = f"{package_file}.incoming-{secrets.token_hex(4)}"
-        await _send(link, what.archive, sent, packages)
-        size = what.archive.stat().st_size
-        ctx.say(f"Sent {what.archive.name} to {name} ({size} bytes)")
+        await _send(link, what.path, sent, packages)
+        ctx.say(f"Sent {what.path.name} to {name} ({what.size} bytes)")
     kept, stale = kept_versions(history, version, keep)
     digests = {v: s for v, s in (digests | {version: sha}).items() if v in kept}
     removals = [f"version:{v}" for v in stale if _plain(v)]
@@ -184,31 +171,6 @@ async def _send(link: Link, archive: Path, remote: str, folder: str) -> None:
         if not link.alive:
             raise link.lost(exc) from None
         raise ConveyorError(f"cannot send {archive.name} to {link.target.name}: {exc}") from None
-
-
-class Digests:
-    """sha256 of the feed's files by (path, mtime, size), computed off the event loop: a
-    redeploy hashes nothing again."""
-
-    def __init__(self) -> None:
-        self._known: dict[tuple[str, int, int], str] = {}
-
-    async def of(self, archive: Path) -> str:
-        info = await asyncio.to_thread(archive.stat)
-        key = (str(archive), info.st_mtime_ns, info.st_size)
-        found = self._known.get(key)
-        if found is None:
-            found = await asyncio.to_thread(_file_sha256, archive)
-            self._known[key] = found
-        return found
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _versions(text: str) -> tuple[list[str], dict[str, str]]:

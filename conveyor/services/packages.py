@@ -126,8 +126,20 @@ async def latest_version(session: AsyncSession, package_id: str) -> str | None:
     return max(versions, key=Version, default=None)
 
 
-async def package_path(services: Services, package_id: str, version: str) -> Path:
-    """Where the archive of this package version is; NotFound when the feed lacks it."""
+@dataclass(frozen=True)
+class FeedFile:
+    """A package version's archive in the feed, with the sha256 recorded when it was pushed:
+    what a machine must end up holding (runners send it only where it is missing)."""
+
+    package: str
+    version: str
+    path: Path
+    sha256: str
+    size: int
+
+
+async def feed_file(services: Services, package_id: str, version: str) -> FeedFile:
+    """The archive of this package version; NotFound when the feed lacks it."""
     async with services.read() as session:
         info = await find_package(session, package_id, version)
     if info is None:
@@ -135,7 +147,12 @@ async def package_path(services: Services, package_id: str, version: str) -> Pat
     path = feed_root(services.settings) / package_key(info.package_id) / info.file_name
     if not path.is_file():
         raise NotFound(f"the file of package {info.package_id} {info.version} is missing: {path}")
-    return path
+    return FeedFile(info.package_id, info.version, path, info.sha256, info.size)
+
+
+async def package_path(services: Services, package_id: str, version: str) -> Path:
+    """Where the archive of this package version is; NotFound when the feed lacks it."""
+    return (await feed_file(services, package_id, version)).path
 
 
 async def _require(services: Services, caller: Caller, permission: P) -> None:

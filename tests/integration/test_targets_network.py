@@ -20,7 +20,7 @@ from conveyor.services import tasks
 from conveyor.services.configfile import apply_text
 from conveyor.services.core import Caller, Services
 from tests.integration.test_engine import deploy, finished
-from tests.netns import Host, made_hosts, make_host
+from tests.netns import Host, make_host
 from tests.sshd import Sshd, start_sshd
 
 # Keepalives every second, two missed: a host that stops answering is noticed in about 3 s.
@@ -66,9 +66,15 @@ TARGET = """  - name: {name}
 
 
 @pytest.fixture
-def hosts() -> Iterator[list[Host]]:
-    with made_hosts() as made:
-        yield made
+def hosts() -> Iterator[list[tuple[Host, Sshd]]]:
+    """Hosts with an sshd each (``_machines``): sshd stopped, then the namespace removed."""
+    started: list[tuple[Host, Sshd]] = []
+    try:
+        yield started
+    finally:
+        for host, sshd in started:
+            sshd.stop()
+            host.remove()
 
 
 @pytest.fixture
@@ -91,12 +97,17 @@ async def node(services: Services, quick_keepalive: None) -> AsyncIterator[Node]
         await running.stop()
 
 
-def _machines(tmp_path: Path, made: list[Host], count: int) -> Iterator[tuple[Host, Sshd]]:
+def _machines(tmp_path: Path, started: list[tuple[Host, Sshd]], count: int) -> None:
     for i in range(count):
         host = make_host()
-        made.append(host)
-        sshd = start_sshd(tmp_path / f"app-{i + 1}", host=host.address, port=22, prefix=host.prefix)
-        yield host, sshd
+        try:
+            sshd = start_sshd(
+                tmp_path / f"app-{i + 1}", host=host.address, port=22, prefix=host.prefix
+            )
+        except BaseException:
+            host.remove()
+            raise
+        started.append((host, sshd))
 
 
 async def _apply(
@@ -136,9 +147,14 @@ def _by_target(lines: list[dict[str, Any]]) -> dict[str, list[str]]:
 
 
 async def test_a_host_cut_off_mid_step_fails_it_and_a_rolling_deployment_stops(
-    services: Services, admin: Caller, node: Node, hosts: list[Host], tmp_path: Path
+    services: Services,
+    admin: Caller,
+    node: Node,
+    hosts: list[tuple[Host, Sshd]],
+    tmp_path: Path,
 ) -> None:
-    machines = list(_machines(tmp_path, hosts, 3))
+    _machines(tmp_path, hosts, 3)
+    machines = hosts
     await _apply(services, admin, machines, window=1)
     task = await deploy(services, admin, "Api")
     await _when_begun(services, admin, task, "app-1")
@@ -159,9 +175,14 @@ async def test_a_host_cut_off_mid_step_fails_it_and_a_rolling_deployment_stops(
 
 
 async def test_cut_off_while_all_run_at_once_the_others_finish(
-    services: Services, admin: Caller, node: Node, hosts: list[Host], tmp_path: Path
+    services: Services,
+    admin: Caller,
+    node: Node,
+    hosts: list[tuple[Host, Sshd]],
+    tmp_path: Path,
 ) -> None:
-    machines = list(_machines(tmp_path, hosts, 3))
+    _machines(tmp_path, hosts, 3)
+    machines = hosts
     await _apply(services, admin, machines, window=None)
     task = await deploy(services, admin, "Api")
     await _when_begun(services, admin, task, "app-2")

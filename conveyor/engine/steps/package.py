@@ -11,7 +11,7 @@ from conveyor.domain.runtime import Outcome, OutcomeKind
 from conveyor.engine.steps.base import StepContext, StepResult
 from conveyor.engine.steps.fanout import on_each_target
 from conveyor.engine.steps.runners import ScriptJob
-from conveyor.services.packages import package_path
+from conveyor.services.packages import feed_file
 
 
 class PackageStep:
@@ -21,11 +21,11 @@ class PackageStep:
         version = ctx.run.release.packages.get(action.package)
         if version is None:
             raise ConveyorError(f"release {ctx.run.release.version} pinned no {action.package}")
-        archive = await package_path(ctx.services, action.package, version)
+        file = await feed_file(ctx.services, action.package, version)
 
         async def on(here: StepContext, target: Target) -> Outcome:
             runner = here.runner_for(target)
-            folder = await runner.install_package(here, target, archive, action.package, version)
+            folder = await runner.install_package(here, target, file)
             here.say(f"{action.package} {version} extracted on {target.name} to {folder}")
             installed = {"InstallationDirectoryPath": str(folder)}
             if not action.post_deploy_script.strip():

@@ -29,6 +29,7 @@ from conveyor.engine.sandbox import inside
 from conveyor.engine.steps.base import StepContext
 from conveyor.services.archives import ArchiveLimits, extract
 from conveyor.services.offload import off_loop
+from conveyor.services.packages import FeedFile
 from conveyor.settings import Settings
 
 
@@ -52,11 +53,9 @@ class Runner(Protocol):
 
     async def run_script(self, ctx: StepContext, job: ScriptJob) -> Outcome: ...
 
-    async def install_package(
-        self, ctx: StepContext, target: Target, archive: Path, package: str, version: str
-    ) -> PurePath:
-        """Put ``archive`` (the feed's file) on ``target``, extracted into a folder of its
-        version, switch ``current`` to it, keep the last few versions; where it went."""
+    async def install_package(self, ctx: StepContext, target: Target, file: FeedFile) -> PurePath:
+        """Put the feed's ``file`` on ``target``, extracted into a folder of its version,
+        switch ``current`` to it, keep the last few versions; where it went."""
         ...
 
     async def check(self, machine: Target) -> Health:
@@ -147,10 +146,9 @@ class LocalRunner:
             return Outcome.failed(f"the script exited with code {result.exit_code}", result.outputs)
         return Outcome.succeeded("", result.outputs)
 
-    async def install_package(
-        self, ctx: StepContext, target: Target, archive: Path, package: str, version: str
-    ) -> Path:
-        """Extract ``archive`` into the target's folder and switch ``current`` to it."""
+    async def install_package(self, ctx: StepContext, target: Target, file: FeedFile) -> Path:
+        """Extract the feed's ``file`` into the target's folder and switch ``current`` to it."""
+        archive, version = file.path, file.version
         base = ctx.target_dir(target)
         folder = base / version
         # Extracted and handed to the sandbox user beside ``base``, in the server's own

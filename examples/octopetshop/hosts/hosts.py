@@ -101,6 +101,9 @@ def _start(folder: Path, address: str, port: int, prefix: list[str], authorized:
                 "UsePAM no",
                 "MaxStartups 100",
                 "MaxSessions 20",
+                # A session whose client vanished (a cut link) ends instead of lingering.
+                "ClientAliveInterval 10",
+                "ClientAliveCountMax 3",
                 "Subsystem sftp internal-sftp",
                 "",
             ]
@@ -190,6 +193,13 @@ def down(folder: Path) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(int(host["pid"]), signal.SIGTERM)
         if host.get("namespace"):
+            # sshd's sessions run in their own process groups: every process of the host goes.
+            found = subprocess.run(
+                ["ip", "netns", "pids", str(host["namespace"])], capture_output=True, text=True
+            )
+            for pid in found.stdout.split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
             subprocess.run(["ip", "netns", "del", str(host["namespace"])], capture_output=True)
             subprocess.run(["ip", "link", "del", f"octo{host['index']}o"], capture_output=True)
     record.unlink()
