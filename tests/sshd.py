@@ -58,12 +58,6 @@ class Sshd:
         if self.process is None:
             return
         children = _children(self.process.pid)
-        # Sessions first, so that the listener (their parent) reaps them before it ends:
-        # orphans would be left to an init that may never reap them.
-        for pid in reversed(children):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
         if self.process.poll() is None:
             self.process.terminate()
             try:

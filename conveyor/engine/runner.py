@@ -16,6 +16,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from conveyor.domain.documents import ScriptSyntax
 from conveyor.engine.sandbox import TARGET, WORK, Owner, environment, inside, wrap
@@ -27,6 +28,8 @@ SET_VARIABLE = re.compile(
 )
 # How long a process group gets to stop after SIGTERM before SIGKILL.
 GRACE_SECONDS = 3.0
+# The longest a finished script's remaining output is read for, however much keeps coming.
+DRAIN_SECONDS = 30.0
 # Output is read in chunks; a line longer than this is logged in pieces of this many characters.
 MAX_LINE = 64 * 1024
 CHUNK = 64 * 1024
@@ -136,13 +139,13 @@ async def run_script(
                 return on_line("info", f"Output variable {match.group('name')} set")
             return on_line(level, line)
 
+        flow = Flow()
+
         async def pump(stream: asyncio.StreamReader | None, level: str) -> None:
             if stream is None:
                 return
             async for line in lines(stream):
-                full = emit(line, level)
-                if full is not None:
-                    await full
+                await flow.passed(emit(line, level))
 
         pumps = asyncio.gather(pump(process.stdout, "info"), pump(process.stderr, "warn"))
         waiter = asyncio.ensure_future(process.wait())
@@ -158,13 +161,47 @@ async def run_script(
                     result.timed_out = True
                 await _stop_group(process)
             result.exit_code = await process.wait()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(pumps, timeout=GRACE_SECONDS)
+            await flow.drained(pumps)
         finally:
             canceled.cancel()
             if process.returncode is None:
                 await _stop_group(process)
         return result
+
+
+class Flow:
+    """Output on its way from a finished script to the log. What is still in the pipes is read
+    for as long as it keeps coming (or the log is taking it): only a pipe that stays silent for
+    ``GRACE_SECONDS``, held open by a child that outlived the script, is given up on. A fixed
+    grace instead lost the end of a long output on a busy machine."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.waiting = False  # on the log (its buffers full): busy, not silent
+
+    async def passed(self, full: Awaitable[None] | None) -> None:
+        if full is not None:
+            self.waiting = True
+            try:
+                await full
+            finally:
+                self.waiting = False
+        self.lines += 1
+
+    async def drained(self, pumps: asyncio.Future[Any]) -> None:
+        # What a pipe holds is bounded (its buffer and the reader's): it drains in far less
+        # than DRAIN_SECONDS; a child that escaped the process group and keeps writing does not.
+        deadline = asyncio.get_running_loop().time() + DRAIN_SECONDS
+        while True:
+            seen = self.lines
+            try:
+                await asyncio.wait_for(asyncio.shield(pumps), GRACE_SECONDS)
+                return
+            except TimeoutError:
+                silent = self.lines == seen and not self.waiting
+                if silent or asyncio.get_running_loop().time() > deadline:
+                    pumps.cancel()
+                    return
 
 
 # One semaphore per event loop (each test has its own loop; a server has one).

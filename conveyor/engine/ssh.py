@@ -27,7 +27,7 @@ from conveyor.domain.errors import ConveyorError
 from conveyor.domain.runtime import Outcome
 from conveyor.domain.targets import Health, HealthState, Layout, judged
 from conveyor.domain.variables import substitute
-from conveyor.engine.runner import GRACE_SECONDS, SET_VARIABLE, lines
+from conveyor.engine.runner import GRACE_SECONDS, SET_VARIABLE, Flow, lines
 from conveyor.engine.ssh_connections import Connections, Link, connect
 from conveyor.engine.ssh_packages import archive_format, bash, install
 from conveyor.engine.steps.base import StepContext
@@ -160,13 +160,13 @@ class SSHRunner:
                 text, level = f"Output variable {match.group('name')} set", "info"
             return ctx.log.line(text, step=ctx.idx, level=level, target=ctx.target)
 
+        flow = Flow()
+
         async def pump(stream: asyncssh.SSHReader[bytes], level: str) -> None:
             # ``lines`` only ever calls ``read(n)``, which an SSH stream has too.
             with contextlib.suppress(asyncssh.Error, OSError):
                 async for text in lines(cast(asyncio.StreamReader, stream)):
-                    full = emit(text, level)
-                    if full is not None:
-                        await full
+                    await flow.passed(emit(text, level))
 
         command = f"exec bash --noprofile --norc {shlex.quote(posixpath.join(work, 'run.sh'))}"
         async with link.sessions:
@@ -192,8 +192,7 @@ class SSHRunner:
                     await self._stop_group(link, pid[0] if pid else None, work)
                     with contextlib.suppress(TimeoutError, asyncssh.Error, OSError):
                         await asyncio.wait_for(asyncio.shield(waiter), GRACE_SECONDS * 2)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(pumps, timeout=GRACE_SECONDS)
+                await flow.drained(pumps)
             finally:
                 canceled.cancel()
                 if not waiter.done():
