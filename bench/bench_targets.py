@@ -178,11 +178,10 @@ class Api:
             time.sleep(0.02)
 
 
-def ssh_args(sshd: Sshd, key: Path) -> list[str]:
+def ssh_options(key: Path) -> list[str]:
     return [
-        "-i", str(key), "-p", str(sshd.port), "-o", "BatchMode=yes",
-        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-        "-o", "LogLevel=ERROR",
+        "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+        "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
     ]  # fmt: skip
 
 
@@ -192,25 +191,26 @@ def loop_deploy(machines: list[tuple[Sshd, Path]], archive: Path, parallel: bool
     def one(sshd: Sshd, key: Path) -> str:
         base = sshd.folder / "loop"
         remote = f"{sshd.user}@{sshd.host}"
-        scp = " ".join(
-            ["scp", "-q", "-P", str(sshd.port), *ssh_args(sshd, key)[2:], str(archive),
-             f"{remote}:{base}/{archive.name}"]
-        )  # fmt: skip
+        options = " ".join(ssh_options(key))
         extract = (
             f"mkdir -p {base}/1.0.0 && tar -xzf {base}/{archive.name} -C {base}/1.0.0 "
             f"&& ln -sfn 1.0.0 {base}/current.new && mv -T {base}/current.new {base}/current"
         )
-        ssh = " ".join(["ssh", *ssh_args(sshd, key), remote, f"'{extract}'"])
-        return f"mkdir -p {base} && {scp} && {ssh}"
+        return (
+            f"mkdir -p {base} && scp -q -P {sshd.port} {options} {archive} "
+            f"{remote}:{base}/{archive.name} && ssh -p {sshd.port} {options} {remote} '{extract}'"
+        )
 
     lines = [one(sshd, key) for sshd, key in machines]
-    script = (
-        "\n".join(f"( {line} ) &" for line in lines) + "\nwait\n"
-        if parallel
-        else "\n".join(lines) + "\n"
-    )
+    if parallel:  # every machine at once; any failure fails the loop
+        script = "pids=''\n" + "".join(f'( {line} ) & pids="$pids $!"\n' for line in lines)
+        script += "for pid in $pids; do wait $pid; done\n"
+    else:
+        script = "\n".join(lines) + "\n"
     started = time.perf_counter()
-    subprocess.run(["bash", "-e", "-c", script], check=True)
+    done = subprocess.run(["bash", "-e", "-c", script], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the ssh/scp loop failed: {done.stderr[-2000:]}")
     return time.perf_counter() - started
 
 
@@ -218,16 +218,21 @@ def loop_noop(machines: list[tuple[Sshd, Path]]) -> float:
     started = time.perf_counter()
     for sshd, key in machines:
         subprocess.run(
-            ["ssh", *ssh_args(sshd, key), f"{sshd.user}@{sshd.host}", "true"], check=True
+            ["ssh", "-p", str(sshd.port), *ssh_options(key), f"{sshd.user}@{sshd.host}", "true"],
+            check=True,
         )
     return time.perf_counter() - started
 
 
-def forget(folders: list[Path]) -> None:
-    """A machine that never saw the package: nothing of Conveyor's, nothing of the loop's."""
+def forget(folders: list[Path], *names: str) -> None:
+    """A machine that never saw the package: ``names`` are Conveyor's folders (``conveyor``
+    for ssh, the agent's ``packages`` and ``targets``) or the loop's (``loop``)."""
     for folder in folders:
-        for name in ("conveyor", "loop", "agent/packages", "agent/targets"):
+        for name in names:
             shutil.rmtree(folder / name, ignore_errors=True)
+
+
+OURS = ("conveyor", "agent/packages", "agent/targets")
 
 
 def timed(runs: int, before: Callable[[], None], work: Callable[[], float]) -> list[float]:
@@ -337,15 +342,17 @@ def main() -> None:
             results = {}
             first = timed(
                 args.runs,
-                lambda: forget(folders),
+                lambda: forget(folders, *OURS),
                 lambda: api.deploy("Payload", version["Payload"]),
             )
             loop_first = timed(
-                args.runs, lambda: forget(folders), lambda: loop_deploy(machines, archive, True)
+                args.runs,
+                lambda: forget(folders, "loop"),
+                lambda: loop_deploy(machines, archive, True),
             )
             results["deploy"] = show("deploy (all at once)", first, loop_first)
             serial = timed(
-                1, lambda: forget(folders), lambda: loop_deploy(machines, archive, False)
+                1, lambda: forget(folders, "loop"), lambda: loop_deploy(machines, archive, False)
             )
             print(f"{'':<28} (the loop one machine at a time: {serial[0]:.2f} s)")
             again = timed(

@@ -185,7 +185,7 @@ class Worker:
         wanted = str(job["sha256"])
         file = inside(self.root, str(job["file"]))
         file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        held = file.is_file() and await asyncio.to_thread(sha256_of, file) == wanted
+        held = file.is_file() and await asyncio.to_thread(known_sha256, file) == wanted
         if held:
             output.line("info", f"{file.name} is here already (same sha256): nothing to download")
         else:
@@ -196,12 +196,17 @@ class Worker:
                     f"the download of {package} {version} does not match its sha256 "
                     f"(got {got[:12]}…, expected {wanted[:12]}…)"
                 )
+            await asyncio.to_thread(remember_sha256, file, got)
             output.line(
                 "info", f"Downloaded {file.name} ({file.stat().st_size} bytes), sha256 verified"
             )
         base = inside(self.root, str(job["dir"]))
         keep = int(job.get("keep") or self.settings.keep_package_versions)
-        folder = await asyncio.to_thread(self._extract, file, base, version, int(job["id"]), keep)
+        folder, extracted = await asyncio.to_thread(
+            self._extract, file, wanted, base, version, int(job["id"]), keep
+        )
+        if not extracted:
+            output.line("info", f"{package} {version} is extracted here already: switched to it")
         return {"folder": str(folder)}
 
     async def _download(self, job_id: int, file: Path) -> str:
@@ -215,32 +220,46 @@ class Worker:
                     raise
                 await asyncio.sleep(min(2**attempts, 10))
 
-    def _extract(self, file: Path, base: Path, version: str, job_id: int, keep: int) -> Path:
-        """Into ``base/version``, then ``current`` switched to it at once; old versions go."""
+    def _extract(
+        self, file: Path, sha256: str, base: Path, version: str, job_id: int, keep: int
+    ) -> tuple[Path, bool]:
+        """Into ``base/version``, then ``current`` switched to it at once; old versions go. A
+        kept version extracted from this very file (same sha256) is used as it is: a redeploy
+        or a rollback is a link switch. Whether it extracted."""
         base.mkdir(parents=True, exist_ok=True, mode=0o700)
         folder = base / version
-        staging = base.parent / f".{base.name}.{version}.incoming-{job_id}"
-        shutil.rmtree(staging, ignore_errors=True)
-        extract(file, staging, ArchiveLimits.of(self.settings))
-        if folder.is_symlink() or folder.is_file():
-            folder.unlink()
-        shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)
+        record = base.parent / f".{base.name}.versions.json"
+        history, digests = _read_record(record)
+        extract_it = not (
+            folder.is_dir() and not folder.is_symlink() and digests.get(version) == sha256
+        )
+        if extract_it:
+            staging = base.parent / f".{base.name}.{version}.incoming-{job_id}"
+            shutil.rmtree(staging, ignore_errors=True)
+            extract(file, staging, ArchiveLimits.of(self.settings))
+            if folder.is_symlink() or folder.is_file():
+                folder.unlink()
+            shutil.rmtree(folder, ignore_errors=True)
+            staging.rename(folder)
         link = base / ".current.incoming"
         link.unlink(missing_ok=True)
         link.symlink_to(folder.name)
         os.replace(link, base / "current")  # atomic switch of what is live
-        self._keep_versions(base, version, keep)
-        return folder
+        self._keep_versions(base, record, history, digests | {version: sha256}, version, keep)
+        return folder, extract_it
 
-    def _keep_versions(self, base: Path, deployed: str, keep: int) -> None:
-        """The versions beyond the newest ``keep`` go; which ones the agent extracted is
-        recorded beside ``base``, so a folder a script made there is never taken for one."""
-        record = base.parent / f".{base.name}.versions.json"
-        try:
-            history = [str(v) for v in json.loads(record.read_text())]
-        except (OSError, ValueError, TypeError):
-            history = []
+    def _keep_versions(
+        self,
+        base: Path,
+        record: Path,
+        history: list[str],
+        digests: dict[str, str],
+        deployed: str,
+        keep: int,
+    ) -> None:
+        """The versions beyond the newest ``keep`` go; which ones the agent extracted (and from
+        which file) is recorded beside ``base``, so a folder a script made there is never taken
+        for one."""
         kept, stale = kept_versions(history, deployed, keep)
         for version in stale:
             old = base / version
@@ -249,8 +268,47 @@ class Worker:
             else:
                 shutil.rmtree(old, ignore_errors=True)
         partial = record.with_suffix(".incoming")
-        partial.write_text(json.dumps(kept))
+        sha = {v: d for v, d in digests.items() if v in kept}
+        partial.write_text(json.dumps({"kept": kept, "sha256": sha}))
         os.replace(partial, record)
+
+
+def _read_record(record: Path) -> tuple[list[str], dict[str, str]]:
+    """The versions kept, oldest first, and the sha256 of the file each came from; anything
+    unreadable counts as none (then every version is extracted again)."""
+    try:
+        found = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return [], {}
+    if isinstance(found, list):  # written before the record held digests
+        return [str(v) for v in found], {}
+    if not isinstance(found, dict):
+        return [], {}
+    kept = [str(v) for v in found.get("kept") or []]
+    digests = found.get("sha256") or {}
+    return kept, {str(k): str(v) for k, v in digests.items()} if isinstance(digests, dict) else {}
+
+
+def remember_sha256(file: Path, sha256: str) -> None:
+    """The verified sha256 of a package file, with its size and time, beside it (0600)."""
+    info = file.stat()
+    note = file.with_name(file.name + ".sha256")
+    fd = os.open(note, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"{sha256} {info.st_size} {info.st_mtime_ns}\n")
+
+
+def known_sha256(file: Path) -> str:
+    """A package file's sha256: the one remembered when it was verified, while its size and
+    time are unchanged (a redeploy hashes nothing), else computed."""
+    try:
+        sha, size, mtime = file.with_name(file.name + ".sha256").read_text().split()
+        info = file.stat()
+        if int(size) == info.st_size and int(mtime) == info.st_mtime_ns:
+            return sha
+    except (OSError, ValueError):
+        pass
+    return sha256_of(file)
 
 
 async def _forward(source: asyncio.Event, target: asyncio.Event) -> None:
