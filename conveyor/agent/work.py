@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from conveyor.agent.client import AgentClient, Refused, Unreachable
-from conveyor.domain.documents import ScriptSyntax
+from conveyor.domain.documents import ScriptSyntax, slugify
 from conveyor.domain.packages import kept_versions
 from conveyor.engine.runner import Isolation, run_script
 from conveyor.services.archives import ArchiveLimits, extract
@@ -207,6 +207,7 @@ class Worker:
         )
         if not extracted:
             output.line("info", f"{package} {version} is extracted here already: switched to it")
+        await asyncio.to_thread(_keep_files, file, package, keep)
         return {"folder": str(folder)}
 
     async def _download(self, job_id: int, file: Path) -> str:
@@ -287,6 +288,24 @@ def _read_record(record: Path) -> tuple[list[str], dict[str, str]]:
     kept = [str(v) for v in found.get("kept") or []]
     digests = found.get("sha256") or {}
     return kept, {str(k): str(v) for k, v in digests.items()} if isinstance(digests, dict) else {}
+
+
+def _keep_files(file: Path, package: str, keep: int) -> None:
+    """A package's files beyond the newest ``keep`` go (the one just used counts as newest),
+    as its versions do; which files the agent fetched is recorded beside them."""
+    record = file.parent / f".{slugify(package)}.files.json"
+    try:
+        history = [str(name) for name in json.loads(record.read_text())]
+    except (OSError, ValueError, TypeError):
+        history = []
+    kept, stale = kept_versions(history, file.name, keep)
+    for name in stale:
+        if "/" not in name and name not in (".", ".."):
+            (file.parent / name).unlink(missing_ok=True)
+            (file.parent / f"{name}.sha256").unlink(missing_ok=True)
+    partial = record.with_suffix(".incoming")
+    partial.write_text(json.dumps(kept))
+    os.replace(partial, record)
 
 
 def remember_sha256(file: Path, sha256: str) -> None:

@@ -19,12 +19,10 @@ from conveyor.domain.documents import Target, slugify
 from conveyor.domain.errors import ConveyorError
 from conveyor.domain.runtime import Outcome
 from conveyor.domain.targets import Health, HealthState, Layout, judged
-from conveyor.domain.variables import substitute
 from conveyor.engine.steps.base import StepContext
-from conveyor.engine.steps.runners import ScriptJob, environ
+from conveyor.engine.steps.runners import ScriptJob, environ, rendered
 from conveyor.services import agents
 from conveyor.services.core import Services
-from conveyor.services.offload import off_loop
 from conveyor.services.packages import FeedFile
 
 # How often the waiting node looks at the job and its output.
@@ -58,20 +56,8 @@ class AgentRunner:
         machine = job.machine
         if machine is None:
             raise ConveyorError("an agent runs scripts only on its own target")
-        step, values = ctx.step, job.values
-        if job.installed is not None:
-            values = values | {
-                "Conveyor.Action.Package.InstallationDirectoryPath": str(job.installed)
-            }
-        script = await off_loop(
-            self.settings.expression_timeout_seconds,
-            f'the script of step "{step.name}"',
-            substitute,
-            job.body,
-            values,
-            what=f'the script of step "{step.name}"',
-            limit=self.settings.max_substitution_bytes,
-        )
+        step = ctx.step
+        script, values = await rendered(self.settings, ctx, job)
         project_dir = (
             _relative(LAYOUT.project(ctx.run.environment.name, ctx.run.project.name))
             if job.on_target

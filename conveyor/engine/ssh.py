@@ -26,15 +26,13 @@ from conveyor.domain.documents import ScriptSyntax, Target, slugify
 from conveyor.domain.errors import ConveyorError
 from conveyor.domain.runtime import Outcome
 from conveyor.domain.targets import Health, HealthState, Layout, judged
-from conveyor.domain.variables import substitute
 from conveyor.engine.runner import GRACE_SECONDS, SET_VARIABLE, Flow, lines
 from conveyor.engine.ssh_connections import Connections, Link, connect
 from conveyor.engine.ssh_packages import archive_format, bash, install
 from conveyor.engine.steps.base import StepContext
-from conveyor.engine.steps.runners import ScriptJob, environ
+from conveyor.engine.steps.runners import ScriptJob, environ, rendered
 from conveyor.services.config import public_id
 from conveyor.services.core import Services
-from conveyor.services.offload import off_loop
 from conveyor.services.packages import FeedFile
 
 PID_LINE = re.compile(r"^##conveyor-pid (\d+)$")
@@ -53,22 +51,7 @@ class SSHRunner:
         target = job.machine
         if target is None or target.kind != "ssh":
             raise ConveyorError("the ssh runner runs scripts on ssh targets only")
-        values = job.values
-        if job.installed is not None:
-            values = values | {
-                "Conveyor.Action.Package.InstallationDirectoryPath": str(job.installed)
-            }
-        settings = self.services.settings
-        step = ctx.step
-        script = await off_loop(
-            settings.expression_timeout_seconds,
-            f'the script of step "{step.name}"',
-            substitute,
-            job.body,
-            values,
-            what=f'the script of step "{step.name}"',
-            limit=settings.max_substitution_bytes,
-        )
+        script, values = await rendered(self.services.settings, ctx, job)
         async with self.connections.use(target) as link:
             layout = Layout(link.root)
             attempt = ctx.run.steps[ctx.idx].attempt

@@ -319,11 +319,13 @@ def test_an_agent_runs_script_and_package_steps_and_a_redeploy_downloads_nothing
     held = web_agent.work_dir / "packages" / "shop.1.0.0.zip"
     before = held.stat()
     assert before.st_mode & 0o777 == 0o600
+    extracted = (project / "1.0.0").stat().st_ino
 
     again = server.deploy("Shop", "1.0.0")
     assert server.finished(again)["state"] == "success"
     text = lines_of(server, again)
     assert "shop.1.0.0.zip is here already (same sha256): nothing to download" in text
+    assert "Shop 1.0.0 is extracted here already: switched to it" in text
     assert not any(line.startswith("Downloaded") for line in text)
     after = held.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
@@ -331,6 +333,13 @@ def test_an_agent_runs_script_and_package_steps_and_a_redeploy_downloads_nothing
     newer = server.deploy("Shop", "1.1.0")
     assert server.finished(newer)["state"] == "success"
     assert (project / "current").resolve() == (project / "1.1.0").resolve()
+
+    # A rollback: the kept version's folder is used as it is, the link switches back.
+    back = server.deploy("Shop", "1.0.0")
+    assert server.finished(back)["state"] == "success"
+    assert "Shop 1.0.0 is extracted here already: switched to it" in lines_of(server, back)
+    assert (project / "current").resolve() == (project / "1.0.0").resolve()
+    assert (project / "1.0.0").stat().st_ino == extracted
 
 
 def test_a_script_failing_on_the_agent_fails_the_step_with_its_exit_code(

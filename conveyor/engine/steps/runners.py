@@ -67,6 +67,32 @@ class Runner(Protocol):
         ...
 
 
+INSTALLED = "Conveyor.Action.Package.InstallationDirectoryPath"
+
+
+async def rendered(
+    settings: Settings, ctx: StepContext, job: ScriptJob, installed: str | None = None
+) -> tuple[str, dict[str, str]]:
+    """The script with its variables substituted, and those variables (with where the package
+    is, as the machine shows it: ``installed``, else ``job.installed``). A person's text: off
+    the event loop, with a time and size limit."""
+    values = job.values
+    where = installed if installed is not None else job.installed
+    if where is not None:
+        values = values | {INSTALLED: str(where)}
+    what = f'the script of step "{ctx.step.name}"'
+    script = await off_loop(
+        settings.expression_timeout_seconds,
+        what,
+        substitute,
+        job.body,
+        values,
+        what=what,
+        limit=settings.max_substitution_bytes,
+    )
+    return script, values
+
+
 def environ(values: dict[str, str]) -> dict[str, str]:
     # Only the step's variables: the server's own environment (CONVEYOR_* settings, the
     # database URL) never reaches a script; runner/sandbox add PATH, HOME and the locale.
@@ -95,23 +121,13 @@ class LocalRunner:
         """In the sandbox a script may write only its private work folder (removed
         afterwards) and, on a target, that target's folder of this project."""
         isolation = self._isolation()
-        work, values, step = ctx.work, job.values, ctx.step
+        work, step = ctx.work, ctx.step
         target_dir = ctx.target_dir(job.machine) if job.on_target and job.machine else None
         installed = Path(job.installed) if job.installed is not None else None
         cwd = installed or target_dir or work / "cwd"
-        if installed is not None:  # where the script itself sees the package
-            shown = inside(installed, isolation.mounts(work, target_dir))
-            values = values | {"Conveyor.Action.Package.InstallationDirectoryPath": shown}
-        settings = self.settings
-        script = await off_loop(
-            settings.expression_timeout_seconds,
-            f'the script of step "{step.name}"',
-            substitute,
-            job.body,
-            values,
-            what=f'the script of step "{step.name}"',
-            limit=settings.max_substitution_bytes,
-        )
+        # Where the script itself sees the package (inside the sandbox's view).
+        shown = inside(installed, isolation.mounts(work, target_dir)) if installed else None
+        script, values = await rendered(self.settings, ctx, job, shown)
         shutil.rmtree(work, ignore_errors=True)
         if target_dir is not None:
             await asyncio.to_thread(sandbox.adopt, target_dir, isolation.owner)
