@@ -56,6 +56,9 @@ targets:
     kind: agent
     environments: [Dev]
     roles: [db]
+  - name: Builder
+    kind: agent
+    pool: builds
 projects:
   - name: Shop
     group: Apps
@@ -108,6 +111,16 @@ projects:
           type: script
           target_roles: [db]
           script: echo migrating
+  - name: Checks
+    group: Apps
+    lifecycle: Anywhere
+    process:
+      steps:
+        - name: Lint
+          type: script
+          worker_pool: builds
+          script: |
+            echo "lint on #{Conveyor.Target.Name} in $(pwd)"
 """
 
 
@@ -263,7 +276,7 @@ def server(
                 "/projects/Shop/releases",
                 json={"version": version, "packages": {"Shop": version}},
             )
-        for project in ("Failing", "Long", "Database"):
+        for project in ("Failing", "Long", "Database", "Checks"):
             running.api("POST", f"/projects/{project}/releases", json={"version": "1.0.0"})
         yield running
     finally:
@@ -496,3 +509,21 @@ def test_a_token_is_single_use_and_a_revoked_agent_is_refused_at_once(
     assert audit.returncode == 0, describe(audit)
     assert token not in audit.stdout and credential not in audit.stdout
     assert "revoked agent" in audit.stdout
+
+
+def test_a_step_with_no_roles_runs_on_an_agent_worker_of_its_pool(server: AgentServer) -> None:
+    builder = AgentProcess(server, server.tmp / "builder-agent")
+    builder.start(new_token(server, "Builder"))
+    try:
+        builder.wait_polling()
+        task = server.deploy("Checks", "1.0.0")
+        result = server.finished(task)
+        text = lines_of(server, task)
+        assert result["state"] == "success", text
+        said = next(line for line in text if line.startswith("lint on "))
+        # On the worker, in a scratch folder of its own, removed when the script ended.
+        where = Path(said.split(" in ", 1)[1])
+        assert said.startswith("lint on Builder in ") and builder.work_dir in where.parents, said
+        assert not where.exists()
+    finally:
+        builder.stop()
