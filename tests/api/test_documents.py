@@ -9,7 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
+from conveyor.services.config import load
 from conveyor.services.core import Services
+from conveyor.store.documents import reveal
 from tests.api.conftest import BASE_URL, ClientFor, UserFactory
 from tests.api.helpers import assert_problem, events
 
@@ -345,3 +347,46 @@ async def test_a_rename_needs_the_permission_on_the_current_name_only(
         "/teams/kim team", json={**team, "description": "we keep the playground"}
     )
     assert "TeamEdit" in assert_problem(response, 403, "permission_denied")["message"]
+
+
+KEY = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+    "b3BlbnNzaC1rZXktdjEAAAAA-not-a-real-key\n"
+    "-----END OPENSSH PRIVATE KEY-----\n"
+)
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHhZc0dmY2Z0cV9rZXlfZm9yX3Rlc3RzX29ubHk="
+
+
+async def test_an_ssh_targets_key_is_never_read_back_and_kept_when_left_out(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    target = {
+        "name": "Db 01",
+        "kind": "ssh",
+        "environments": ["Dev"],
+        "roles": ["db"],
+        "host": "10.0.0.5",
+        "user": "deploy",
+        "host_key": HOST_KEY,
+        "private_key": KEY,
+    }
+    created = await client.post("/targets", json=target)
+    assert created.status_code == 201, created.text
+    assert "private_key" not in created.json()
+    read = (await client.get("/targets/db-01")).json()
+    assert "private_key" not in read and read["host_key"] == HOST_KEY
+    # An edit that leaves the key out (as every read gives it) keeps the stored one.
+    edited = await client.put("/targets/db-01", json={**read, "port": 2222})
+    assert edited.status_code == 200, edited.text
+    model = (await load(services)).model
+    stored = model.get("targets", "Db 01")
+    assert stored is not None and stored.port == 2222
+    assert reveal(services.box, stored.private_key) == KEY
+    for event in await events(services):
+        assert "OPENSSH" not in str(event) and "not-a-real-key" not in str(event)
+    # Without a key (and without a pinned host key) an ssh target is refused, field by field.
+    bare = {k: v for k, v in target.items() if k not in ("private_key", "host_key")}
+    refused = await client.post("/targets", json={**bare, "name": "Db 02"})
+    body = assert_problem(refused, 422, "validation_failed")
+    said = str(body)
+    assert "private_key" in said and "ssh-keyscan" in said
