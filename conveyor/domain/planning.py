@@ -85,7 +85,8 @@ class PlannedStep:
     parallel_with_previous: bool
 
 
-def _in_scope(step: Step, environment: str) -> str | None:
+def scope_refusal(step: Step, environment: str) -> str | None:
+    """Why ``step`` does not run in ``environment`` by its environment scope; None if it does."""
     env = key(environment)
     if step.environments and env not in {key(e) for e in step.environments}:
         return f"runs only in {', '.join(step.environments)}"
@@ -152,7 +153,7 @@ def decide(step: Step, situation: Situation) -> StepDecision:
     """Run or skip one step, with the reason, in the order a person would ask."""
     if step.disabled:
         return StepDecision(Action.SKIP, "the step is disabled")
-    out_of_scope = _in_scope(step, situation.environment)
+    out_of_scope = scope_refusal(step, situation.environment)
     if out_of_scope:
         return StepDecision(Action.SKIP, out_of_scope)
     if key(step.name) in situation.skip:

@@ -22,6 +22,7 @@ from conveyor.domain.documents import (
     slugify,
 )
 from conveyor.domain.errors import Problem
+from conveyor.domain.planning import scope_refusal
 
 KINDS = ("local", "ssh", "agent")
 # The pool a script step with no target roles runs in when it names none; the server itself is
@@ -224,6 +225,25 @@ def changed(before: HealthState | None, after: HealthState) -> bool:
 # ---------------------------------------------------------------- before a deployment starts
 
 
+def serves(target: Target, environment: str, roles: Collection[str]) -> bool:
+    """Whether ``target`` is a deployment target of ``environment`` with one of ``roles``
+    (disabled or not: callers decide what a disabled target means to them)."""
+    return key(environment) in {key(e) for e in target.environments} and bool(
+        {key(r) for r in roles} & {key(r) for r in target.roles}
+    )
+
+
+def runs_on(step: Step, target: Target, environment: str) -> bool:
+    """Whether a deployment to ``environment`` runs ``step`` on ``target``: a script or
+    package step with target roles, enabled, in scope there, naming one of its roles."""
+    action = step.action
+    if not isinstance(action, ScriptAction | PackageAction) or not action.target_roles:
+        return False
+    if step.disabled or scope_refusal(step, environment) is not None:
+        return False
+    return serves(target, environment, action.target_roles)
+
+
 def required_healthy(
     steps: Sequence[Step],
     targets: Sequence[Target],
@@ -231,27 +251,17 @@ def required_healthy(
     skip: Collection[str],
 ) -> dict[str, list[str]]:
     """The targets a deployment needs healthy before it starts, with the steps that need
-    them: those of every step that runs on targets in ``environment`` (in scope, not disabled,
-    not skipped by the person who deployed) and fails on an unhealthy one (``fail``)."""
-    env = key(environment)
+    them: the enabled targets of every step that runs on targets in ``environment`` (not
+    skipped by the person who deployed) and fails on an unhealthy one (``fail``)."""
     skipped = {key(s) for s in skip}
     needed: dict[str, list[str]] = {}
     for step in steps:
         action = step.action
-        if not isinstance(action, ScriptAction | PackageAction) or not action.target_roles:
-            continue
-        if step.disabled or key(step.name) in skipped:
-            continue
-        if step.environments and env not in {key(e) for e in step.environments}:
-            continue
-        if env in {key(e) for e in step.excluded_environments}:
+        if key(step.name) in skipped or not isinstance(action, ScriptAction | PackageAction):
             continue
         if action.unhealthy_targets is not UnhealthyTargets.FAIL:
             continue
-        wanted = {key(r) for r in action.target_roles}
         for t in targets:
-            if t.disabled or env not in {key(e) for e in t.environments}:
-                continue
-            if wanted & {key(r) for r in t.roles}:
+            if not t.disabled and runs_on(step, t, environment):
                 needed.setdefault(t.name, []).append(step.name)
     return needed

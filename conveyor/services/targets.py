@@ -24,10 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain import permissions as perms
 from conveyor.domain.audit import Category
-from conveyor.domain.documents import PackageAction, Project, ScriptAction, Target, key, slugify
+from conveyor.domain.documents import Project, Target, key, slugify
 from conveyor.domain.errors import PermissionDenied
 from conveyor.domain.model import Model
-from conveyor.domain.targets import Health, HealthState, changed
+from conveyor.domain.targets import Health, HealthState, changed, runs_on
 from conveyor.domain.visibility import sees_deployment
 from conveyor.services.config import load, public_id
 from conveyor.services.core import Caller, Services, iso
@@ -218,25 +218,6 @@ async def _statuses(
     ]
 
 
-def _deploys_to(project: Project, target: Target, environment: str) -> bool:
-    """Whether a deployment of ``project`` to ``environment`` runs a step on ``target``: one of
-    its steps (by the project's current process) names one of the target's roles and is in
-    scope there."""
-    env = key(environment)
-    roles = {key(r) for r in target.roles}
-    for step in project.process.steps:
-        action = step.action
-        if not isinstance(action, ScriptAction | PackageAction) or step.disabled:
-            continue
-        if step.environments and env not in {key(e) for e in step.environments}:
-            continue
-        if env in {key(e) for e in step.excluded_environments}:
-            continue
-        if roles & {key(r) for r in action.target_roles}:
-            return True
-    return False
-
-
 async def _last_deployments(
     session: AsyncSession, caller: Caller, loaded: Loaded, targets: Sequence[Target]
 ) -> dict[str, dict[str, LastDeployment]]:
@@ -289,9 +270,8 @@ async def _last_deployments(
             completed_at=iso(row.completed_at),
         )
         for target in targets:
-            if key(environment) in {key(e) for e in target.environments} and _deploys_to(
-                project, target, environment
-            ):
+            # By the project's current process: one of its steps runs on the target there.
+            if any(runs_on(step, target, environment) for step in project.process.steps):
                 candidates.append((target, deployment, row.task_id))
     if not candidates:
         return {}

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from conveyor.domain.documents import Step, Target, UnhealthyTargets, key, slugify
 from conveyor.domain.errors import ConveyorError
 from conveyor.domain.runtime import Outcome, WaitingOn
-from conveyor.domain.targets import HealthState
+from conveyor.domain.targets import HealthState, serves
 from conveyor.domain.variables import Resolved
 from conveyor.engine.logs import TaskLog
 from conveyor.engine.steps.workers import Workers
@@ -159,15 +159,7 @@ class StepContext:
 
 def targets_in(targets: Sequence[Target], environment: str, roles: Sequence[str]) -> list[Target]:
     """The enabled deployment targets of ``environment`` with one of ``roles``."""
-    env = key(environment)
-    wanted = {key(r) for r in roles}
-    return [
-        t
-        for t in targets
-        if not t.disabled
-        and env in {key(e) for e in t.environments}
-        and wanted & {key(r) for r in t.roles}
-    ]
+    return [t for t in targets if not t.disabled and serves(t, environment, roles)]
 
 
 class StepHandler(Protocol):
