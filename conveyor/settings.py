@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     # after a deployment, so rolling back to a kept one only switches its `current` link.
     keep_package_versions: int = Field(default=3, ge=1)
 
+    # --- Release governance (docs/governance.md) -------------------------------------------
+    # An approval given ahead of time counts for this long.
+    approval_hours: float = Field(default=72.0, gt=0.0)
+    # How often each node looks at held deployments again (windows opening, start times and
+    # freezes passing, approvals expiring); an approval or a revocation acts at once.
+    gate_check_seconds: float = Field(default=10.0, gt=0.0)
+
     # --- Targets and workers (docs/targets.md) ----------------------------------------------
     # The server itself is the built-in worker of the default pool: script steps that name no
     # target roles run on it (sandboxed). False empties the pool: such steps then need a worker.

@@ -12,15 +12,19 @@ from conveyor import __version__, web
 from conveyor.api import errors
 from conveyor.api.hardening import HardeningMiddleware
 from conveyor.api.limits import BodyLimitMiddleware
+from conveyor.api.routers import access_report as access_report_routes
 from conveyor.api.routers import (
     agents,
+    approval_preview,
     changes,
     deployments,
     documents,
     events,
     notifications,
+    release_governance,
     system,
 )
+from conveyor.api.routers import approvals as approval_routes
 from conveyor.api.routers import packages as package_routes
 from conveyor.api.routers import targets as target_routes
 from conveyor.domain.forwarding import trusted_networks
@@ -100,6 +104,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(changes.router, prefix=API_PREFIX)
     app.include_router(notifications.router, prefix=API_PREFIX)
     app.include_router(agents.router, prefix=API_PREFIX)
+    app.include_router(access_report_routes.router, prefix=API_PREFIX)
+    app.include_router(approval_preview.router, prefix=API_PREFIX)
+    app.include_router(approval_routes.router, prefix=API_PREFIX)
+    app.include_router(release_governance.router, prefix=API_PREFIX)
     # Inside the session middleware (added by web.install, after it), which it needs to know
     # whether an upload comes from a signed-in person.
     app.add_middleware(BodyLimitMiddleware, settings=settings)

@@ -229,6 +229,8 @@ def print_created(made: list[dict[str, Any]], found: Detection, output: Format) 
         for auto in release.get("automatic_deployments") or []:
             if "error" in auto:
                 say(f"Could not deploy automatically to {auto['environment']}: {auto['error']}")
+            elif "skipped" in auto:  # a pin holds another release there
+                say(f"Not deploying automatically to {auto['environment']}: {auto['skipped']}")
             else:
                 say(f"Deploying automatically to {auto['environment']}: task {auto['task']}")
 

@@ -18,6 +18,7 @@ from conveyor.cli.remote import (
     seg,
     shown_as_json,
 )
+from conveyor.domain.inputs import parse_pairs
 
 interruption_app = typer.Typer(
     help="Approvals and guided failures waiting for a person.", no_args_is_help=True
@@ -90,11 +91,25 @@ def _interruption_text(item: dict[str, Any]) -> None:
             say(f"  {line}")
     if item["taken_by"]:
         say(f"  taken by {item['taken_by']}")
+    _questions_text(item.get("fields") or [])
     if item["result"]:
         notes = f": {item['notes']}" if item.get("notes") else ""
         say(f"  answered {item['result']} by {item['answered_by']}{notes}")
     elif item.get("why_not"):
         say(f"  you may not answer it: {item['why_not']}")
+
+
+def _questions_text(fields: list[dict[str, Any]]) -> None:
+    """The questions a proceed must answer (--field NAME=VALUE), with the answers once given."""
+    if not fields:
+        return
+    say("  asks (answer with --field NAME=VALUE):")
+    for f in fields:
+        optional = "" if f.get("required", True) else ", optional"
+        answer = f" = {f['answer']}" if f.get("answer") is not None else ""
+        say(f"    {f['name']}: {f['prompt']}{optional}{answer}")
+        if f.get("description"):
+            say(f"      {f['description']}")
 
 
 @interruption_app.command("show")
@@ -139,6 +154,14 @@ def interruption_submit(
         typer.Option("--result", help="proceed or abort; for a guided failure retry|ignore|abort"),
     ],
     notes: Annotated[str, typer.Option("--notes", help="Why (kept in the audit log)")] = "",
+    field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--field",
+            metavar="NAME=VALUE",
+            help="Answer to one of the step's questions (repeat for each; see interruption show)",
+        ),
+    ] = None,
     server: ServerOpt = None,
     api_key: ApiKeyOpt = None,
     output: OutputOpt = Format.TEXT,
@@ -146,9 +169,11 @@ def interruption_submit(
     """Answer an interruption."""
 
     def work() -> Any:
+        answers = parse_pairs(field or ())
         with Client(server, api_key) as client:
             return client.post(
-                f"/interruptions/{seg(ident)}/submit", json={"result": result, "notes": notes}
+                f"/interruptions/{seg(ident)}/submit",
+                json={"result": result, "notes": notes, "fields": answers},
             )
 
     item = run(output, work)

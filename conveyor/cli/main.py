@@ -15,7 +15,10 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from conveyor.cli import release_governance  # noqa: F401  (adds its commands to release)
+from conveyor.cli.access_report import ReportFormat, fetch_report, report_table
 from conveyor.cli.agents import agent_app
+from conveyor.cli.approvals import approval_app
 from conveyor.cli.audit import audit_app
 from conveyor.cli.changes import changes
 from conveyor.cli.client import Client
@@ -59,6 +62,7 @@ app.add_typer(delivery_app, name="delivery")
 app.add_typer(node_app, name="node")
 app.add_typer(agent_app, name="agent")
 app.add_typer(target_app, name="target")
+app.add_typer(approval_app, name="approval")
 
 ServerOpt = Annotated[
     str | None, typer.Option("--server", help="Server URL (default: $CONVEYOR_SERVER)")
@@ -469,6 +473,34 @@ def permissions_explain(
         )
         return
     say(("ALLOWED: " if result["allowed"] else "NOT ALLOWED: ") + result["reason"])
+
+
+@permissions_app.command("report")
+def permissions_report(
+    project: Annotated[str | None, typer.Option("--project", help="Only this project")] = None,
+    environment: Annotated[
+        str | None, typer.Option("--environment", help="Only this environment")
+    ] = None,
+    server: ServerOpt = None,
+    api_key: ApiKeyOpt = None,
+    output: Annotated[
+        ReportFormat, typer.Option("--output", help="table, json or csv")
+    ] = ReportFormat.TABLE,
+) -> None:
+    """Per project and environment: who may deploy, who may approve, through which team and role."""
+    fmt = Format.JSON if output == ReportFormat.JSON else Format.TEXT
+
+    def work() -> Any:
+        with Client(server, api_key) as client:
+            return fetch_report(client, output, project, environment)
+
+    result = run(fmt, work)
+    if output == ReportFormat.JSON:
+        emit_json(result)
+    elif output == ReportFormat.CSV:
+        sys.stdout.write(result)
+    else:
+        report_table(result)
 
 
 @permissions_app.command("matrix")

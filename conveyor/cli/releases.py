@@ -6,6 +6,7 @@ Remote commands of CLI.md. `conveyor.cli.audit` adds `release evidence` to ``rel
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -24,6 +25,7 @@ from conveyor.cli.remote import (
     shown_as_json,
     when,
 )
+from conveyor.domain.errors import Problem, ValidationFailed
 
 release_app = typer.Typer(help="Create, plan, deploy and promote releases.", no_args_is_help=True)
 
@@ -168,6 +170,8 @@ def release_create(
     for auto in release.get("automatic_deployments") or []:
         if "error" in auto:
             say(f"Could not deploy automatically to {auto['environment']}: {auto['error']}")
+        elif "skipped" in auto:  # a pin holds another release there
+            say(f"Not deploying automatically to {auto['environment']}: {auto['skipped']}")
         else:
             say(f"Deploying automatically to {auto['environment']}: task {auto['task']}")
 
@@ -260,28 +264,25 @@ def release_plan(
 
     plan = run(output, work)
     if output == Format.JSON:
-        emit_json(
-            {
-                "environment": plan["environment"],
-                "steps": [
-                    {
-                        "name": s["name"],
-                        "action": s["action"],
-                        "reason": s["reason"],
-                        "child": s["child"],
-                    }
-                    for s in plan["steps"]
-                ],
-                "changes": plan.get("changes", []),
-            }
-        )
+        emit_json(plan_json(plan))
         return
     say(f"Deploying {plan['project']} {plan['release']} to {plan['environment']} would:")
+    if plan.get("rollback"):
+        say("This is a rollback: a newer release is current there.")
     table = new_table("#", "step", "action", "reason")
     for i, s in enumerate(plan["steps"], 1):
         number = f"{i}" + ("∥" if s.get("parallel_with_previous") else "")
-        table.add_row(number, s["name"], s["action"], s["reason"])
+        action = s["action"] + (" (rollback)" if s.get("rollback") else "")
+        refused = f"; {s['refused']}" if s.get("refused") else ""
+        table.add_row(number, s["name"], action, s["reason"] + refused)
     out.print(table)
+    if plan.get("refused"):
+        say(f"It would be refused: {plan['refused']}")
+    if plan.get("checks"):
+        checks = new_table("environment check", "state", "why")
+        for check in plan["checks"]:
+            checks.add_row(check["name"], check["state"], check["reason"])
+        out.print(checks)
     if not plan["lifecycle"]["allowed"]:
         say(f"The lifecycle does not allow it yet: {plan['lifecycle']['reason']}")
     if not plan["may_deploy"]["allowed"]:
@@ -297,25 +298,81 @@ def _queued(
     """Print what deploy and promote print; with ``wait``, follow the task and exit by it."""
     if not wait:
         if output == Format.JSON:
-            emit_json(
-                {
-                    "deployment": result["deployment"],
-                    "task": result["task"],
-                    "state": result["state"],
-                }
-            )
+            shown = {k: result[k] for k in ("deployment", "task", "state")}
+            if result.get("checks"):  # the environment has checks: how they stand
+                shown |= {"held": result["held"], "checks": result["checks"]}
+            emit_json(shown)
         else:
             say(f"Queued {result['deployment']} as task {result['task']}")
+            _waits_for(result)
             say(f"  follow it: conveyor task wait {result['task']}")
         return
     if output == Format.TEXT:
         say(f"Queued {result['deployment']} as task {result['task']}")
+        _waits_for(result)
     final = follow_task(result["task"], server, api_key, output, timeout=None)
     if output == Format.JSON:
         emit_json(
             {"deployment": result["deployment"], "task": result["task"], "state": final["state"]}
         )
     exit_by(final, output)
+
+
+def plan_json(plan: dict[str, Any]) -> dict[str, Any]:
+    """The plan for scripts: CLI.md's fields, then what only some plans have (a rollback, a
+    refusal, pins, the environment's checks), each only where it applies."""
+    steps = []
+    for s in plan["steps"]:
+        step = {k: s[k] for k in ("name", "action", "reason", "child")}
+        step |= {k: s[k] for k in ("rollback", "refused", "pinned") if s.get(k)}
+        steps.append(step)
+    shown: dict[str, Any] = {"environment": plan["environment"], "steps": steps}
+    shown["changes"] = plan.get("changes", [])
+    shown |= {k: plan[k] for k in ("rollback", "refused", "pinned", "checks") if plan.get(k)}
+    return shown
+
+
+def _waits_for(result: dict[str, Any]) -> None:
+    """A held deployment: which of its environment's checks it waits for, and why."""
+    if not result.get("held"):
+        return
+    say("  It waits for its environment's checks:")
+    for check in result.get("checks", []):
+        if check["state"] != "passed":
+            say(f"    {check['name']}: {check['reason']}")
+
+
+AtOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--at",
+        help="Start no earlier than this time (ISO 8601, e.g. 2026-12-03T09:30+01:00; without "
+        "an offset: this machine's time zone), inside the environment's change window",
+    ),
+]
+FreezeOverrideOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--freeze-override",
+        metavar="REASON",
+        help="Deploy during a freeze, saying why (needs DeploymentFreezeAdminister)",
+    ),
+]
+
+
+def parse_at(text: str | None) -> str | None:
+    """``--at``: an ISO 8601 time, sent with its offset (a bare one is this machine's time)."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationFailed(
+            Problem(("at",), f'"{text}" is not a time: use ISO 8601, e.g. 2026-12-03T09:30+01:00')
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return moment.isoformat()
 
 
 @release_app.command("deploy")
@@ -334,11 +391,14 @@ def release_deploy(
             help="Ask a person when a step fails (default: the environment's setting)",
         ),
     ] = None,
+    at: AtOpt = None,
+    freeze_override: FreezeOverrideOpt = None,
     server: ServerOpt = None,
     api_key: ApiKeyOpt = None,
     output: OutputOpt = Format.TEXT,
 ) -> None:
-    """Deploy a release to an environment."""
+    """Deploy a release to an environment (now, or from --at on); it waits while the
+    environment's checks (approvals, change window, freeze) have not passed."""
 
     def work() -> Any:
         body = {
@@ -347,6 +407,8 @@ def release_deploy(
             "environment": to,
             "skip": skip or [],
             "guided_failure": guided_failure,
+            "start_at": parse_at(at),
+            "freeze_override": freeze_override,
         }
         with Client(server, api_key) as client:
             return client.post("/deployments", json=body)
@@ -360,6 +422,8 @@ def release_promote(
     source: Annotated[str, typer.Option("--from", help="Environment to take the release from")],
     to: Annotated[str, typer.Option("--to", help="Environment to deploy it to")],
     wait: WaitOpt = False,
+    at: AtOpt = None,
+    freeze_override: FreezeOverrideOpt = None,
     server: ServerOpt = None,
     api_key: ApiKeyOpt = None,
     output: OutputOpt = Format.TEXT,
@@ -367,9 +431,14 @@ def release_promote(
     """Deploy the release current in one environment to another."""
 
     def work() -> Any:
+        body = {
+            "project": project,
+            "from": source,
+            "to": to,
+            "start_at": parse_at(at),
+            "freeze_override": freeze_override,
+        }
         with Client(server, api_key) as client:
-            return client.post(
-                "/deployments/promote", json={"project": project, "from": source, "to": to}
-            )
+            return client.post("/deployments/promote", json=body)
 
     _queued(run(output, work), server, api_key, wait, output)

@@ -37,6 +37,11 @@ class Category(StrEnum):
     PACKAGE_DELETED = "PackageDeleted"
     RELEASE_CREATED = "ReleaseCreated"
     RELEASE_DELETED = "ReleaseDeleted"
+    RELEASE_PINNED = "ReleasePinned"
+    RELEASE_UNPINNED = "ReleaseUnpinned"
+    RELEASE_BLOCKED = "ReleaseBlocked"
+    RELEASE_UNBLOCKED = "ReleaseUnblocked"
+    RELEASE_VARIABLES_UPDATED = "ReleaseVariablesUpdated"
     DEPLOYMENT_QUEUED = "DeploymentQueued"
     DEPLOYMENT_STARTED = "DeploymentStarted"
     DEPLOYMENT_SUCCEEDED = "DeploymentSucceeded"
@@ -53,6 +58,13 @@ class Category(StrEnum):
     AGENT_TOKEN_CREATED = "AgentTokenCreated"
     AGENT_ENROLLED = "AgentEnrolled"
     AGENT_REVOKED = "AgentRevoked"
+    APPROVAL_GIVEN = "ApprovalGiven"
+    APPROVAL_REVOKED = "ApprovalRevoked"
+    DEPLOYMENT_HELD = "DeploymentHeld"
+    DEPLOYMENT_RELEASED = "DeploymentReleased"
+    DEPLOYMENT_SUPERSEDED = "DeploymentSuperseded"
+    DEPLOYMENT_EXPIRED = "DeploymentExpired"
+    FREEZE_OVERRIDDEN = "FreezeOverridden"
 
 
 DESCRIPTIONS: dict[Category, str] = {
@@ -72,6 +84,12 @@ DESCRIPTIONS: dict[Category, str] = {
     Category.PACKAGE_DELETED: "A package was deleted from the built-in feed",
     Category.RELEASE_CREATED: "A release was created",
     Category.RELEASE_DELETED: "A release was deleted",
+    Category.RELEASE_PINNED: "A release was pinned in an environment (with the reason)",
+    Category.RELEASE_UNPINNED: "A release pinned in an environment was unpinned",
+    Category.RELEASE_BLOCKED: "A release was blocked from being promoted (with the reason)",
+    Category.RELEASE_UNBLOCKED: "A blocked release was unblocked",
+    Category.RELEASE_VARIABLES_UPDATED: "A release's variables were refreshed from its project "
+    "(the names that changed, never the values)",
     Category.DEPLOYMENT_QUEUED: "A deployment was queued",
     Category.DEPLOYMENT_STARTED: "A deployment started running",
     Category.DEPLOYMENT_SUCCEEDED: "A deployment succeeded",
@@ -89,6 +107,16 @@ DESCRIPTIONS: dict[Category, str] = {
     Category.AGENT_TOKEN_CREATED: "An administrator made an enrolment token for an agent target",
     Category.AGENT_ENROLLED: "An agent enrolled with a token and got its own credential",
     Category.AGENT_REVOKED: "An administrator revoked an agent",
+    Category.APPROVAL_GIVEN: "Someone approved a release for an environment ahead of time "
+    "(notes and answers in the details)",
+    Category.APPROVAL_REVOKED: "An approval given ahead of time was revoked",
+    Category.DEPLOYMENT_HELD: "A deployment waits for its environment's checks (approvals, a "
+    "change window, a freeze, its start time); the details list each check",
+    Category.DEPLOYMENT_RELEASED: "A held deployment passed its environment's checks and may start",
+    Category.DEPLOYMENT_SUPERSEDED: "A queued deployment was canceled by a newer one (run latest)",
+    Category.DEPLOYMENT_EXPIRED: "A scheduled deployment was canceled: its change window closed "
+    "before it could start",
+    Category.FREEZE_OVERRIDDEN: "Someone deployed during a freeze, with the reason they gave",
 }
 
 # ---------------------------------------------------------------- the hash chain

@@ -66,10 +66,84 @@ class GuidedFailureMode(StrEnum):
 
 
 @dataclass(frozen=True)
+class InputField:
+    """A question a person answers when approving (an approval check, a manual intervention):
+    free text matching ``pattern`` (a regular expression the whole answer must match), or one
+    of ``choices``. The answer is stored on the event and is a variable of later steps."""
+
+    name: str
+    label: str = ""
+    pattern: str = ""
+    choices: tuple[str, ...] = ()
+    required: bool = True
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TeamQuorum:
+    """``quorum`` distinct members of ``team`` must approve."""
+
+    team: str
+    quorum: int = 1
+
+
+@dataclass(frozen=True)
+class ApprovalCheck:
+    """Approvals a deployment needs before it starts: every team its quorum ("and" across
+    teams). They can be given ahead of time, for a release and an environment."""
+
+    teams: tuple[TeamQuorum, ...]
+    # Four eyes: the person who queued the deployment, and the authors of the commits the
+    # release brings, do not count (and are refused).
+    block_creator: bool = True
+    block_commit_authors: bool = True
+    fields: tuple[InputField, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChangeWindow:
+    """When deployments may start: on ``days`` (mon…sun; empty: every day), from ``start`` to
+    ``end`` (``HH:MM``, local time of ``time_zone``; an end before the start runs past
+    midnight)."""
+
+    start: str
+    end: str
+    days: tuple[str, ...] = ()
+    time_zone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class Freeze:
+    """A named period (ISO 8601 instants, the end excluded) in which nothing is deployed,
+    except by someone who may override a freeze and says why."""
+
+    name: str
+    start: str
+    end: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class EnvironmentChecks:
+    """Checks every deployment to the environment passes, whatever its process says: process
+    editors cannot remove them (editing an environment takes EnvironmentEdit)."""
+
+    # Empty: every project; otherwise only the projects of these groups.
+    project_groups: tuple[str, ...] = ()
+    approval: ApprovalCheck | None = None
+    # When any window is given, deployments start only inside one of them.
+    windows: tuple[ChangeWindow, ...] = ()
+    freezes: tuple[Freeze, ...] = ()
+    # Queuing a deployment cancels the older queued (not started) ones of the same project.
+    run_latest: bool = False
+
+
+@dataclass(frozen=True)
 class Environment:
     name: str
     description: str = ""
     guided_failure: bool = False
+    checks: tuple[EnvironmentChecks, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,6 +209,8 @@ class ManualInterventionAction:
     prevent_self_approval: bool = False
     required_approvals: int = 1
     approval_teams: tuple[str, ...] = ()
+    # Questions the answer must carry (a change ticket, a choice): conveyor.domain.inputs.
+    fields: tuple[InputField, ...] = ()
 
 
 @dataclass(frozen=True)

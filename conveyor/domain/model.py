@@ -175,6 +175,11 @@ def rename(model: Model, kind: Kind, old: str, new: str) -> Model:
             _rename_in_subscription(s, kind, old, new) for s in model.subscriptions
         ),
     )
+    if kind in ("teams", "project_groups"):
+        model = replace(
+            model,
+            environments=tuple(_rename_in_checks(e, kind, old, new) for e in model.environments),
+        )
     if kind == "environments":
         return _rename_environment(model, old, new)
     if kind == "lifecycles":
@@ -236,6 +241,21 @@ def _rename_in_subscription(sub: Subscription, kind: Kind, old: str, new: str) -
     if kind == "environments":
         return replace(sub, environments=_swap(sub.environments, old, new))
     return sub
+
+
+def _rename_in_checks(env: Environment, kind: Kind, old: str, new: str) -> Environment:
+    """Teams and project groups named by an environment's checks follow a rename."""
+    if not env.checks:
+        return env
+    checks = []
+    for c in env.checks:
+        if kind == "project_groups":
+            c = replace(c, project_groups=_swap(c.project_groups, old, new))
+        elif c.approval is not None:
+            teams = tuple(replace(tq, team=_one(tq.team, old, new)) for tq in c.approval.teams)
+            c = replace(c, approval=replace(c.approval, teams=teams))
+        checks.append(c)
+    return replace(env, checks=tuple(checks))
 
 
 def _map_steps(project: Project, fn: Any) -> Project:

@@ -63,9 +63,11 @@ class Permission(StrEnum):
     VariableEdit = "VariableEdit"
     ReleaseView = "ReleaseView"
     ReleaseCreate = "ReleaseCreate"
+    ReleaseEdit = "ReleaseEdit"
     ReleaseDelete = "ReleaseDelete"
     DeploymentView = "DeploymentView"
     DeploymentCreate = "DeploymentCreate"
+    DeploymentFreezeAdminister = "DeploymentFreezeAdminister"
     EnvironmentView = "EnvironmentView"
     EnvironmentCreate = "EnvironmentCreate"
     EnvironmentEdit = "EnvironmentEdit"
@@ -166,9 +168,19 @@ _ENTRIES: tuple[_Entry, ...] = (
     (_P.VariableEdit, "Edit variables belonging to a project", _PRJ),
     (_P.ReleaseView, "View a release of a project", _PRJ),
     (_P.ReleaseCreate, "Create a release for a project", _PRJ),
+    (
+        _P.ReleaseEdit,
+        "Edit a release of a project: block or unblock it, refresh its variables",
+        _PRJ,
+    ),
     (_P.ReleaseDelete, "Delete a release of a project", _PRJ),
     (_P.DeploymentView, "View deployments", _PRJ_ENV),
     (_P.DeploymentCreate, "Deploy releases to target environments", _PRJ_ENV),
+    (
+        _P.DeploymentFreezeAdminister,
+        "Override a deployment freeze: deploy while one is in force, giving a reason",
+        _PRJ_ENV,
+    ),
     *_family("Environment", "environments", _ENV),
     *_family("Machine", "machines", _ENV),
     *_family("Lifecycle", "lifecycles", _NONE),
@@ -273,7 +285,7 @@ BUILT_IN_ROLES: tuple[RoleDefinition, ...] = (
         "Project Lead",
         "Project Contributor plus creating and deleting releases. Cannot deploy: add Project "
         "Deployer where a person should do both.",
-        _CONTRIBUTOR | {_P.ReleaseCreate, _P.ReleaseDelete},
+        _CONTRIBUTOR | {_P.ReleaseCreate, _P.ReleaseEdit, _P.ReleaseDelete},
     ),
     RoleDefinition(
         "Release Creator",

@@ -2,13 +2,15 @@
 
 The same ``decide`` is used for the preview a person reads before pressing deploy and by the
 executor at the moment each step starts, so what the preview promises is what happens (with
-the failures and answers of the actual run taken into account).
+the failures and answers of the actual run taken into account). Both know whether the
+deployment is a rollback (an older release than the current one: a train then brings back each
+child that differs) and which projects are pinned in the environment (a train leaves them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from conveyor.domain.documents import (
@@ -24,6 +26,7 @@ from conveyor.domain.documents import (
 )
 from conveyor.domain.errors import ValidationFailed
 from conveyor.domain.expressions import MAX_OUTPUT, ExpressionLimit
+from conveyor.domain.holds import Pin
 from conveyor.domain.variables import substitute, truthy
 from conveyor.domain.versions import Version
 
@@ -53,6 +56,10 @@ class StepDecision:
     action: Action
     reason: str
     child: ChildPlan | None = None
+    # A child deployed in a rollback: it replaces a different (usually newer) current release.
+    rollback: bool = False
+    # The child project is pinned in the environment (the step is skipped for that reason).
+    pinned: bool = False
 
     @property
     def runs(self) -> bool:
@@ -74,6 +81,11 @@ class Situation:
     preview: bool = False
     # Most a run condition may produce (settings.max_substitution_bytes).
     limit: int = MAX_OUTPUT
+    # The release deployed is older than the project's current release in the environment
+    # (``holds.is_rollback``): deploy_release steps then bring back each child that differs.
+    rollback: bool = False
+    # Child project (key) -> the release pinned in the environment: a train leaves it there.
+    pinned: Mapping[str, Pin] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,13 +143,22 @@ def _child(step: Step, action: DeployReleaseAction, situation: Situation) -> Ste
     plan = ChildPlan(choice.project, choice.version, current)
     env = situation.environment
     label = f"{choice.project} {choice.version}"
+    pin = situation.pinned.get(key(choice.project))
+    if pin is not None and Version(pin.version) != Version(choice.version):
+        return StepDecision(Action.SKIP, pin.describe(env), plan, pinned=True)
+    same = current is not None and Version(choice.version) == Version(current)
+    # In a rollback, a child that runs replaces what is there: the plan and the log say so.
+    rollback = situation.rollback and current is not None and not same
     if action.condition == DeploymentCondition.ALWAYS:
-        return StepDecision(Action.RUN, f"deploys {label} (deployment condition: always)", plan)
+        reason = f"deploys {label} (deployment condition: always)"
+        return StepDecision(Action.RUN, reason, plan, rollback=rollback)
     if current is None:
         return StepDecision(Action.RUN, f"{choice.project} has no release in {env} yet", plan)
-    same = Version(choice.version) == Version(current)
     if same:
         return StepDecision(Action.SKIP, f"{label} is already the current release in {env}", plan)
+    if situation.rollback:
+        reason = f"rollback: {label} replaces {current} in {env}"
+        return StepDecision(Action.RUN, reason, plan, rollback=True)
     if action.condition == DeploymentCondition.IF_NOT_CURRENT:
         return StepDecision(
             Action.RUN, f"{label} is not the current release in {env} ({current} is)", plan
@@ -174,16 +195,7 @@ def decide(step: Step, situation: Situation) -> StepDecision:
 
 def plan(steps: Sequence[Step], situation: Situation) -> list[PlannedStep]:
     """The preview: every step decided as if every step before it succeeded."""
-    preview = Situation(
-        environment=situation.environment,
-        skip=situation.skip,
-        failed=False,
-        variables=situation.variables,
-        current=situation.current,
-        children=situation.children,
-        preview=True,
-        limit=situation.limit,
-    )
+    preview = replace(situation, failed=False, preview=True)
     return [
         PlannedStep(
             index=i,

@@ -263,6 +263,25 @@ def start(task: TaskRun) -> TaskRun:
     return replace(task, state=TaskState.EXECUTING, waiting_on=None)
 
 
+def hold(task: TaskRun) -> TaskRun:
+    """A claimed task whose environment's checks no longer pass just before it starts (an
+    approval revoked, a window closed): it goes back to the queue, held, having run nothing."""
+    if task.state not in (TaskState.QUEUED, TaskState.EXECUTING) or any(
+        s.state is not StepState.PENDING for s in task.steps
+    ):
+        raise _refuse_task(task, "be held: it has started")
+    return replace(task, state=TaskState.QUEUED, waiting_on=None)
+
+
+def withdraw(task: TaskRun, reason: str) -> TaskRun:
+    """A queued task that never started is canceled with the reason (superseded by a newer
+    deployment, its change window closed): every step ends canceled, nothing ran."""
+    if task.state is not TaskState.QUEUED:
+        raise _refuse_task(task, "be withdrawn: only a queued task can")
+    canceled = cancel(task)
+    return replace(canceled, error=reason)
+
+
 def suspend(task: TaskRun, on: WaitingOn) -> TaskRun:
     """Release the slot until a person answers or a child ends."""
     if task.state.ended or task.state is TaskState.QUEUED:

@@ -26,6 +26,8 @@ from conveyor.domain.documents import (
     slugify,
 )
 from conveyor.domain.errors import Problem
+from conveyor.domain.governance import checks_problems
+from conveyor.domain.inputs import field_problems
 from conveyor.domain.model import KIND_LABELS, KINDS, Model, doc_name
 from conveyor.domain.subscriptions import subscription_problems
 
@@ -45,6 +47,7 @@ def validate(model: Model, known_permissions: Iterable[str]) -> list[Problem]:
     problems: list[Problem] = []
     _names(model, problems)
     _lifecycles(model, problems)
+    _environment_checks(model, problems)
     for project in model.projects:
         _project(model, project, problems)
     _deploy_release_cycles(model, problems)
@@ -55,6 +58,13 @@ def validate(model: Model, known_permissions: Iterable[str]) -> list[Problem]:
     problems += subscription_problems(model)
     _someone_administers(model, problems)
     return problems
+
+
+def _environment_checks(model: Model, problems: list[Problem]) -> None:
+    teams = {key(t.name) for t in model.teams}
+    groups = {key(g.name) for g in model.project_groups}
+    for env in model.environments:
+        problems += checks_problems(env, ("environments", env.name), teams, groups)
 
 
 def _refs(
@@ -272,6 +282,9 @@ def _action(
         _refs(model, "teams", action.approval_teams, (*path, "approval_teams"), problems)
         if not action.instructions.strip():
             problems.append(Problem((*path, "instructions"), "must not be empty"))
+        # Conveyor.Action[Step].Output.Manual.<Field> sits beside these built-in outputs.
+        reserved = ("Approved", "Notes", "ResponsibleUser")
+        problems += field_problems(action.fields, (*path, "fields"), reserved)
     elif isinstance(action, NotificationAction):
         _refs(model, "teams", action.to_teams, (*path, "to_teams"), problems)
         _refs(model, "users", action.to_users, (*path, "to_users"), problems)

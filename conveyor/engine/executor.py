@@ -19,8 +19,9 @@ from typing import Any
 
 from conveyor.domain import planning
 from conveyor.domain import runtime as rt
-from conveyor.domain.documents import Step, Target, key, slugify
+from conveyor.domain.documents import DeployReleaseAction, Step, Target, key, slugify
 from conveyor.domain.errors import ConveyorError
+from conveyor.domain.holds import is_rollback
 from conveyor.domain.interruptions import Kind, Result
 from conveyor.domain.masking import Masker
 from conveyor.domain.runtime import Outcome, OutcomeKind, StepState, WaitingOn
@@ -32,6 +33,7 @@ from conveyor.engine.ssh import SSHRunner
 from conveyor.engine.steps import HANDLERS, LocalRunner, Runner, StepContext, StepResult
 from conveyor.engine.steps.workers import Workers
 from conveyor.services import execution as ex
+from conveyor.services import pins
 from conveyor.services.config import load, public_id
 from conveyor.services.core import Services
 from conveyor.services.deployments import deploy
@@ -41,6 +43,12 @@ from conveyor.services.targets import health_states
 from conveyor.store.runs import InterruptionRecord
 
 log = logging.getLogger("conveyor.engine")
+
+
+def _rollback(run: ex.Run) -> str | None:
+    """The newer release a deployment of an older one replaces (as the plan says), or None."""
+    current = run.children_current.get(run.project.name)
+    return current if is_rollback(run.release.version, current) else None
 
 
 @dataclass
@@ -95,8 +103,17 @@ class Executor:
         ctx = Context(run, task_log, cancel, variables, model.targets)
         try:
             if run.deployment.started_at is None:
+                waits = await ex.recheck(self.services, run)
+                if waits is not None:
+                    task_log.line(f"Not started: {waits}", level="warn")
+                    return
                 await ex.started(self.services, run)
                 task_log.line(f"Deploying {run.label}, started by {run.creator}")
+                if (replaced := _rollback(run)) is not None:
+                    task_log.line(
+                        f"This is a rollback: {run.project.name} {run.release.version} replaces "
+                        f"{replaced} in {run.environment.name}"
+                    )
                 if await self._unhealthy_targets(ctx):
                     return
             else:
@@ -195,6 +212,11 @@ class Executor:
         """A success can make the release enter the next phase's automatic environments."""
         run = ctx.run
         for env in await ex.next_automatic(self.services, run):
+            version = run.release.version
+            pinned = await pins.automatic_refusal(self.services, run.project.name, version, env)
+            if pinned:
+                ctx.log.line(f"Not deploying automatically to {env}: {pinned}")
+                continue
             try:
                 caller = await ex.creator_caller(self.services, run.creator)
                 queued = await deploy(
@@ -232,6 +254,7 @@ class Executor:
             "Conveyor.Task.Id": public_id("tasks", run.task_id),
             "Conveyor.Web.ServerUri": base,
             "Conveyor.Web.TaskLink": f"{base}/tasks/{public_id('tasks', run.task_id)}",
+            **run.approval_variables,
         }
         passed = {v["name"]: v for v in run.deployment.variables}
         parent_layer = Resolved(
@@ -290,6 +313,12 @@ class Executor:
                 for c in ctx.run.release.children
             },
             limit=self.services.settings.max_substitution_bytes,
+            rollback=_rollback(ctx.run) is not None,
+            pinned=(
+                await pins.pinned_children(self.services, ctx.run.environment_id)
+                if isinstance(step.action, DeployReleaseAction)
+                else {}
+            ),
         )
         try:
             # The run condition is a person's expression: off the event loop, with a timeout.
@@ -413,6 +442,8 @@ class Executor:
         said = f" ({notes})" if notes else ""
         if row.kind == Kind.MANUAL_INTERVENTION.value:
             outputs = {
+                # The answers to the step's questions: Conveyor.Action[Step].Output.Manual.<Field>
+                **{f"Manual.{name}": value for name, value in row.fields.items()},
                 "Manual.Approved": "True" if row.result == Result.PROCEED.value else "False",
                 "Manual.Notes": notes,
                 "Manual.ResponsibleUser.Username": who or "",

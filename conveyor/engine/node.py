@@ -20,7 +20,7 @@ from conveyor.engine import sandbox
 from conveyor.engine.delivery import Deliverer
 from conveyor.engine.executor import Executor
 from conveyor.engine.health import HealthChecks
-from conveyor.services import nodes, queue
+from conveyor.services import gates, nodes, queue
 from conveyor.services.core import Services
 
 log = logging.getLogger("conveyor.engine")
@@ -89,6 +89,7 @@ class Node:
         ]
         if not self.services.is_sqlite:
             self._loops.append(asyncio.create_task(self._listen(), name="conveyor-listen"))
+        self._loops.append(asyncio.create_task(self._gate_loop(), name="conveyor-gates"))
         if (every := self.services.settings.target_check_seconds) > 0:
             checks = self.health.run_periodically(every)
             self._loops.append(asyncio.create_task(checks, name="conveyor-health"))
@@ -168,6 +169,17 @@ class Node:
         task = asyncio.create_task(job(), name=f"conveyor-task-{lease.task_id}")
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
+
+    async def _gate_loop(self) -> None:
+        """Held deployments are looked at again every few seconds: a window opens, a start
+        time or a freeze passes, an approval expires (an approval itself acts at once)."""
+        while True:
+            try:
+                if await gates.reevaluate(self.services):
+                    self.wake()
+            except Exception:
+                log.exception("checking held deployments failed; trying again")
+            await asyncio.sleep(self.services.settings.gate_check_seconds)
 
     async def _heartbeat_loop(self) -> None:
         while True:  # until stop() cancels it, after the tasks wound down

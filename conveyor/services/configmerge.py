@@ -109,6 +109,10 @@ def kept_unsaid(stored: Any, doc: Any, raw: Mapping[str, Any]) -> Any:
     """What a document leaves unsaid keeps its stored value, where that value is not the
     writer's to state: a person's own preference, a webhook secret and an SSH key (never
     exported)."""
+    if isinstance(doc, Environment) and isinstance(stored, Environment) and "checks" not in raw:
+        # An environment's checks are governance, often kept in a file of their own
+        # (docs/governance.md): a file that does not mention them leaves them in place.
+        return replace(doc, checks=stored.checks)
     if isinstance(doc, User) and isinstance(stored, User) and "notify_interruptions" not in raw:
         return replace(doc, notify_interruptions=stored.notify_interruptions)
     if (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -18,10 +19,12 @@ from conveyor.domain.documents import (
     key,
 )
 from conveyor.domain.errors import NotFound, PolicyViolation, ValidationFailed
+from conveyor.domain.holds import Pin, is_rollback
 from conveyor.domain.runtime import TaskState
+from conveyor.services import gates, pins, release_blocks
 from conveyor.services.buildinfo import plan_changes
 from conveyor.services.config import load, public_id
-from conveyor.services.core import Caller, Services, Tx
+from conveyor.services.core import Caller, Services, Tx, iso
 from conveyor.services.documents import resolve
 from conveyor.services.offload import off_loop
 from conveyor.services.releases import find_release, read_snapshot
@@ -96,12 +99,17 @@ class Queued:
     deployment_id: int
     task_id: int
     state: str
+    # Waiting for its environment's checks: each one, passed or pending, and why.
+    checks: tuple[dict[str, str], ...] = ()
+    held: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "deployment": public_id("deployments", self.deployment_id),
             "task": public_id("tasks", self.task_id),
             "state": self.state,
+            "held": self.held,
+            "checks": list(self.checks),
         }
 
 
@@ -115,8 +123,11 @@ async def queue_deployment(
     parent_id: int | None = None,
     parent_task_id: int | None = None,
     variables: list[dict[str, Any]] | None = None,
+    start_at: datetime | None = None,
+    freeze_override: str | None = None,
 ) -> Queued:
-    """Authorise, check the lifecycle, and queue: the one path for every deployment."""
+    """Authorise, check the lifecycle and the environment's checks, and queue: the one path
+    for every deployment."""
     caller = tx.caller
     project, env = target.project, target.environment
     docs = [
@@ -141,12 +152,39 @@ async def queue_deployment(
     label = f"{project.name} {target.release.version}"
     if not decision.allowed:
         raise PolicyViolation(f"{label} cannot be deployed: {decision.reason}")
+    refused = await release_blocks.deployment_refusal(
+        tx.session,
+        project.name,
+        target.project_id,
+        env.name,
+        target.environment_id,
+        target.release,
+        attempts,
+    )
+    if refused:
+        raise PolicyViolation(f"{label} cannot be deployed to {env.name}: {refused}")
     snapshot = read_snapshot(tx.services, target.release.snapshot)
     skip = skip or []
     problems = planning.unskippable(snapshot.process.steps, skip)
     if problems:
         raise ValidationFailed("; ".join(problems))
     created_by = caller.on_behalf_of or caller.username
+    parent_release = None
+    if parent_id is not None:
+        parent = await runs.deployment(tx.session, parent_id)
+        parent_release = await runs.release(tx.session, parent.release_id)
+    facts = gates.Facts(
+        project=project,
+        project_id=target.project_id,
+        environment=env,
+        environment_id=target.environment_id,
+        release=target.release,
+        parent_release=parent_release,
+        created_by=created_by,
+        start_at=start_at,
+    )
+    gate = await gates.at_queue(tx, loaded, facts, freeze_override)
+    checks = gates.as_json(gate.evaluation)
     new = runs.NewRun(
         release_id=target.release.id,
         release_version=target.release.version,
@@ -161,6 +199,10 @@ async def queue_deployment(
         steps=[(step.name, step.type.value) for step in snapshot.process.steps],
         parent_id=parent_id,
         parent_task_id=parent_task_id,
+        held=gate.held,
+        checks=checks,
+        start_at=start_at,
+        freeze_override=gate.override,
     )
     deployment_id, task_id = await runs.queue(tx.session, tx.now, new, sqlite=tx.services.is_sqlite)
     docs += [public_id("deployments", deployment_id), public_id("tasks", task_id)]
@@ -171,12 +213,42 @@ async def queue_deployment(
         details={
             "skip": skip,
             "parent": public_id("deployments", parent_id) if parent_id else None,
+            "start_at": iso(start_at),
+            "checks": checks,
         },
         project_id=target.project_id,
         environment_id=target.environment_id,
     )
+    await _governed(tx, facts, gate, docs, label, task_id)
     await tx.wake()
-    return Queued(deployment_id, task_id, "queued")
+    return Queued(deployment_id, task_id, "queued", tuple(checks), gate.held)
+
+
+async def _governed(
+    tx: Tx, facts: gates.Facts, gate: gates.Gate, docs: list[str], label: str, task_id: int
+) -> None:
+    """What the environment's checks did to a deployment being queued, in the audit log:
+    a freeze overridden, the deployment held, older ones superseded."""
+    env = facts.environment.name
+    if gate.override:
+        await tx.audit(
+            Category.FREEZE_OVERRIDDEN,
+            f"{facts.created_by} deployed {label} to {env} during a freeze: {gate.override}",
+            documents=docs,
+            details={"reason": gate.override, "checks": gates.as_json(gate.evaluation)},
+            project_id=facts.project_id,
+            environment_id=facts.environment_id,
+        )
+    if gate.held and gate.evaluation is not None:
+        await tx.audit(
+            Category.DEPLOYMENT_HELD,
+            f"The deployment of {label} to {env} waits: {gate.evaluation.waiting_for()}",
+            documents=docs,
+            details={"checks": gates.as_json(gate.evaluation)},
+            project_id=facts.project_id,
+            environment_id=facts.environment_id,
+        )
+    await gates.supersede(tx, facts, task_id, f"{label} to {env}")
 
 
 def _who(caller: Caller) -> str:
@@ -194,11 +266,21 @@ async def deploy(
     *,
     skip: list[str] | None = None,
     guided_failure: bool | None = None,
+    start_at: datetime | None = None,
+    freeze_override: str | None = None,
 ) -> Queued:
     loaded = await load(services)
     target = await resolve_target(services, loaded, project_ref, version, environment)
     async with services.tx(caller) as tx:
-        return await queue_deployment(tx, loaded, target, skip=skip, guided_failure=guided_failure)
+        return await queue_deployment(
+            tx,
+            loaded,
+            target,
+            skip=skip,
+            guided_failure=guided_failure,
+            start_at=start_at,
+            freeze_override=freeze_override,
+        )
 
 
 async def promote(
@@ -209,6 +291,8 @@ async def promote(
     destination: str,
     *,
     guided_failure: bool | None = None,
+    start_at: datetime | None = None,
+    freeze_override: str | None = None,
 ) -> Queued:
     """Deploy the release current (last successful) in ``source`` to ``destination``."""
     loaded = await load(services)
@@ -234,6 +318,8 @@ async def promote(
         row.success_version,
         destination,
         guided_failure=guided_failure,
+        start_at=start_at,
+        freeze_override=freeze_override,
     )
 
 
@@ -258,6 +344,7 @@ async def plan(
     async with services.read() as session:
         current = await current_versions(session, target.environment_id)
         attempts = await history(session, target.release.id, env_names(loaded))
+        holds = await _plan_holds(session, loaded, target, attempts)
     names = {loaded.id_of("projects", p.name): p.name for p in loaded.model.projects}
     situation = planning.Situation(
         environment=target.environment.name,
@@ -269,6 +356,8 @@ async def plan(
         },
         variables=builtin_preview(target),
         limit=services.settings.max_substitution_bytes,
+        rollback=is_rollback(target.release.version, current.get(target.project_id)),
+        pinned=holds.pinned,
     )
     # Run conditions are the caller's expressions: evaluated off the event loop, with a timeout.
     steps = await off_loop(
@@ -290,18 +379,35 @@ async def plan(
     entries = [(target.project_id, target.project.name, target.release.version)]
     entries += [(c["project_id"], c["project"], c["version"]) for c in target.release.children]
     changes = await plan_changes(services, caller, loaded, entries, current)
+    # The environment's checks, as they stand now for a deployment this caller would queue.
+    facts = gates.Facts(
+        project=target.project,
+        project_id=target.project_id,
+        environment=target.environment,
+        environment_id=target.environment_id,
+        release=target.release,
+        created_by=caller.username,
+    )
+    evaluation = await gates.evaluate(services, loaded, facts, services.clock())
     return {
         "project": target.project.name,
         "release": target.release.version,
         "environment": target.environment.name,
         "lifecycle": {"allowed": allowed.allowed, "reason": allowed.reason},
         "may_deploy": {"allowed": deployable.allowed, "reason": deployable.reason},
+        # A block or a pin that refuses this deployment; the release's own pin there; rollback.
+        "refused": holds.refused_here,
+        "pinned": _pin_json(holds.pinned.get(key(target.project.name))),
+        "rollback": situation.rollback,
         "steps": [
             {
                 "name": s.name,
                 "type": s.type,
                 "action": s.decision.action.value,
                 "reason": s.decision.reason,
+                "rollback": s.decision.rollback,
+                "pinned": s.decision.pinned,
+                "refused": holds.refused.get(key(s.name)) if s.decision.runs else None,
                 "parallel_with_previous": s.parallel_with_previous,
                 "child": (
                     {
@@ -316,7 +422,45 @@ async def plan(
             for s in steps
         ],
         "changes": changes,
+        "checks": gates.as_json(evaluation),
     }
+
+
+@dataclass(frozen=True)
+class PlanHolds:
+    """What pins and blocks mean for a plan: why the deployment itself is refused, the pins
+    in the environment (by project key), and the child deployments a block will refuse."""
+
+    refused_here: str | None
+    pinned: dict[str, Pin]
+    refused: dict[str, str]
+
+
+async def _plan_holds(
+    session: Any, loaded: Loaded, target: Target, attempts: list[lc.Attempt]
+) -> PlanHolds:
+    refused = await release_blocks.deployment_refusal(
+        session,
+        target.project.name,
+        target.project_id,
+        target.environment.name,
+        target.environment_id,
+        target.release,
+        attempts,
+    )
+    return PlanHolds(
+        refused_here=refused,
+        pinned=await pins.pins_in(session, target.environment_id, loaded),
+        refused=await release_blocks.child_refusals(
+            session, target.release.children, target.environment_id
+        ),
+    )
+
+
+def _pin_json(pin: Pin | None) -> dict[str, str] | None:
+    if pin is None:
+        return None
+    return {"version": pin.version, "reason": pin.reason, "pinned_by": pin.by}
 
 
 def builtin_preview(target: Target) -> dict[str, str]:
@@ -343,6 +487,10 @@ async def create_release(
     lifecycle = loaded.model.get("lifecycles", project.lifecycle) if project else None
     started: list[dict[str, Any]] = []
     for env in lc.automatic_on_creation(lifecycle) if lifecycle else []:
+        pinned = await pins.automatic_refusal(services, release.project, release.version, env)
+        if pinned:  # a pin keeps the release there: automatic deployments leave it alone
+            started.append({"environment": env, "skipped": pinned})
+            continue
         try:
             queued = await deploy(services, caller, release.project, release.version, env)
             started.append({"environment": env, **queued.as_dict()})

@@ -13,8 +13,10 @@ from typing import Any
 from sqlalchemy import select
 
 from conveyor.domain import permissions as perms
+from conveyor.domain.documents import Variable
 from conveyor.domain.errors import PermissionDenied
 from conveyor.domain.versions import Version
+from conveyor.services.approvals import list_approvals
 from conveyor.services.audit import PROJECT_GROUP, Filters, conditions, event_json, names_of
 from conveyor.services.config import public_id
 from conveyor.services.core import Caller, Services, iso
@@ -24,6 +26,8 @@ from conveyor.store import tables as t
 P = perms.Permission
 # A release's events are few (tens per deployment); this bounds a pathological one.
 MAX_EVENTS = 10_000
+# A variable's identity in a release: its name and the environments it is scoped to.
+Scoped = tuple[str, tuple[str, ...]]
 
 
 def _diff(before: dict[str, str], after: dict[str, str]) -> list[dict[str, Any]]:
@@ -37,12 +41,37 @@ def _diff(before: dict[str, str], after: dict[str, str]) -> list[dict[str, Any]]
     return out
 
 
-def _variables(services: Services, snapshot: dict[str, Any]) -> dict[str, Any]:
-    """Variable identity -> value (decrypted in memory to compare, never shown)."""
-    return {
-        f"{v.name} [{', '.join(v.environments) or 'all'}]": v.value
-        for v in read_snapshot(services, snapshot).variables
-    }
+def _scoped(services: Services, snapshot: dict[str, Any] | None) -> dict[Scoped, Variable]:
+    """(name, environments) -> the variable (a sensitive value decrypted in memory only)."""
+    if snapshot is None:
+        return {}
+    return {(v.name, v.environments): v for v in read_snapshot(services, snapshot).variables}
+
+
+def variable_changes(
+    services: Services, before: dict[str, Any] | None, after: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The variables added, removed or changed between two release snapshots (``before`` None:
+    every variable is added), by name and scope. Values are compared in memory; a sensitive
+    variable's value is never returned, on either side, only that it changed."""
+    old, new = _scoped(services, before), _scoped(services, after)
+    out = []
+    for ident in sorted(set(old) | set(new)):
+        was, now = old.get(ident), new.get(ident)
+        if was is not None and now is not None and was.value == now.value:
+            continue
+        sensitive = any(v is not None and v.sensitive for v in (was, now))
+        out.append(
+            {
+                "name": ident[0],
+                "scope": list(ident[1]),
+                "change": "added" if was is None else "removed" if now is None else "changed",
+                "sensitive": sensitive,
+                "before": None if sensitive or was is None else was.value,
+                "after": None if sensitive or now is None else now.value,
+            }
+        )
+    return out
 
 
 def _changes(services: Services, release: Any, previous: Any | None) -> dict[str, Any]:
@@ -55,20 +84,11 @@ def _changes(services: Services, release: Any, previous: Any | None) -> dict[str
             "process_changed": None,
             "variables": [],
         }
-    old_vars = _variables(services, previous.snapshot)
-    new_vars = _variables(services, release.snapshot)
-    variables = [
-        {
-            "name": name,
-            "change": "added"
-            if name not in old_vars
-            else "removed"
-            if name not in new_vars
-            else "changed",
-        }
-        for name in sorted(set(old_vars) | set(new_vars))
-        if old_vars.get(name) != new_vars.get(name)
-    ]
+    labelled = (
+        {"name": f"{c['name']} [{', '.join(c['scope']) or 'all'}]", "change": c["change"]}
+        for c in variable_changes(services, previous.snapshot, release.snapshot)
+    )
+    variables = sorted(labelled, key=lambda c: c["name"])
     return {
         "previous": previous.version,
         "packages": _diff(dict(previous.packages), dict(release.packages)),
@@ -150,9 +170,12 @@ def _approval_json(row: Any, environment: str | None) -> dict[str, Any]:
                 "result": a.get("result"),
                 "notes": a.get("notes", ""),
                 "at": a.get("at"),
+                # This person's answers to the step's questions (a change ticket, a choice).
+                "fields": dict(a.get("fields") or {}),
             }
             for a in row.answers or ()
         ],
+        "fields": dict(row.fields or {}),  # the answers that stand once it was settled
     }
 
 
@@ -160,6 +183,8 @@ async def release_evidence(
     services: Services, caller: Caller, project: str, version: str
 ) -> dict[str, Any]:
     view = await get_release(services, caller, project, version)  # checks ReleaseView
+    # Approvals given ahead of time for this release, in every environment (with their state).
+    ahead = await list_approvals(services, caller, project_ref=view.project, version=view.version)
     async with services.read() as session:
         names = await names_of(session)
         row, previous = await _rows(session, view.id)
@@ -193,6 +218,7 @@ async def release_evidence(
         documents += [public_id("deployments", r.id) for r in deployments]
         documents += [public_id("tasks", r.task_id) for r in deployments if r.task_id]
         documents += [public_id("interruptions", r.id) for r in interruptions]
+        documents += [a["id"] for a in ahead]
         events: list[dict[str, Any]] = []
         events_hidden = None
         try:
@@ -220,6 +246,7 @@ async def release_evidence(
         "approvals": [
             _approval_json(r, names.environments.get(r.environment_id)) for r in approvals
         ],
+        "approvals_ahead": ahead,
         "events": events,
         "events_hidden": events_hidden,
         "generated_by": caller.username,

@@ -39,6 +39,11 @@ def _cell(value: Any) -> str:
     return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
+def _answers(fields: dict[str, Any]) -> str:
+    """A person's answers to a step's questions, in one cell."""
+    return "; ".join(f"{name}: {value}" for name, value in fields.items())
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
@@ -129,13 +134,29 @@ def markdown(evidence: dict[str, Any]) -> str:
     )
     lines += ["", "## Approvals", ""]
     answers = [
-        [a["id"], a["environment"], a["step"], *(ans[c] for c in ANSWER_FIELDS)]
+        [
+            a["id"],
+            a["environment"],
+            a["step"],
+            *(ans[c] for c in ANSWER_FIELDS),
+            _answers(ans.get("fields") or {}),
+        ]
         for a in evidence["approvals"]
         for ans in a["answers"]
     ]
     lines += (
         _table(
-            ["interruption", "environment", "step", "who", "teams", "result", "when", "notes"],
+            [
+                "interruption",
+                "environment",
+                "step",
+                "who",
+                "teams",
+                "result",
+                "when",
+                "notes",
+                "answers",
+            ],
             answers,
         )
         if answers
@@ -144,6 +165,36 @@ def markdown(evidence: dict[str, Any]) -> str:
     waiting = [a for a in evidence["approvals"] if a["state"] == "pending"]
     for a in waiting:
         lines.append(f"\n{a['id']} ({a['step']}, {a['environment']}) is still waiting.")
+    ahead = evidence.get("approvals_ahead") or []
+    if ahead:
+        lines += ["", "### Given ahead of time", ""]
+        lines += _table(
+            [
+                "approval",
+                "environment",
+                "who",
+                "teams",
+                "given",
+                "expires",
+                "state",
+                "notes",
+                "answers",
+            ],
+            [
+                [
+                    a["id"],
+                    a["environment"],
+                    a["user"],
+                    ", ".join(a["teams"]),
+                    a["given"],
+                    a["expires"],
+                    a["state"] + (f" (by {a['revoked_by']})" if a.get("revoked_by") else ""),
+                    a["notes"],
+                    _answers(a.get("fields") or {}),
+                ]
+                for a in ahead
+            ],
+        )
     lines += ["", "## Audit events", ""]
     if evidence.get("events_hidden"):
         lines.append(f"Not shown: {evidence['events_hidden']}")

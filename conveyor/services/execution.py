@@ -15,6 +15,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
+
 from conveyor.domain import lifecycle as lc
 from conveyor.domain import runtime as rt
 from conveyor.domain.audit import Category
@@ -30,6 +32,7 @@ from conveyor.domain.runtime import (
     TaskState,
     WaitingOn,
 )
+from conveyor.services import gates
 from conveyor.services.access import caller_for_user, find_user
 from conveyor.services.config import load, public_id
 from conveyor.services.core import Caller, Services, Tx, system_caller
@@ -43,6 +46,7 @@ from conveyor.services.deployments import (
 from conveyor.services.releases import Snapshot, read_snapshot
 from conveyor.services.tasks import cancel_children_in
 from conveyor.store import runs
+from conveyor.store import tables as t
 from conveyor.store.logs import insert_lines
 from conveyor.store.runs import DeploymentRecord, InterruptionRecord, ReleaseRecord
 
@@ -71,6 +75,8 @@ class Run:
     steps: list[StepRun]
     parent_task_id: int | None
     children_current: dict[str, str | None] = field(default_factory=dict)
+    # Conveyor.Approval.*: the answers of the approvals given ahead of time (gates.py).
+    approval_variables: dict[str, str] = field(default_factory=dict)
     # The deployment's sensitive values (the executor sets it): every text written about this
     # run (reasons, errors, instructions, outputs) passes it first, so nothing stored holds one.
     masker: Masker = field(default_factory=lambda: Masker(()))
@@ -146,6 +152,13 @@ async def load_run(services: Services, lease: Lease) -> Run:
         release = await runs.release(session, dep.release_id)
         steps = await runs.steps(session, task_id)
         current_rows = await runs.success_versions(session, dep.environment_id)
+        parent_release = None
+        if dep.parent_id is not None:
+            parent = await runs.deployment(session, dep.parent_id)
+            parent_release = await runs.release(session, parent.release_id)
+        approved = await gates.approval_variables(
+            session, release, parent_release, dep.environment_id, services.clock()
+        )
     project_name = loaded.name_of("projects", dep.project_id)
     env_name = loaded.name_of("environments", dep.environment_id)
     if project_name is None or env_name is None:
@@ -177,6 +190,7 @@ async def load_run(services: Services, lease: Lease) -> Run:
         steps=list(steps),
         parent_task_id=task.parent_task_id,
         children_current=current,
+        approval_variables=approved,
     )
 
 
@@ -284,6 +298,45 @@ async def _write_task(
     if woke:
         await tx.wake()
     run.state, run.waiting_on = task.state, task.waiting_on
+
+
+async def recheck(services: Services, run: Run) -> str | None:
+    """The environment's checks once more, just before the first step (an approval revoked,
+    a window closed since the deployment was let go): None when they pass; otherwise why it
+    waits again, back in the queue and held (canceled instead if its window closed)."""
+    loaded = await load(services)
+    async with services.read() as session:
+        row = (
+            await session.execute(
+                select(t.deployments).where(t.deployments.c.id == run.deployment_id)
+            )
+        ).one()
+        facts = await gates.facts_of(services, loaded, session, row)
+    if facts is None:
+        return None
+    evaluation = await gates.evaluate(services, loaded, facts, services.clock())
+    if evaluation is None or evaluation.passed:
+        return None
+    checks = gates.as_json(evaluation)
+    async with _event(services, run, rolls_up=True, caller=system_caller(run.creator)) as tx:
+        await runs.hold_again(tx.session, run.lease, run.deployment_id)
+        await runs.set_checks(tx.session, run.deployment_id, checks)
+        why = evaluation.expired or evaluation.waiting_for()
+        if evaluation.expired:
+            woke = await runs.withdraw(
+                tx.session, tx.now, run.task_id, evaluation.expired, sqlite=services.is_sqlite
+            )
+            if woke:
+                await tx.wake()
+        await tx.audit(
+            Category.DEPLOYMENT_EXPIRED if evaluation.expired else Category.DEPLOYMENT_HELD,
+            f"The deployment of {run.label} did not start: {why}",
+            documents=run.documents(),
+            details={"checks": checks},
+            project_id=run.project_id,
+            environment_id=run.environment_id,
+        )
+    return why
 
 
 async def started(services: Services, run: Run) -> None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select
 
+from conveyor.domain import inputs
 from conveyor.domain import interruptions as rules
 from conveyor.domain import permissions as perms
 from conveyor.domain.audit import Category
-from conveyor.domain.documents import key
+from conveyor.domain.documents import InputField, key
 from conveyor.domain.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from conveyor.services.config import load_outline, public_id, require_public_id
 from conveyor.services.core import Caller, PendingEvent, Services, Tx, iso
@@ -63,6 +65,55 @@ def _facts(row: Any, project: perms.ProjectRef, environment: str) -> rules.Facts
     )
 
 
+def declared(settings: Mapping[str, Any] | None) -> tuple[InputField, ...]:
+    """The questions an interruption asks, as the step declared them when it was raised
+    (kept in its settings, so answering never reads the release snapshot again)."""
+    out = []
+    for item in (settings or {}).get("fields") or ():
+        out.append(
+            InputField(
+                name=str(item["name"]),
+                label=str(item.get("label", "")),
+                pattern=str(item.get("pattern", "")),
+                choices=tuple(str(c) for c in item.get("choices", ())),
+                required=bool(item.get("required", True)),
+                description=str(item.get("description", "")),
+            )
+        )
+    return tuple(out)
+
+
+def _questions(row: Any) -> list[dict[str, Any]]:
+    values = row.fields or {}
+    return [
+        {
+            "name": f.name,
+            "label": f.label or f.name,
+            "description": f.description,
+            "pattern": f.pattern,
+            "choices": list(f.choices),
+            "required": f.required,
+            "prompt": inputs.describe(f),
+            "answer": values.get(f.name),
+        }
+        for f in declared(row.settings)
+    ]
+
+
+def check_fields(
+    fields: tuple[InputField, ...], result: rules.Result, given: Mapping[str, str]
+) -> dict[str, str] | None:
+    """The answers to keep with one person's answer: a proceed must answer every required
+    question; an abort needs none, but what it gives must still be valid. None: none asked."""
+    if not fields and not given:
+        return None
+    if result is not rules.Result.PROCEED:
+        fields = tuple(replace(f, required=False) for f in fields)
+    values = inputs.check_answers(fields, given)
+    # Every question has a value (empty when unanswered), so later steps can always read it.
+    return {f.name: values.get(f.name, "") for f in fields}
+
+
 def _context(loaded: Loaded, row: Any) -> Context:
     project_name = loaded.name_of("projects", row.project_id) or "?"
     env_name = loaded.name_of("environments", row.environment_id) or "?"
@@ -92,6 +143,9 @@ def view(
         "notes": row.notes,
         "answered_by": row.answered_by,
         "answers": list(row.answers or ()),
+        # The questions (with the answer that stands, once settled) and the answers by name.
+        "fields": _questions(row),
+        "field_values": dict(row.fields or {}),
         "created": iso(row.created_at),
         "settings": dict(row.settings or {}),
     }
@@ -234,8 +288,15 @@ async def take(services: Services, caller: Caller, ident: str) -> dict[str, Any]
 
 
 async def submit(
-    services: Services, caller: Caller, ident: str, result: str, notes: str = ""
+    services: Services,
+    caller: Caller,
+    ident: str,
+    result: str,
+    notes: str = "",
+    fields: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """Answer an interruption; ``fields`` answers the step's questions (checked only once the
+    caller may answer at all, so that nobody else learns what is asked)."""
     try:
         answer = rules.Result(result.lower())
     except ValueError as exc:
@@ -260,10 +321,11 @@ async def submit(
                 f"{row.taken_by} has taken responsibility for this; take it over first "
                 f"(conveyor interruption take {public_id('interruptions', row.id)})"
             )
+        values = check_fields(declared(row.settings), answer, dict(fields or {}))
         given = rules.Answer(caller.username, answer, tuple(teams), notes)
         answers = [*ctx.facts.answers, given]
         settled = rules.settle(ctx.facts, answers)
-        stored = [
+        stored: list[dict[str, Any]] = [
             {
                 "username": a.username,
                 "result": a.result.value,
@@ -275,8 +337,14 @@ async def submit(
         ]
         for old, new in zip(row.answers or (), stored, strict=False):
             new["at"] = old.get("at")
+            if "fields" in old:
+                new["fields"] = old["fields"]
+        if values is not None:
+            stored[-1]["fields"] = values  # each approver's answers stay with their answer
         settling = (
-            runs.Settled(answer.value, notes, caller.username, caller.user_id)
+            # The answers that stand are the settling person's (with a quorum: the last
+            # approver's, who saw the ones given before).
+            runs.Settled(answer.value, notes, caller.username, caller.user_id, values)
             if settled.settled
             else None  # the next approver takes it from here
         )
@@ -293,6 +361,7 @@ async def submit(
                 "teams": teams,
                 "settled": settled.settled,
                 "progress": settled.reason,
+                **({"fields": values} if values is not None else {}),
             },
             project_id=row.project_id,
             environment_id=row.environment_id,

@@ -46,6 +46,9 @@ class ReleaseView:
     packages: dict[str, str]
     children: list[dict[str, Any]]
     build: dict[str, Any]
+    # Blocked from promotion: {"reason", "by", "at"}; pinned in: [{"environment", "reason", …}].
+    blocked: dict[str, Any] | None = None
+    pins: tuple[dict[str, Any], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +62,8 @@ class ReleaseView:
             "children": {c["project"]: c["version"] for c in self.children},
             "child_steps": self.children,
             "build": self.build,
+            "blocked": self.blocked,
+            "pins": list(self.pins),
         }
 
 
@@ -72,7 +77,10 @@ class Snapshot:
     variables: tuple[Variable, ...]
 
 
-def view(row: Any, project: str) -> ReleaseView:
+def view(row: Any, project: str, pins: tuple[dict[str, Any], ...] = ()) -> ReleaseView:
+    blocked = None
+    if getattr(row, "blocked_reason", None):
+        blocked = {"reason": row.blocked_reason, "by": row.blocked_by, "at": iso(row.blocked_at)}
     return ReleaseView(
         id=row.id,
         project=project,
@@ -84,7 +92,39 @@ def view(row: Any, project: str) -> ReleaseView:
         packages=dict(row.packages),
         children=list(row.children),
         build=dict(row.build),
+        blocked=blocked,
+        pins=pins,
     )
+
+
+async def _pins_of(
+    services: Services, loaded: Loaded, release_ids: list[int]
+) -> dict[int, tuple[dict[str, Any], ...]]:
+    """Release id -> where it is pinned (environment order), for the release views."""
+    if not release_ids:
+        return {}
+    pins = t.release_pins.c
+    async with services.read() as session:
+        rows = (
+            await session.execute(select(t.release_pins).where(pins.release_id.in_(release_ids)))
+        ).all()
+    order = {key(e.name): i for i, e in enumerate(loaded.model.environments)}
+    found: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        env = loaded.name_of("environments", r.environment_id)
+        if env is not None:
+            found.setdefault(r.release_id, []).append(
+                {
+                    "environment": env,
+                    "reason": r.reason,
+                    "pinned_by": r.pinned_by,
+                    "pinned_at": iso(r.pinned_at),
+                }
+            )
+    return {
+        rid: tuple(sorted(items, key=lambda p: order.get(key(p["environment"]), 0)))
+        for rid, items in found.items()
+    }
 
 
 def read_snapshot(services: Services, snapshot: dict[str, Any]) -> Snapshot:
@@ -365,7 +405,8 @@ async def get_release(
     row = await find_release(services, project_id, version)
     if row is None:
         raise NotFound(f"{project.name} has no release {version}")
-    return view(row, project.name)
+    pins = await _pins_of(services, loaded, [row.id])
+    return view(row, project.name, pins.get(row.id, ()))
 
 
 def _may_view(caller: Caller, project: Project) -> None:
@@ -394,5 +435,6 @@ async def list_releases(
                 .order_by(t.releases.c.id.desc())
             )
         ).all()
-    ordered = sorted(rows, key=lambda r: (Version(r.version), r.id), reverse=True)
-    return [view(r, project.name) for r in ordered[:limit]]
+    ordered = sorted(rows, key=lambda r: (Version(r.version), r.id), reverse=True)[:limit]
+    pins = await _pins_of(services, loaded, [r.id for r in ordered])
+    return [view(r, project.name, pins.get(r.id, ())) for r in ordered]

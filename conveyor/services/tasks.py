@@ -12,6 +12,7 @@ from conveyor.domain.errors import Conflict, NotFound, PermissionDenied
 from conveyor.services.config import load_outline, public_id
 from conveyor.services.core import Caller, Services, Tx, iso
 from conveyor.services.deployments import TERMINAL
+from conveyor.services.gates import pending_reasons
 from conveyor.services.interruptions import parse_id
 from conveyor.store import runs
 from conveyor.store import tables as t
@@ -49,6 +50,8 @@ def task_view(loaded: Loaded, row: Any, queue_reason: str | None = None) -> dict
         "deployment": public_id("deployments", row.deployment_id) if row.deployment_id else None,
         "parent": public_id("tasks", row.parent_task_id) if row.parent_task_id else None,
         "queue_reason": queue_reason,
+        # Queued and held by its environment's checks (queue_reason says which wait).
+        "held": bool(getattr(row, "held", False)) and row.state == "queued",
         "waiting_on": row.waiting_on,
         "error": row.error,
         "created": _iso(row.created_at),
@@ -86,7 +89,16 @@ async def get_task(services: Services, caller: Caller, task: str) -> dict[str, A
             )
         ).all()
         reason = await _queue_reason(session, row)
+        checks = None
+        if row.deployment_id is not None:
+            checks = (
+                await session.execute(
+                    select(t.deployments.c.checks).where(t.deployments.c.id == row.deployment_id)
+                )
+            ).scalar()
     out = task_view(loaded, row, reason)
+    # The environment's checks as last evaluated (none: no check applies).
+    out["checks"] = list(checks or [])
     out["steps"] = [
         {
             "index": s.idx,
@@ -109,9 +121,17 @@ async def get_task(services: Services, caller: Caller, task: str) -> dict[str, A
 
 
 async def _queue_reason(session: Any, row: Any) -> str | None:
-    """Why a queued task has not started: what holds its project and environment."""
+    """Why a queued task has not started: its environment's checks (approvals, a window, a
+    freeze, its start time), or what holds its project and environment."""
     if row.state != "queued" or not row.concurrency_key:
         return None
+    if row.held and row.deployment_id is not None:
+        checks = (
+            await session.execute(
+                select(t.deployments.c.checks).where(t.deployments.c.id == row.deployment_id)
+            )
+        ).scalar()
+        return f"waiting for its environment's checks: {pending_reasons(checks)}"
     behind = await runs.queued_behind(session, int(row.id), row.concurrency_key)
     if behind is None:
         return None

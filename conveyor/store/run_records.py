@@ -4,7 +4,7 @@ typed records (never rows), for the engine and the services. The writes are `run
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -76,6 +76,8 @@ class InterruptionRecord:
     answered_by: str | None
     notes: str | None
     settings: Mapping[str, Any]
+    # The settled answers to the step's questions (fields), by field name.
+    fields: Mapping[str, str] = field(default_factory=dict)
 
 
 def task_record(row: Any) -> TaskRecord:
@@ -122,7 +124,15 @@ def ahead_in_pair(other: Any, key: Any, task_id: Any) -> Any:
     return and_(
         other.c.concurrency_key == key,
         other.c.id != task_id,
-        or_(holding(other), and_(other.c.state == TaskState.QUEUED.value, other.c.id < task_id)),
+        or_(
+            holding(other),
+            # A held task (waiting for its checks) keeps nobody waiting behind it.
+            and_(
+                other.c.state == TaskState.QUEUED.value,
+                other.c.held.is_(False),
+                other.c.id < task_id,
+            ),
+        ),
     )
 
 
@@ -218,6 +228,7 @@ async def interruption(session: AsyncSession, interruption_id: int) -> Interrupt
         answered_by=row.answered_by,
         notes=row.notes,
         settings=dict(row.settings or {}),
+        fields={str(k): str(v) for k, v in (row.fields or {}).items()},
     )
 
 

@@ -76,6 +76,11 @@ class NewRun:
     steps: Sequence[tuple[str, str]]
     parent_id: int | None = None
     parent_task_id: int | None = None
+    # Held by its environment's checks (services/gates.py), with their evaluation.
+    held: bool = False
+    checks: Sequence[Mapping[str, Any]] = ()
+    start_at: datetime | None = None
+    freeze_override: str | None = None
 
 
 async def queue(
@@ -96,6 +101,9 @@ async def queue(
             skip=list(new.skip),
             guided_failure=new.guided_failure,
             variables=[dict(v) for v in new.variables],
+            start_at=new.start_at,
+            freeze_override=new.freeze_override,
+            checks=[dict(c) for c in new.checks] if new.checks else None,
         )
         .returning(t.deployments.c.id)
     )
@@ -114,6 +122,7 @@ async def queue(
             wake=False,
             cancel_requested=False,
             created_at=now,
+            held=new.held,
         )
         .returning(t.tasks.c.id)
     )
@@ -417,6 +426,8 @@ class Settled:
     notes: str
     username: str
     user_id: int | None
+    # The answers to the step's questions that stand (by field name); None: none asked.
+    fields: Mapping[str, str] | None = None
 
 
 async def record_answers(
@@ -438,6 +449,7 @@ async def record_answers(
             "answered_at": now,
             "taken_by": settled.username,
             "taken_by_id": settled.user_id,
+            "fields": dict(settled.fields) if settled.fields is not None else None,
         }
     else:
         values |= {"taken_by": None, "taken_by_id": None, "taken_at": None}
@@ -478,6 +490,7 @@ async def claim(
             or_(
                 and_(
                     candidate.c.state == TaskState.QUEUED.value,
+                    candidate.c.held.is_(False),
                     or_(candidate.c.concurrency_key.is_(None), ~pair_taken),
                 ),
                 and_(candidate.c.wake.is_(True), candidate.c.node.is_(None)),
@@ -706,3 +719,147 @@ async def current_epochs(session: AsyncSession, task_ids: Sequence[int]) -> dict
         .with_for_update(read=True)
     )
     return {int(r.id): int(r.lease_epoch) for r in rows}
+
+
+# ---------------------------------------------------------------- held deployments
+
+
+async def held_tasks(session: AsyncSession, environment_id: int | None = None) -> list[Any]:
+    """Queued deployments held by their environment's checks, oldest first, with the
+    deployment's fields the checks need."""
+    d = t.deployments
+    query = (
+        select(
+            t.tasks.c.id.label("task_id"),
+            d.c.id.label("deployment_id"),
+            d.c.release_id,
+            d.c.project_id,
+            d.c.environment_id,
+            d.c.parent_id,
+            d.c.created_by,
+            d.c.start_at,
+            d.c.freeze_override,
+            d.c.checks,
+        )
+        .join(d, d.c.id == t.tasks.c.deployment_id)
+        .where(t.tasks.c.held.is_(True), t.tasks.c.state == TaskState.QUEUED.value)
+        .order_by(t.tasks.c.id)
+    )
+    if environment_id is not None:
+        query = query.where(d.c.environment_id == environment_id)
+    return list((await session.execute(query)).all())
+
+
+async def set_checks(
+    session: AsyncSession, deployment_id: int, checks: Sequence[Mapping[str, Any]]
+) -> None:
+    await session.execute(
+        update(t.deployments)
+        .where(t.deployments.c.id == deployment_id)
+        .values(checks=[dict(c) for c in checks])
+    )
+
+
+async def hold_unstarted(session: AsyncSession, environment_id: int) -> int:
+    """Hold again the deployments to an environment that its checks let go and that have not
+    started (an approval was revoked): the checks look at them anew. How many."""
+    gated = (
+        select(t.deployments.c.task_id)
+        .where(t.deployments.c.environment_id == environment_id)
+        .where(t.deployments.c.checks.is_not(None))
+    )
+    done = await session.execute(
+        update(t.tasks)
+        .where(
+            t.tasks.c.id.in_(gated.scalar_subquery()),
+            t.tasks.c.state == TaskState.QUEUED.value,
+            t.tasks.c.started_at.is_(None),
+            t.tasks.c.held.is_(False),
+        )
+        .values(held=True)
+    )
+    return int(done.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def release_held(session: AsyncSession, task_id: int) -> bool:
+    """A held task whose checks passed becomes claimable; False if it is no longer held
+    (another node released or canceled it first)."""
+    done = await session.execute(
+        update(t.tasks)
+        .where(
+            t.tasks.c.id == task_id,
+            t.tasks.c.held.is_(True),
+            t.tasks.c.state == TaskState.QUEUED.value,
+        )
+        .values(held=False)
+    )
+    return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
+async def hold_again(session: AsyncSession, lease: Lease, deployment_id: int) -> None:
+    """A task claimed but not started goes back to the queue, held (``runtime.hold``): no
+    node, no lease, not started."""
+    await fence(session, lease)
+    await session.execute(
+        update(t.tasks)
+        .where(t.tasks.c.id == lease.task_id)
+        .values(
+            state=TaskState.QUEUED.value,
+            held=True,
+            node=None,
+            lease_expires_at=None,
+            started_at=None,
+            wake=False,
+        )
+    )
+    await session.execute(
+        update(t.deployments)
+        .where(t.deployments.c.id == deployment_id)
+        .values(state=TaskState.QUEUED.value)
+    )
+
+
+async def withdraw(
+    session: AsyncSession, now: datetime, task_id: int, reason: str, *, sqlite: bool
+) -> bool | None:
+    """Cancel a queued task that never started, with the reason (``runtime.withdraw``), in the
+    caller's transaction. None when it is no longer queued; else whether a parent woke."""
+    task_row = await task(session, task_id, lock=True)
+    if task_row.state is not TaskState.QUEUED or task_row.deployment_id is None:
+        return None
+    dep = await deployment(session, task_row.deployment_id)
+    rel = await release(session, dep.release_id)
+    ended = rt.withdraw(rt.TaskRun(TaskState.QUEUED, await steps(session, task_id)), reason)
+    for step in ended.steps:
+        await write_step(session, now, task_id, step)
+    await session.execute(update(t.tasks).where(t.tasks.c.id == task_id).values(held=False))
+    key = RunKey(
+        task_id,
+        dep.id,
+        dep.project_id,
+        dep.environment_id,
+        dep.release_id,
+        rel.version,
+        task_row.parent_task_id,
+    )
+    return await write_task(session, now, key, ended, sqlite=sqlite)
+
+
+async def unstarted_in_pair(
+    session: AsyncSession, project_id: int, environment_id: int, before_task: int | None = None
+) -> list[tuple[int, int, str]]:
+    """Queued deployment tasks of a project and environment that have not started:
+    (task id, deployment id, description), oldest first."""
+    query = (
+        select(t.tasks.c.id, t.tasks.c.deployment_id, t.tasks.c.description)
+        .where(
+            t.tasks.c.concurrency_key == f"{project_id}:{environment_id}",
+            t.tasks.c.state == TaskState.QUEUED.value,
+            t.tasks.c.started_at.is_(None),
+            t.tasks.c.cancel_requested.is_(False),
+        )
+        .order_by(t.tasks.c.id)
+    )
+    if before_task is not None:
+        query = query.where(t.tasks.c.id < before_task)
+    return [(int(r.id), int(r.deployment_id), r.description) for r in await session.execute(query)]

@@ -16,9 +16,11 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
+    false,
     true,
 )
 
@@ -240,6 +242,10 @@ releases = Table(
     Column("packages", JSON, nullable=False),
     Column("children", JSON, nullable=False),
     Column("build", JSON, nullable=False),
+    # Blocked from going to any environment it has not reached yet (and why, by whom).
+    Column("blocked_reason", Text, nullable=True),
+    Column("blocked_by", String(100), nullable=True),
+    Column("blocked_at", DateTime(timezone=True), nullable=True),
     Index("uq_releases_project_version", "project_id", "version", unique=True),
     Index("ix_releases_project_id_id", "project_id", "id"),
 )
@@ -263,6 +269,12 @@ deployments = Table(
     Column("variables", JSON, nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=True),
     Column("completed_at", DateTime(timezone=True), nullable=True),
+    # Queued to start no earlier than this (``release deploy --at``).
+    Column("start_at", DateTime(timezone=True), nullable=True),
+    # Queued during a freeze by someone who may override it: the reason they gave.
+    Column("freeze_override", Text, nullable=True),
+    # The last evaluation of the environment's checks: [{kind, name, state, reason}].
+    Column("checks", JSON, nullable=True),
     Index("ix_deployments_project_env_id", "project_id", "environment_id", "id"),
     Index("ix_deployments_release_id", "release_id"),
     Index("ix_deployments_parent_id", "parent_id"),
@@ -295,7 +307,10 @@ tasks = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=True),
     Column("completed_at", DateTime(timezone=True), nullable=True),
+    # Queued but not claimable: its environment's checks have not passed (services/gates.py).
+    Column("held", Boolean, nullable=False, default=False, server_default=false()),
     Index("ix_tasks_state_id", "state", "id"),
+    Index("ix_tasks_held", "held", "state"),
     Index("ix_tasks_wake", "wake"),
     Index("ix_tasks_concurrency_key_state", "concurrency_key", "state"),
     Index("ix_tasks_parent_task_id", "parent_task_id"),
@@ -360,6 +375,8 @@ interruptions = Table(
     Column("answered_at", DateTime(timezone=True), nullable=True),
     # Every answer given (for quorum: N distinct people must proceed).
     Column("answers", JSON, nullable=False),
+    # Answers to the step's structured questions (fields), by field name.
+    Column("fields", JSON, nullable=True),
     Index("ix_interruptions_state_id", "state", "id"),
     Index("ix_interruptions_task_id", "task_id"),
 )
@@ -393,6 +410,7 @@ ID_PREFIXES.update(
         "deployments": "Deployments",
         "tasks": "ServerTasks",
         "interruptions": "Interruptions",
+        "approvals": "Approvals",
     }
 )
 
@@ -562,4 +580,40 @@ agent_job_lines = Table(
     Column("level", String(10), nullable=False),
     Column("text", Text, nullable=False),
     Index("ix_agent_job_lines_job_id_id", "job_id", "id"),
+)
+
+# Approvals given ahead of time, for a release (for an orchestrator: its train) and an
+# environment; they count while not expired, not revoked and the release's digest unchanged.
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("release_id", Id, ForeignKey("releases.id", ondelete="CASCADE"), nullable=False),
+    Column("project_id", Id, nullable=False),
+    Column("environment_id", Id, nullable=False),
+    Column("user_id", Id, nullable=True),
+    Column("username", String(100), nullable=False),
+    Column("teams", JSON, nullable=False),
+    Column("notes", Text, nullable=False),
+    Column("fields", JSON, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("given_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_by", String(100), nullable=True),
+    Index("ix_approvals_release_env", "release_id", "environment_id"),
+    Index("ix_approvals_project_id", "project_id", "id"),
+)
+
+# A release pinned in an environment: automatic deployments (and trains) leave it in place.
+release_pins = Table(
+    "release_pins",
+    metadata,
+    Column("project_id", Id, nullable=False),
+    Column("environment_id", Id, nullable=False),
+    Column("release_id", Id, ForeignKey("releases.id", ondelete="CASCADE"), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("pinned_by", String(100), nullable=False),
+    Column("pinned_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("project_id", "environment_id", name="pk_release_pins"),
 )

@@ -7,6 +7,9 @@ from fastapi.staticfiles import StaticFiles
 
 from conveyor.web.pages import STATIC
 from conveyor.web.routes import (
+    access_report,
+    approval_preview,
+    approvals,
     audit,
     auth,
     dashboard,
@@ -35,6 +38,9 @@ ROUTERS = (
     people,
     nodes,
     targets,
+    approval_preview,
+    approvals,
+    access_report,
 )
 
 

@@ -13,12 +13,14 @@ from typing import Any
 
 from starlette.datastructures import FormData
 
+from conveyor.domain.errors import Problem, ValidationFailed
+
 
 @dataclass(frozen=True)
 class Field:
     name: str
     label: str
-    # text, textarea, list, choice, flag, number
+    # text, textarea, list, choice, flag, number, questions (a manual step's fields)
     kind: str
     choices: tuple[str, ...] = ()
     hint: str = ""
@@ -62,6 +64,12 @@ BY_TYPE: dict[str, tuple[Field, ...]] = {
         Field("required_approvals", "Approvals needed", "number"),
         Field("approval_teams", "Approvals needed from teams", "list"),
         Field("block_deployments", "Block other deployments while waiting", "flag"),
+        Field(
+            "fields",
+            "Questions asked when answering",
+            "questions",
+            hint="one a line: Name | ^PATTERN$ or choice1, choice2 | label; Name? is optional",
+        ),
     ),
     "notification": (
         Field("to_teams", "To teams", "list"),
@@ -104,6 +112,8 @@ def shown(step: dict[str, Any], field: Field) -> Any:
         return bool(value)
     if field.kind == "choice":
         return value or DEFAULTS.get(field.name, field.choices[0])
+    if field.kind == "questions":
+        return questions_text(value or [])
     return "" if value is None else value
 
 
@@ -129,6 +139,9 @@ def edited(step: dict[str, Any], form: FormData) -> dict[str, Any]:
                 out.pop(field.name, None)
         elif field.kind == "choice" and not text:
             out.pop(field.name, None)  # not chosen (an older form): the default
+        elif field.kind == "questions":
+            if isinstance(raw, str):  # an older form without it leaves the questions alone
+                out[field.name] = parse_questions(raw, step.get(field.name) or [])
         elif field.kind == "textarea":
             out[field.name] = raw.replace("\r\n", "\n") if isinstance(raw, str) else ""
         else:
@@ -146,4 +159,71 @@ def facts(step: dict[str, Any]) -> list[tuple[Field, Any]]:
         if field.kind == "choice" and value == DEFAULTS.get(field.name):
             continue
         out.append((field, value))
+    return out
+
+
+# ---------------------------------------------------------------- a manual step's questions
+#
+# One question a line, columns separated by a bar with spaces around it (a bar inside a
+# pattern, as in ^(a|b)$, has none):
+#     ChangeTicket | ^CHG-[0-9]+$ | Change ticket
+#     Risk | low, medium, high | Risk of the change
+#     Comment? |  | Anything to add      (a trailing ? on the name: optional)
+# The middle column is a pattern when it starts with ^ or holds no comma, otherwise the choices.
+# A question's description (config as code only) is kept while its name stays the same.
+
+COLUMNS = re.compile(r"(?<=\s)\|(?=\s)")
+FORMAT = "write NAME | PATTERN or CHOICES | LABEL, with spaces around each |"
+
+
+def questions_text(fields: list[dict[str, Any]]) -> str:
+    """A step's field declarations (``encode_fields``) as the lines the form edits."""
+    lines = []
+    for f in fields:
+        name = f"{f.get('name', '')}{'' if f.get('required', True) else '?'}"
+        pattern, choices = str(f.get("pattern") or ""), list(f.get("choices") or ())
+        if choices:
+            middle = ", ".join(choices) + ("," if len(choices) == 1 else "")
+        elif "," in pattern and not pattern.startswith("^"):
+            middle = "^" + pattern  # the same answers match (answers must match whole)
+        else:
+            middle = pattern
+        label = str(f.get("label") or "")
+        lines.append(" | ".join([name, middle, label] if label else [name, middle]).rstrip())
+    return "\n".join(lines)
+
+
+def parse_questions(text: str, before: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lines of the form's questions field -> field declarations (the services validate
+    names and patterns); a line that is not NAME | … is refused with its number."""
+    kept = {str(f.get("name")): f for f in before if isinstance(f, dict)}
+    out: list[dict[str, Any]] = []
+    problems: list[Problem] = []
+    for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = [p.strip() for p in COLUMNS.split(f" {line} ")]
+        if len(parts) > 3:
+            problems.append(Problem(("fields",), f"line {number}: more than 3 columns; {FORMAT}"))
+            continue
+        name, middle, label = [*parts, "", ""][:3]
+        if "|" in name or not name:
+            problems.append(Problem(("fields",), f"line {number}: {FORMAT}"))
+            continue
+        required = not name.endswith("?")
+        name = name.removesuffix("?").strip()
+        field: dict[str, Any] = {"name": name}
+        if label:
+            field["label"] = label
+        if kept.get(name, {}).get("description"):
+            field["description"] = kept[name]["description"]
+        if middle.startswith("^") or ("," not in middle and middle):
+            field["pattern"] = middle
+        elif middle:
+            field["choices"] = [c.strip() for c in middle.split(",") if c.strip()]
+        if not required:
+            field["required"] = False
+        out.append(field)
+    if problems:
+        raise ValidationFailed(problems)
     return out

@@ -93,7 +93,8 @@ projects:
 
 @pytest.fixture
 def stack(database_url: str, tmp_path: Path) -> Iterator[Restartable]:
-    with applied_server(database_url, tmp_path, CONFIG) as server:
+    # Restarted over twenty times: from a process that imported the server once.
+    with applied_server(database_url, tmp_path, CONFIG, preloaded=True) as server:
         yield server
 
 
@@ -223,9 +224,16 @@ def _until_step(db: Connection, task: int, idx: int, state: str) -> None:
     raise AssertionError(f"step {idx} of task {task} never got {state}")
 
 
+@pytest.fixture
+def postgres_locks(database_url: str) -> None:
+    """Before the server is set up: there is nothing to start where the test cannot run."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("holding the server at one write needs PostgreSQL's locks")
+
+
 @pytest.mark.parametrize("project", ["Paused", "Asks"])
 def test_sigkill_between_the_two_writes_of_one_event(
-    stack: Restartable, database_url: str, project: str
+    postgres_locks: None, stack: Restartable, database_url: str, project: str
 ) -> None:
     """Deterministic, with PostgreSQL's own locks (nothing in the server knows about the test):
     the server is held just before the event (a child queued, a question raised) commits, the
@@ -233,8 +241,6 @@ def test_sigkill_between_the_two_writes_of_one_event(
     Written as two transactions, the first one committed and the step's write then waited on
     the row: a child no parent step knows, or a question no step waits on. Written as one, the
     step's row was already the event's, so all of it committed or none."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("holding the server at one write needs PostgreSQL's locks")
     stack.api("POST", "/projects/Leaf/releases", json={"version": "1.0.0"})
     stack.api("POST", f"/projects/{project}/releases", json={"version": "1.0.0"})
     queued = stack.api(

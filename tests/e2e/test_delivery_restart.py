@@ -49,6 +49,7 @@ subscriptions:
 @pytest.fixture
 def server(database_url: str, tmp_path: Path) -> Iterator[Restartable]:
     server = Restartable(tmp_path, database_url)
+    server.preloaded = True  # killed and started again: from a process that imported it once
     # Retry quickly, and for long enough that the delivery is still pending at the kill.
     server.env["CONVEYOR_DELIVERY_BACKOFF_SECONDS"] = "0.2"
     server.env["CONVEYOR_DELIVERY_ATTEMPTS"] = "100"

@@ -16,9 +16,10 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -581,3 +582,91 @@ def test_people_read_it_all_in_text(story: Story) -> None:
     assert "QA approval" in said["interruptions"] and "abort" in said["interruptions"]
     assert "Deploy Shopping Cart Service" in said["task"] and "skipped" in said["task"]
     assert "Deploy Website" in said["plan"]
+
+
+GOVERNANCE = EXAMPLES / "governance.yaml"
+LONDON = ZoneInfo("Europe/London")
+FREEZE = (datetime(2026, 12, 21, tzinfo=UTC), datetime(2027, 1, 4, tzinfo=UTC))
+
+
+def next_production_window() -> str:
+    """A start time inside Production's change window (Mon-Thu 09:00-16:00 London) and outside
+    its freeze, at least two hours from now: the test never depends on today's date."""
+    day = datetime.now(LONDON) + timedelta(hours=2)
+    for offset in range(30):
+        moment = (day + timedelta(days=offset)).replace(hour=10, minute=0, second=0, microsecond=0)
+        if moment.weekday() > 3 or moment < day or FREEZE[0] <= moment < FREEZE[1]:
+            continue
+        return moment.isoformat()
+    raise AssertionError("no window in the next 30 days")
+
+
+def test_story_11_governance_on_top(story: Story, tmp_path: Path) -> None:
+    """governance.yaml applied on top: checks on Staging and Production that process editors
+    cannot remove, approvals ahead of time (for Deploy All: its train), a scheduled start in
+    Production's window, run latest, revocation, and the evidence."""
+    story.require(7)
+    applied = story.server.cli("apply", "-f", str(GOVERNANCE))
+    assert applied.returncode == 0, describe(applied)
+    # The base file, which does not mention checks, would leave them in place.
+    again = story.server.cli("apply", "-f", str(EXAMPLE), "--dry-run")
+    assert again.returncode == 0 and "environment" not in again.stdout, describe(again)
+    no_checks = {"environments": [{"name": "Production", "checks": []}]}
+    message = story.refused("dev", "apply", "-f", write_yaml(tmp_path, "gov.yaml", no_checks))
+    assert "EnvironmentEdit" in message, message
+
+    # Staging: ops queues Deploy All 1.0.1; it waits for QA and the business owner.
+    plan = story.json(
+        *("ops", "release", "plan", "--project", "Deploy All"),
+        *("--version", "1.0.1", "--to", "Staging"),
+    )
+    [approval] = [c for c in plan["checks"] if c["kind"] == "approval"]
+    assert approval["state"] == "pending", plan["checks"]
+    assert "waiting for 1 from QA, 1 from Business Owner" in approval["reason"], approval
+    queued = deploy_all(story, "ops", "1.0.1", "Staging")
+    assert queued["held"] is True and queued["state"] == "queued", queued
+    shown = story.json("ops", "task", "show", queued["task"])
+    assert "waiting for its environment's checks" in shown["queue_reason"], shown
+    give = ("approval", "give", "--project", "Deploy All", "--version", "1.0.1")
+    story.refused("dev", *give, "--to", "Staging")
+    said = story.ok("qa", *give, "--to", "Staging", "--notes", "regression suite green").stdout
+    assert "Database" in said and "approved Deploy All 1.0.1 for Staging as QA" in said, said
+    said = story.ok("owner", *give, "--to", "Staging").stdout
+    assert "1 waiting deployment(s) may start now" in said, said
+    # Then the process's own approvals (the seed's way) run as before.
+    for person, step in (("qa", "QA approval"), ("owner", "Business Owner approval")):
+        pending = story.pending(person, queued["task"], step)
+        story.ok(person, "interruption", "submit", pending["id"], "--result", "proceed")
+    story.wait("ops", queued["task"])
+
+    # Production: scheduled inside its window; a change ticket is asked; a newer one wins.
+    start = next_production_window()
+    first = deploy_all(story, "ops", "1.0.1", "Production", "--at", start)
+    reasons = {c["name"]: c for c in first["checks"]}
+    assert reasons["Scheduled start"]["state"] == "pending", first
+    story.refused("qa", *give, "--to", "Production", code=2)  # no ChangeTicket
+    story.refused("qa", *give, "--to", "Production", "--field", "ChangeTicket=7", code=2)
+    given = story.json("qa", *give, "--to", "Production", "--field", "ChangeTicket=CHG-1234")
+    assert given["state"] == "valid" and given["fields"] == {"ChangeTicket": "CHG-1234"}, given
+    second = deploy_all(story, "ops", "1.0.1", "Production", "--at", start)
+    replaced = story.json("ops", "task", "show", first["task"])
+    assert replaced["state"] == "canceled", replaced
+    assert replaced["error"].startswith("superseded by Deploy All 1.0.1 to Production"), replaced
+    story.ok("ops", "task", "cancel", second["task"])
+    story.ok("qa", "approval", "revoke", given["id"])
+    listed = story.json("auditor", "approval", "list", "--project", "Deploy All")
+    assert sorted((a["environment"], a["user"], a["state"]) for a in listed) == [
+        ("Production", "qa", "revoked"),
+        ("Staging", "owner", "valid"),
+        ("Staging", "qa", "valid"),
+    ], listed
+    shown_as = ("release", "evidence", "--project", "Deploy All", "--version", "1.0.1")
+    evidence = json.loads(story.ok("auditor", *shown_as, "--format", "json").stdout)
+    markdown = story.ok("auditor", *shown_as).stdout
+    assert "### Given ahead of time" in markdown and "CHG-1234" in markdown, markdown
+    assert len(evidence["approvals_ahead"]) == 3, evidence["approvals_ahead"]
+    categories = {e["category"] for e in evidence["events"]}
+    assert {"ApprovalGiven", "ApprovalRevoked", "DeploymentHeld", "DeploymentReleased"} <= (
+        categories
+    ), categories
+    story.done.add(11)

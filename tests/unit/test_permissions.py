@@ -171,7 +171,7 @@ def test_built_in_role_contents() -> None:
     assert P.InterruptionViewSubmitResponsible in contributor
     assert contributor.isdisjoint({P.DeploymentCreate, P.ReleaseCreate})
     lead = ROLES["Project Lead"].permissions
-    assert lead == contributor | {P.ReleaseCreate, P.ReleaseDelete}
+    assert lead == contributor | {P.ReleaseCreate, P.ReleaseEdit, P.ReleaseDelete}
     assert P.DeploymentCreate not in lead
     approver = ROLES["Approver"].permissions
     assert approver == viewer | {P.InterruptionViewSubmitResponsible}

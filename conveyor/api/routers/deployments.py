@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from conveyor.api.deps import CallerDep, ServicesDep
 from conveyor.domain.ids import MAX_ROW_ID
@@ -86,6 +86,16 @@ class NewDeployment(BaseModel):
     guided_failure: bool | None = Field(
         default=None, description="Ask a person on failure; default: the environment's setting"
     )
+    start_at: AwareDatetime | None = Field(
+        default=None,
+        description="Start no earlier than this (ISO 8601 with its offset); inside the "
+        "environment's change window, if it has one",
+    )
+    freeze_override: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="Deploy during a freeze: the reason (needs DeploymentFreezeAdminister)",
+    )
 
 
 @router.post("/deployments", tags=["Deployments"], status_code=201, summary="Deploy a release")
@@ -100,6 +110,8 @@ async def create_deployment(
         body.environment,
         skip=body.skip,
         guided_failure=body.guided_failure,
+        start_at=body.start_at,
+        freeze_override=body.freeze_override,
     )
     return queued.as_dict()
 
@@ -109,6 +121,8 @@ class Promotion(BaseModel):
     source: str = Field(alias="from")
     destination: str = Field(alias="to")
     guided_failure: bool | None = None
+    start_at: AwareDatetime | None = None
+    freeze_override: str | None = Field(default=None, max_length=2000)
 
 
 @router.post(
@@ -125,6 +139,8 @@ async def promote(body: Promotion, services: ServicesDep, caller: CallerDep) -> 
         body.source,
         body.destination,
         guided_failure=body.guided_failure,
+        start_at=body.start_at,
+        freeze_override=body.freeze_override,
     )
     return queued.as_dict()
 
@@ -237,13 +253,16 @@ async def take(ident: str, services: ServicesDep, caller: CallerDep) -> dict[str
 class Answer(BaseModel):
     result: str = Field(description="proceed or abort; for a guided failure retry, ignore or abort")
     notes: str = ""
+    fields: dict[str, str] = Field(
+        default_factory=dict, description="answers to the step's questions, by field name"
+    )
 
 
 @router.post("/interruptions/{ident}/submit", tags=["Interruptions"], summary="Answer")
 async def submit(
     ident: str, body: Answer, services: ServicesDep, caller: CallerDep
 ) -> dict[str, Any]:
-    return await interruptions.submit(services, caller, ident, body.result, body.notes)
+    return await interruptions.submit(services, caller, ident, body.result, body.notes, body.fields)
 
 
 @router.get(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from conveyor.domain.codec_governance import encode_fields
 from conveyor.domain.documents import ManualInterventionAction
 from conveyor.domain.interruptions import Kind
 from conveyor.domain.variables import substitute
@@ -26,6 +27,9 @@ class ManualInterventionStep:
                 "approval_teams": list(action.approval_teams),
                 "block_deployments": action.block_deployments,
                 "required_step": step.is_required,
+                # The questions travel with the interruption: answering never reads the
+                # release snapshot again.
+                "fields": encode_fields(action.fields),
             },
             blocks=action.block_deployments,
         )

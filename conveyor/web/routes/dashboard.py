@@ -19,7 +19,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from conveyor.domain.documents import slugify
-from conveyor.services import deployment_views
+from conveyor.domain.holds import Pin
+from conveyor.services import deployment_views, pins
 from conveyor.services.core import Caller, Services
 from conveyor.services.deployment_views import BoardCell
 from conveyor.web.pages import (
@@ -39,6 +40,7 @@ router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
 async def board(services: Services, caller: Caller) -> dict[str, Any]:
     found = await deployment_views.board(services, caller)
+    pinned = await pins.pinned_cells(services)
     now = datetime.now(UTC)
     rows = []
     for group, names in found.groups.items():
@@ -46,7 +48,8 @@ async def board(services: Services, caller: Caller) -> dict[str, Any]:
         for name in names:
             slug = slugify(name)
             cells = "".join(
-                _cell_html(slug, found.cells.get((name, env)), now) for env in found.environments
+                _cell_html(slug, found.cells.get((name, env)), now, pinned.get((name, env)))
+                for env in found.environments
             )
             projects.append({"name": name, "slug": slug, "cells": cells})
         rows.append({"group": group, "projects": projects})
@@ -62,7 +65,9 @@ def _badge(state: str) -> tuple[str, str]:
     return escape(state or "none"), escape(state_label(state))
 
 
-def _cell_html(project_slug: str, cell: BoardCell | None, now: datetime) -> str:
+def _cell_html(
+    project_slug: str, cell: BoardCell | None, now: datetime, pin: Pin | None = None
+) -> str:
     """One cell, escaped field by field and made in one string: per-cell template work (macros,
     attribute lookups, escaping one Markup at a time) was the page's largest cost at 3,000
     cells. The template prints the row's cells as they are."""
@@ -78,9 +83,13 @@ def _cell_html(project_slug: str, cell: BoardCell | None, now: datetime) -> str:
             f'<time datetime="{moment.isoformat()}" title="{when(moment)}">'
             f"{ago(moment, now)}</time>"
         )
+    pin_mark = ""
+    if pin is not None:
+        said = escape(f"Pinned by {pin.by}: {pin.reason}")
+        pin_mark = f' <span class="tag pin" title="{said}">pinned</span>'
     return (
         f'<td class="cell cell-{state}">'
-        f'<span class="version"><a href="{href}">{release}</a></span> '
+        f'<span class="version"><a href="{href}">{release}</a>{pin_mark}</span> '
         f'<a class="state" href="{task}"><span class="badge badge-{state}">{label}</span></a> '
         f'<span class="when">{when_html}</span></td>'
     )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from conveyor.domain.errors import ValidationFailed
 from conveyor.services import interruptions
 from conveyor.web.pages import (
     PageCaller,
@@ -14,8 +17,10 @@ from conveyor.web.pages import (
     page_number,
     redirect,
     render,
+    sentence,
     short_id,
 )
+from conveyor.web.routes.tasks import render_task
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 PER_PAGE = 25
@@ -46,12 +51,56 @@ async def take(ident: str, services: ServicesDep, caller: PageCaller) -> Respons
     return redirect(f"/tasks/{short_id(taken['task'])}#interruption-{short_id(taken['id'])}")
 
 
+# Each question's input is named "field.<Name>" (the same names as --field NAME=VALUE).
+FIELD = "field."
+
+
 @router.post("/interruptions/{ident}/submit")
 async def submit(
     ident: str, request: Request, services: ServicesDep, caller: PageCaller
 ) -> Response:
     form = await request.form()
-    answered = await interruptions.submit(
-        services, caller, ident, form_text(form, "result"), form_text(form, "notes").strip()
-    )
+    given = {
+        name.removeprefix(FIELD): value.strip()
+        for name, value in form.multi_items()
+        if name.startswith(FIELD) and isinstance(value, str)
+    }
+    notes = form_text(form, "notes").strip()
+    try:
+        answered = await interruptions.submit(
+            services, caller, ident, form_text(form, "result"), notes, given
+        )
+    except ValidationFailed as exc:
+        # The task page again, the answer as typed and each problem next to its question.
+        found = await interruptions.get_interruption(services, caller, ident)
+        return await render_task(
+            request,
+            services,
+            caller,
+            found["task"],
+            status=422,
+            refused=refused_answer(found["id"], exc, given, notes),
+        )
     return redirect(f"/tasks/{short_id(answered['task'])}")
+
+
+def refused_answer(
+    ident: str, exc: ValidationFailed, given: dict[str, str], notes: str
+) -> dict[str, Any]:
+    """What the form shows after a refused answer: per question its problem, the rest above."""
+    by_field: dict[str, str] = {}
+    other: list[str] = []
+    for problem in exc.problems:
+        if len(problem.path) == 2 and problem.path[0] == "fields":
+            by_field[str(problem.path[1])] = problem.message
+        else:
+            other.append(str(problem))
+    return {
+        "id": ident,
+        # Problems of questions are shown next to them; the rest (the result, …) above.
+        "message": sentence(exc.message) if other else "check the answers marked below.",
+        "fields": by_field,
+        "other": other,
+        "given": given,
+        "notes": notes,
+    }

@@ -69,6 +69,20 @@ async def task_list(request: Request, services: ServicesDep, caller: PageCaller)
 async def task_page(
     task: str, request: Request, services: ServicesDep, caller: PageCaller
 ) -> Response:
+    return await render_task(request, services, caller, task)
+
+
+async def render_task(
+    request: Request,
+    services: Services,
+    caller: Caller,
+    task: str,
+    *,
+    status: int = 200,
+    refused: dict[str, Any] | None = None,
+) -> Response:
+    """The task page; ``refused``: an answer to one of its interruptions that was refused (the
+    form is shown again with the problems next to it: web/routes/interruptions.py)."""
     found = await tasks.get_task(services, caller, task)
     log = await tasks.task_log(services, caller, task, limit=FIRST_LINES)
     asked = await interruptions.list_interruptions(services, caller, task=found["id"])
@@ -82,6 +96,8 @@ async def task_page(
     return render(
         request,
         "task.html",
+        status=status,
+        refused=refused,
         title=found["description"],
         task=found,
         version=version,
