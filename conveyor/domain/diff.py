@@ -174,7 +174,7 @@ def _project_parts(before: Project | None, after: Project) -> list[Change]:
                 aspect="process",
                 before=before,
                 after=after,
-                fields=_step_changes(old_steps, after.process.steps),
+                fields=step_changes(old_steps, after.process.steps),
             )
         )
     old_vars = before.variables if before else ()
@@ -193,7 +193,7 @@ def _project_parts(before: Project | None, after: Project) -> list[Change]:
     return out
 
 
-def _step_changes(old: tuple[Step, ...], new: tuple[Step, ...]) -> tuple[FieldChange, ...]:
+def step_changes(old: tuple[Step, ...], new: tuple[Step, ...]) -> tuple[FieldChange, ...]:
     before = {key(s.name): encode_step(s) for s in old}
     after = {key(s.name): encode_step(s) for s in new}
     out = []

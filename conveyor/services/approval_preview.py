@@ -14,18 +14,20 @@ from typing import Any
 
 from sqlalchemy import select
 
+from conveyor.domain import governance as gov
 from conveyor.domain import permissions as perms
 from conveyor.domain.codec import decode_process
-from conveyor.domain.diff import _step_changes  # the step diff config as code shows
-from conveyor.domain.documents import DeployReleaseAction, Project, Step, key
+from conveyor.domain.diff import step_changes
+from conveyor.domain.documents import DeployReleaseAction, Environment, Project, Step, key
 from conveyor.domain.errors import PermissionDenied, Problem
 from conveyor.domain.versions import Version
-from conveyor.services.buildinfo import _current, plan_changes  # what the plan compares with
+from conveyor.services.buildinfo import current_releases, plan_changes
 from conveyor.services.config import load
 from conveyor.services.core import Caller, Services, iso
 from conveyor.services.deployments import resolve_target
 from conveyor.services.evidence import variable_changes
 from conveyor.store import tables as t
+from conveyor.store.documents import Loaded
 
 P = perms.Permission
 
@@ -51,7 +53,7 @@ def process_changes(before: dict[str, Any] | None, after: dict[str, Any]) -> dic
     snapshots, by name; and the new order when steps present in both moved."""
     steps: list[dict[str, Any]] = []
     order = None
-    for change in _step_changes(_steps(before), _steps(after)):
+    for change in step_changes(_steps(before), _steps(after)):
         if change.field == "step order":
             order = {"before": change.before, "after": change.after}
             continue
@@ -74,18 +76,31 @@ def _compared(version: str, current: str | None) -> str:
     return "same" if ours == theirs else "newer" if ours > theirs else "older"
 
 
+def approves(loaded: Loaded, caller: Caller, project: Project, environment: Environment) -> bool:
+    """Whether the caller is one of the approvers the environment's checks name for the project
+    (a member of a named team who may answer approvals there): they see what they approve."""
+    checks = gov.approval_checks(gov.applicable(environment, project.group))
+    named = {key(tq.team) for c in checks for tq in c.teams}
+    mine = {key(team.name) for team in loaded.model.teams_of(caller.username)}
+    if not named & mine:
+        return False
+    return gov.authorize_approval(caller.principal, _ref(project), environment.name).allowed
+
+
 def _variables(
     services: Services,
     caller: Caller,
     project: Project,
     before: dict[str, Any] | None,
     after: dict[str, Any],
+    approver: bool = False,
 ) -> dict[str, Any]:
-    """The variable changes; their values only for a caller who may view the project's
-    variables (``variable_values`` then None, else why not)."""
+    """The variable changes; their values (never sensitive ones) only for a caller who may view
+    the project's variables, or who approves this deployment (``variable_values`` then None,
+    else why not)."""
     changes = variable_changes(services, before, after)
     decision = _decision(caller, P.VariableView, project)
-    if decision.allowed:
+    if decision.allowed or approver:
         return {"variables": changes, "variable_values": None}
     hidden = [{**c, "before": None, "after": None} for c in changes]
     return {"variables": hidden, "variable_values": f"values not shown: {decision.reason}"}
@@ -136,7 +151,7 @@ async def preview(
     # The release, then each child shown: (project id, name, version, release id).
     entries = [(target.project_id, target.project.name, release.version, release.id)]
     entries += [(c["project_id"], p.name, c["version"], c["release_id"]) for p, c in children]
-    current = await _current(services, [e[0] for e in entries], target.environment_id)
+    current = await current_releases(services, [e[0] for e in entries], target.environment_id)
     snapshots = await _snapshots(
         services, {e[3] for e in entries} | {rid for rid, _ in current.values()}
     )
@@ -145,6 +160,8 @@ async def preview(
         services, caller, loaded, [e[:3] for e in entries], dict(versions_now)
     )
     shown = {target.project.name: target.project} | {p.name: p for p, _ in children}
+    # An approver of the release (for a train: of the orchestrator) sees every value it changes.
+    approver = approves(loaded, caller, target.project, target.environment)
     projects = []
     for pid, name, ver, rid in entries:
         now = current.get(pid)
@@ -155,7 +172,7 @@ async def preview(
                 "release": ver,
                 "current": now[1] if now else None,
                 "process": process_changes(before, snapshots[rid]),
-                **_variables(services, caller, shown[name], before, snapshots[rid]),
+                **_variables(services, caller, shown[name], before, snapshots[rid], approver),
             }
         )
     return {

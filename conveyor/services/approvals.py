@@ -182,6 +182,9 @@ async def form(
         version=target.release.version,
         environment=target.environment.name,
     )
+    mine = [a for a in given if a["state"] == "valid" and key(a["user"]) == key(caller.username)]
+    if mine:
+        verdict = gov.Verdict(False, f"you approved it already ({mine[0]['id']})")
     return {
         "environment": target.environment.name,
         "asks": bool(gov.approval_checks(checks)),

@@ -60,7 +60,7 @@ async def _newest(services: Services, project_ids: list[int]) -> dict[int, tuple
     return {pid: (rid, version) for pid, (_, rid, version) in best.items()}
 
 
-async def _current(
+async def current_releases(
     services: Services, project_ids: list[int], environment_id: int
 ) -> dict[int, tuple[int, str]]:
     """Project id -> (release id, version) last deployed successfully to the environment."""
@@ -114,7 +114,7 @@ async def baselines(
     ids = {p.name: loaded.id_of("projects", p.name) for p in projects}
     wanted = [pid for pid in ids.values() if pid is not None]
     if env_id is not None:
-        chosen = await _current(services, wanted, env_id)
+        chosen = await current_releases(services, wanted, env_id)
     else:
         chosen = await _newest(services, wanted)
     builds = await _builds(services, (rid for rid, _ in chosen.values()))

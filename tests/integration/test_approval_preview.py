@@ -355,3 +355,29 @@ async def test_the_terminal_shows_the_preview_the_cli_prints_before_confirming(
     assert "variable ApiKey [all]: sensitive, changed" in text
     assert "variable Colour [all] changed: blue -> green" in text
     assert OLD_SECRET not in text and NEW_SECRET not in text
+
+
+@pytest.mark.usefixtures("train")
+async def test_the_approvers_of_the_environment_see_the_values_they_approve(
+    services: Services, admin: Caller
+) -> None:
+    qa = await caller_of(services, "qa")
+    before = await preview(services, qa, "Deploy All", "1.1.0", "Staging")
+    cart = by_project(before["projects"])["Cart"]
+    assert "VariableView" in cart["variable_values"] and "blue" not in json.dumps(cart)
+    # Staging asks QA to approve the orchestrator: QA now sees what it approves (but never a
+    # sensitive value).
+    checks = "environments:\n  - {name: Staging, checks: [{approval: {teams: [QA]}}]}\n"
+    await apply_text(services, admin, checks)
+    seen = await preview(services, qa, "Deploy All", "1.1.0", "Staging")
+    cart = by_project(seen["projects"])["Cart"]
+    assert cart["variable_values"] is None
+    colour = next(v for v in cart["variables"] if v["name"] == "Colour")
+    assert (colour["before"], colour["after"]) == ("blue", "green")
+    assert OLD_SECRET not in json.dumps(seen) and NEW_SECRET not in json.dumps(seen)
+    # Someone who is not among the approvers still sees only the names.
+    partial = await caller_of(services, "partial")
+    hidden = by_project(
+        (await preview(services, partial, "Deploy All", "1.1.0", "Staging"))["projects"]
+    )
+    assert hidden["Cart"]["variable_values"] is not None
