@@ -223,6 +223,57 @@ async def release_panel(
     return {"environments": asking, "approvals": given}
 
 
+async def wanted(services: Services, caller: Caller, *, limit: int = 50) -> list[dict[str, Any]]:
+    """Held deployments that wait for an approval the caller may give (and has not): what the
+    "Waiting for me" page lists beside the interruptions. A train's children are left out:
+    approving the orchestrator covers them."""
+    loaded = await load(services)
+    users, _ = gates.people(loaded)
+    teams = [tm.name for tm in loaded.model.teams_of(caller.username)]
+    if not teams:
+        return []
+    out: list[dict[str, Any]] = []
+    async with services.read() as session:
+        rows = [r for r in await runs.held_tasks(session) if r.parent_id is None]
+        facts = [await gates.facts_of(services, loaded, session, r) for r in rows]
+    now = services.clock()
+    for row, fact in zip(rows, facts, strict=True):
+        if fact is None or len(out) >= limit:
+            continue
+        checks = gov.approval_checks(fact.checks)
+        pending = [
+            c for c in row.checks or () if c["kind"] == "approval" and c["state"] != "passed"
+        ]
+        if not checks or not pending:
+            continue
+        subject = gates.subject_of(fact, gates.release_digest(fact.release), ())
+        verdict = gov.may_approve(
+            caller.principal, teams, checks, subject, users.get(key(caller.username))
+        )
+        if not verdict.allowed:
+            continue
+        async with services.read() as session:
+            mine = await gates.given(session, fact)
+        if any(
+            key(a.username) == key(caller.username) and not a.revoked and a.expires_at > now
+            for a in mine
+        ):
+            continue
+        out.append(
+            {
+                "project": fact.project.name,
+                "slug": key(fact.project.name),
+                "version": fact.release.version,
+                "environment": fact.environment.name,
+                "task": public_id("tasks", row.task_id),
+                "queued_by": row.created_by,
+                "as": list(verdict.teams),
+                "reason": pending[0]["reason"],
+            }
+        )
+    return out
+
+
 async def _not_twice(tx: Tx, target: Target, caller: Caller, digest: str) -> None:
     rows = await tx.session.execute(
         select(t.approvals.c.id, t.approvals.c.given_at).where(

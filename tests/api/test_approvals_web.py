@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from conveyor.services import releases
+from conveyor.services import deployments, releases
 from conveyor.services.configfile import apply_text
 from conveyor.services.core import Caller, Services, system_caller
 from conveyor.services.users import create_api_key, set_password
@@ -131,3 +131,22 @@ async def test_the_deploy_page_shows_the_checks_and_takes_a_start_time(
         form["freeze_override"] = "hotfix INC-1"
         overridden = await client.post("/projects/web/releases/0.0.1/deploy", data=form)
         assert overridden.status_code == 303, overridden.text
+
+
+async def test_waiting_for_me_lists_the_deployments_that_want_my_approval(
+    app: FastAPI, services: Services
+) -> None:
+    ops = await caller_of(services, "ops")
+    await deployments.deploy(services, ops, "Web", "0.0.1", "Prod")
+    async with browser(app) as qa, browser(app) as owner, browser(app) as dev:
+        for client, user in ((qa, "qa"), (owner, "owner"), (dev, "dev")):
+            assert (await sign_in(client, user)).status_code == 303
+        listed = html.unescape((await qa.get("/interruptions")).text)
+        assert "For you to approve" in listed and "Web 0.0.1 to Prod" in listed
+        assert "Queued by ops · you approve as QA" in listed
+        assert "For you to approve" not in (await dev.get("/interruptions")).text
+        page = await qa.get(APPROVE, params={"to": "Prod"})
+        form = {"csrf": form_token(page), "environment": "Prod", "field.Ticket": "CHG-1"}
+        assert (await qa.post(APPROVE, data=form)).status_code == 303
+        assert "For you to approve" not in (await qa.get("/interruptions")).text
+        assert "Web 0.0.1 to Prod" in (await owner.get("/interruptions")).text

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from conveyor.domain.errors import ValidationFailed
-from conveyor.services import interruptions
+from conveyor.services import approvals, interruptions
 from conveyor.web.pages import (
     PageCaller,
     PageRoute,
@@ -29,6 +29,8 @@ PER_PAGE = 25
 @router.get("/interruptions")
 async def waiting(request: Request, services: ServicesDep, caller: PageCaller) -> Response:
     pending = await interruptions.list_interruptions(services, caller, pending_only=True)
+    # Deployments held by their environment's checks until someone like the caller approves.
+    wanted = await approvals.wanted(services, caller)
     mine = [i for i in pending if i.get("can_answer")]
     others = [i for i in pending if not i.get("can_answer")]
     page = page_number(request.query_params.get("page"))
@@ -38,6 +40,7 @@ async def waiting(request: Request, services: ServicesDep, caller: PageCaller) -
         "interruptions.html",
         title="Waiting for me",
         mine=mine[start : start + PER_PAGE],
+        wanted=wanted,
         others=others[:PER_PAGE],
         more_others=len(others) > PER_PAGE,
         page=page,
