@@ -22,7 +22,15 @@ from conveyor.domain.errors import (
     ValidationFailed,
 )
 from conveyor.engine.node import Node
-from conveyor.services import approvals, audit, deployments, gates, releases, tasks
+from conveyor.services import (
+    approvals,
+    audit,
+    deployments,
+    gates,
+    release_variables,
+    releases,
+    tasks,
+)
 from conveyor.services.configfile import apply_text
 from conveyor.services.core import Caller, Services
 from conveyor.store import tables as t
@@ -417,3 +425,26 @@ async def test_checks_are_evaluated_again_just_before_the_start(
     assert any(line["line"].startswith("Not started: ") for line in log["lines"])
     events = await events_of(services, people["admin"], "DeploymentHeld")
     assert any("did not start" in e["message"] for e in events["events"])
+
+
+async def test_an_approval_goes_stale_when_the_release_changes(
+    services: Services, people: dict[str, Caller]
+) -> None:
+    version = await release(services, people["ops"])
+    await give(services, people["qa"], version)
+    await give(services, people["owner"], version)
+    # The project's variables change, and the release takes them (release update-variables).
+    with_variable = CONFIG.split("projects:")[1].replace(
+        "    process:", "    variables: [{name: Colour, value: green}]\n    process:"
+    )
+    await apply_text(services, people["admin"], "projects:" + with_variable)
+    await release_variables.update_variables(services, people["admin"], "Web", version)
+    listed = await approvals.list_approvals(services, people["qa"], project_ref="Web")
+    assert {a["state"] for a in listed} == {"stale"}
+    task = await deploy(services, people["ops"], version)
+    view = await tasks.get_task(services, people["ops"], task)
+    assert view["held"] and "approved the release before it changed" in view["queue_reason"]
+    # Approved again, as it is now, it goes.
+    await give(services, people["qa"], version)
+    await give(services, people["owner"], version)
+    assert not await held(services, task)
