@@ -7,10 +7,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor.domain import errors
+
+# Where the API lives (conveyor.api.app mounts it there).
+API_PREFIX = "/api/v1"
 
 STATUS: dict[str, int] = {
     errors.NotFound.code: 404,
@@ -88,10 +91,33 @@ def install(app: FastAPI) -> None:
         return response
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if _wants_a_page(request):
+            # A person's browser at an unknown address: a page, with the way back.
+            from conveyor.web.pages import SECURITY_HEADERS, error_page
+
+            page = error_page(request, exc.status_code, _PAGE_MESSAGES.get(exc.status_code, ""))
+            page.headers.update(SECURITY_HEADERS)
+            return page
         codes = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
         code = codes.get(exc.status_code, "http_error")
         return problem(exc.status_code, code, str(exc.detail))
+
+
+# What a page says for an HTTP error of the router (a domain error has its own sentence).
+_PAGE_MESSAGES = {
+    404: "There is no page at this address. It may have moved, or the link may be mistyped.",
+    405: "This address does not answer that kind of request.",
+}
+
+
+def _wants_a_page(request: Request) -> bool:
+    """A browser asking for a page (Accept: text/html) outside the API; the API and every
+    other client keep problem+json."""
+    path = request.url.path
+    if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
+        return False
+    return "text/html" in request.headers.get("accept", "")
 
 
 def _request_problem(err: Any) -> dict[str, str]:

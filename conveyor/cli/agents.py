@@ -124,8 +124,11 @@ def agent_run(
         print(text, file=sys.stderr, flush=True)
 
     def work() -> None:
+        from conveyor.cli.client import server_url
+
+        base = server_url(url)  # 127.0.0.1:8080 and …/api/v1 mean the server, as elsewhere
         try:
-            asyncio.run(run_agent(str(url), token, work_dir or DEFAULT_WORK_DIR, tell))
+            asyncio.run(run_agent(base, token, work_dir or DEFAULT_WORK_DIR, tell))
         except AgentError as exc:
             code = Unauthenticated.code if exc.refused else "bad_input"
             raise Failure(code, str(exc)) from exc

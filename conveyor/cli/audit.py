@@ -21,11 +21,11 @@ from urllib.parse import quote
 import typer
 from rich.filesize import decimal
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from conveyor.cli.client import Client
 from conveyor.cli.output import FAILED, Failure, Format, emit_json, err, out, say
 from conveyor.cli.releases import release_app
+from conveyor.cli.remote import new_table
 
 T = TypeVar("T")
 
@@ -186,9 +186,9 @@ def audit_list(
     elif not events:
         say("No events.")
     else:
-        table = Table(box=None, pad_edge=False, header_style="bold")
-        for column in ("id", "occurred", "category", "actor", "project", "env", "message"):
-            table.add_column(column, overflow="fold")
+        table = new_table(
+            "id", "occurred", "category", "actor", "project", "env", "message", copied=["category"]
+        )
         for e in events:
             table.add_row(
                 e["id"],
@@ -272,6 +272,9 @@ def audit_export(
         ):
             if out_file is None:
                 return _copy(response, sys.stdout.buffer, None)
+            if not err.is_terminal:  # a progress display off a terminal is a stray blank line
+                with out_file.open("wb") as sink:
+                    return _copy(response, sink, None)
             columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
             with (
                 out_file.open("wb") as sink,

@@ -1,7 +1,9 @@
 """`conveyor changes`: which projects the commits of a git repository concern.
 
 The files changed between two commits (read locally with git) are matched against each
-project's watch paths (read from the server). ``--since last-release`` starts each project at
+project's watch paths (read from the server), which are relative to the folder ``--repo``
+names: the top of the repository, or the folder inside it that holds the application (the
+example's ``examples/octopetshop``). ``--since last-release`` starts each project at
 the commit recorded on its newest release, so a change whose build or release failed is still
 reported by the next run; ``--since last-deployed:ENV`` at the commit of the release current in
 ENV. Without ``--since``, the ``--until`` commit alone is shown (a merge against its first
@@ -41,7 +43,14 @@ SinceOpt = Annotated[
     ),
 ]
 UntilOpt = Annotated[str, typer.Option("--until", help="A revision")]
-RepoOpt = Annotated[str, typer.Option("--repo", help="A folder of the git repository")]
+RepoOpt = Annotated[
+    str,
+    typer.Option(
+        "--repo",
+        help="The folder of the git repository that watch paths are relative to "
+        "(its top, or a folder inside it)",
+    ),
+]
 
 
 def _run(fmt: Format, work: Callable[[], T]) -> T:
@@ -63,6 +72,7 @@ class Project:
     disabled: bool = False
     since: str | None = None  # the commit compared from; None: nothing (every file counts)
     release: str | None = None  # the release that commit was recorded on (last-* modes)
+    from_scratch: str = ""  # why there is no commit to start from (last-* modes)
     files: list[str] = field(default_factory=list)
 
 
@@ -103,9 +113,7 @@ def _baselines(client: Client, environment: str | None, notes: list[str]) -> lis
         project = Project(item["project"], list(item["watch_paths"]), bool(item["disabled"]))
         project.since, project.release = item["commit"], item["release"]
         if project.watch_paths and not project.since:
-            notes.append(
-                f"{project.name}: {item['reason']}, so everything it watches counts as changed"
-            )
+            project.from_scratch = item["reason"]
         out.append(project)
     return out
 
@@ -147,11 +155,24 @@ def detect(client: Client, repo: Repository, since: str | None, until: str) -> D
     for project in watched:
         if project.since not in diffs:
             changes = repo.changed_files(project.since, until_sha)
-            diffs[project.since] = [path for c in changes for path in c.paths]
+            diffs[project.since] = repo.relative([path for c in changes for path in c.paths])
         project.files = matching(
             project.watch_paths, diffs[project.since], f"the watch paths of {project.name}"
         )
+    notes.extend(scratch_note(p, repo) for p in watched if p.from_scratch)
     return Detection(reported, until_sha, mode, environment, projects, notes)
+
+
+def scratch_note(project: Project, repo: Repository) -> str:
+    """Why a project with no commit to start from changed, or why it did not after all (its
+    watch paths match no file: they are relative to the ``--repo`` folder)."""
+    if project.files:
+        return f"{project.name}: {project.from_scratch}, so every file it watches counts as changed"
+    return (
+        f"{project.name}: {project.from_scratch}, so every file it watches would count as "
+        f"changed, but no file in {repo.folder.resolve()} matches its watch paths "
+        f"({', '.join(project.watch_paths)}): they are relative to the folder --repo names"
+    )
 
 
 def print_notes(notes: list[str]) -> None:

@@ -12,16 +12,43 @@ import httpx
 from conveyor.cli.output import Failure
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
+API_PATH = "/api/v1"
+
+
+def server_url(given: str | None) -> str:
+    """The server's base URL from ``--server`` or ``CONVEYOR_SERVER``, as people write it.
+
+    ``127.0.0.1:8080`` (no scheme) means ``http://127.0.0.1:8080``, and the API's own address
+    (``…/api/v1``, as copied from the OpenAPI page) means the server it belongs to: both
+    used to reach somewhere else and fail with a misleading error.
+    """
+    source = "--server" if given else "CONVEYOR_SERVER"
+    written = given or os.environ.get("CONVEYOR_SERVER") or DEFAULT_SERVER
+    text = written.strip()
+    if "://" not in text:
+        text = f"http://{text}"
+    try:
+        url = httpx.URL(text)
+    except (httpx.InvalidURL, ValueError):
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise Failure(
+            "bad_input",
+            f'{source} "{written}" is not a server address: '
+            "write its base URL, like http://127.0.0.1:8080 or https://conveyor.example.com",
+        )
+    base = str(url.copy_with(query=None, fragment=None)).rstrip("/")
+    return base.removesuffix(API_PATH).rstrip("/")
 
 
 class Client:
     def __init__(self, server: str | None, api_key: str | None, timeout: float = 60.0) -> None:
-        self.server = (server or os.environ.get("CONVEYOR_SERVER") or DEFAULT_SERVER).rstrip("/")
+        self.server = server_url(server)
         self.api_key = api_key or os.environ.get("CONVEYOR_API_KEY")
         headers = {"User-Agent": "conveyor-cli"}
         if self.api_key:
             headers["X-Api-Key"] = self.api_key
-        self.http = httpx.Client(base_url=self.server + "/api/v1", headers=headers, timeout=timeout)
+        self.http = httpx.Client(base_url=self.server + API_PATH, headers=headers, timeout=timeout)
 
     def __enter__(self) -> Client:
         return self

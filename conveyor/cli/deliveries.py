@@ -11,10 +11,10 @@ from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.table import Table
 
 from conveyor.cli.client import Client
 from conveyor.cli.output import Format, emit_json, out, say
+from conveyor.cli.remote import new_table
 
 T = TypeVar("T")
 
@@ -73,9 +73,7 @@ def delivery_list(
     if not items:
         say("No deliveries.")
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("id", "event", "for", "to", "state", "attempts", "last error"):
-        table.add_column(column, overflow="fold")
+    table = new_table("id", "event", "for", "to", "state", "attempts", "last error")
     for d in items:
         table.add_row(
             d["id"],

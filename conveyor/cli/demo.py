@@ -7,6 +7,7 @@ import os
 import secrets
 import shutil
 import socket
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ COMPONENTS = (
     ("src/ProductService", "OctoPetShop.ProductService", "Product Service"),
     ("src/Web", "OctoPetShop.Web", "Website"),
 )
+ORCHESTRATOR = "Deploy All"
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> None:
@@ -117,6 +119,11 @@ async def ship_first_releases(services: Any, data_dir: Path, sources: Path) -> N
 
         await packages.push_package(services, build, chunks(), file_name=archive.name)
         await create_release(services, build, project, version=version, notes="First release")
+    # Deploy All's first release too (not deployed: it starts in Test), so that the next one
+    # is suggested after it (1.0.1), as the README's walk-through does, not 0.0.1.
+    async with services.read() as session:
+        admin = await caller_for_user(session, await get_user(session, "admin"))
+    await create_release(services, admin, ORCHESTRATOR, version="1.0.0", notes="First release")
 
 
 def run_demo(port: int, data_dir: Path) -> None:
@@ -141,6 +148,9 @@ def run_demo(port: int, data_dir: Path) -> None:
         say(f"    {username:<8} {password}")
     say("  or use the command line as admin:")
     say(f"    export CONVEYOR_SERVER={url} CONVEYOR_API_KEY={demo.api_key}")
+    installed = Path(sys.argv[0]).resolve().parent
+    if shutil.which("conveyor") is None:  # `make demo` installs it in .venv/bin
+        say(f'    export PATH="{installed}:$PATH"')
     say("    conveyor dashboard")
     say("  Stop with Ctrl+C.")
     settings = Settings(data_dir=data_dir, database_url=None, port=port)

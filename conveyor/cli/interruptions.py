@@ -17,6 +17,7 @@ from conveyor.cli.remote import (
     run,
     seg,
     shown_as_json,
+    well_formed,
 )
 from conveyor.domain.inputs import parse_pairs
 
@@ -120,6 +121,7 @@ def interruption_show(
     output: OutputOpt = Format.TEXT,
 ) -> None:
     """One interruption, with its instructions and whether you may answer it."""
+    ident = well_formed(output, "Interruptions", ident, "an interruption")
     item = fetch(output, server, api_key, f"/interruptions/{seg(ident)}")
     if shown_as_json(output, item):
         return
@@ -134,6 +136,7 @@ def interruption_take(
     output: OutputOpt = Format.TEXT,
 ) -> None:
     """Take responsibility for an interruption (then answer it with submit)."""
+    ident = well_formed(output, "Interruptions", ident, "an interruption")
 
     def work() -> Any:
         with Client(server, api_key) as client:
@@ -167,6 +170,7 @@ def interruption_submit(
     output: OutputOpt = Format.TEXT,
 ) -> None:
     """Answer an interruption."""
+    ident = well_formed(output, "Interruptions", ident, "an interruption")
 
     def work() -> Any:
         answers = parse_pairs(field or ())

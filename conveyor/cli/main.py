@@ -113,34 +113,41 @@ def admin_init(output: OutputOpt = Format.TEXT) -> None:
     """Create or upgrade the database; the first run creates user admin and prints its secrets."""
     from conveyor.services.core import bootstrap
     from conveyor.services.users import initialise
-    from conveyor.store.db import upgrade
+    from conveyor.store.db import current_revision, head_revision, sqlite_file, upgrade
 
     settings = _settings()
+    url = settings.resolved_database_url
 
-    async def work() -> Any:
-        upgrade(settings.resolved_database_url)
+    async def work() -> tuple[Any, bool]:
+        file = sqlite_file(url)
+        before = current_revision(url) if file is None or file.exists() else None
+        upgrade(url)
+        # Upgraded: there was a schema, and an older one (not a first creation, not a no-op).
+        upgraded = before is not None and before != head_revision()
         services = bootstrap(settings)
         try:
-            return await initialise(services)
+            return await initialise(services), upgraded
         finally:
             await services.close()
 
-    result = run_async(output, work)
+    result, upgraded = run_async(output, work)
     if output == Format.JSON:
         emit_json(
             {"username": result.username, "password": result.password, "api_key": result.api_key}
             if result.created
-            else {"username": None, "password": None, "api_key": None, "upgraded": True}
+            else {"username": None, "password": None, "api_key": None, "upgraded": upgraded}
         )
         return
     if result.created:
-        say(f"Database ready at {settings.resolved_database_url}")
+        say(f"Database ready at {url}")
         say(f"Created user {result.username} (System Administrator).")
         say(f"  password: {result.password}")
         say(f"  API key:  {result.api_key}")
         say("Keep them safe: they are shown only once.")
+    elif upgraded:
+        say(f"Database upgraded to the newest schema at {url}")
     else:
-        say(f"Database is up to date at {settings.resolved_database_url}")
+        say(f"Database is up to date at {url}")
 
 
 @admin_user_app.command("add")

@@ -28,7 +28,18 @@ EXIT_CODES: dict[str, int] = {
     "server_error": UNREACHABLE,
 }
 
-out = Console()
+
+class _Out(Console):
+    """Standard output. A table that must not be cut (``remote.CopyableTable``, wider than the
+    terminal when its ids need it) is printed whole, not cropped at the terminal's width."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        if any(getattr(o, "never_cropped", False) for o in objects):
+            kwargs.setdefault("crop", False)
+        super().print(*objects, **kwargs)
+
+
+out = _Out()
 err = Console(stderr=True)
 
 

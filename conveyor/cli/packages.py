@@ -21,10 +21,10 @@ from rich.progress import (
     Progress,
     TransferSpeedColumn,
 )
-from rich.table import Table
 
 from conveyor.cli.client import Client
 from conveyor.cli.output import Failure, Format, emit_json, err, out, say
+from conveyor.cli.remote import new_table
 
 T = TypeVar("T")
 
@@ -44,6 +44,10 @@ OutputOpt = Annotated[Format, typer.Option("--output", help="text or json")]
 PROGRESS_FROM = 4 << 20
 # The server hashes and inspects the whole archive before it answers.
 PUSH_TIMEOUT = 600.0
+
+
+# Packages land in a folder of their own, not among the sources (a repository's root).
+DEFAULT_OUT = Path("packages")
 
 
 class PackFormat(StrEnum):
@@ -70,11 +74,14 @@ def pack(
     folder: Annotated[Path, typer.Argument(help="The folder whose content becomes the package")],
     package_id: Annotated[str, typer.Option("--id", help="Package id, like OctoPetShop.Web")],
     version: Annotated[str, typer.Option("--version", help="Package version, like 1.0.1")],
-    out_dir: Annotated[Path, typer.Option("-o", "--out", help="Folder to write it to")] = Path(),
+    out_dir: Annotated[
+        Path, typer.Option("-o", "--out", help="Folder to write it to (made if missing)")
+    ] = DEFAULT_OUT,
     fmt: Annotated[PackFormat, typer.Option("--format", help="zip or tar.gz")] = PackFormat.ZIP,
     output: OutputOpt = Format.TEXT,
 ) -> None:
-    """Build <id>.<version>.zip from FOLDER: reproducible (same content, same sha256)."""
+    """Build <id>.<version>.zip from FOLDER into ./packages (or -o DIR): reproducible (same
+    content, same sha256); prints its path."""
     from conveyor.domain.packages import package_file_name, validate_package_id
     from conveyor.domain.versions import parse_version
     from conveyor.services.archives import pack as pack_folder
@@ -186,9 +193,9 @@ def list_packages(
     if not result:
         say("No packages." if not package_id else f"No versions of {package_id}.")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("package", "version", "format", "size", "pushed", "by", "sha256"):
-        table.add_column(column)
+    table = new_table(
+        "package", "version", "format", "size", "pushed", "by", "sha256", copied=["package"]
+    )
     for item in result:
         table.add_row(
             item["package_id"],

@@ -99,7 +99,12 @@ def release_create(
         ),
     ] = None,
     repo: Annotated[
-        str | None, typer.Option("--repo", help="The git repository (default: the current folder)")
+        str | None,
+        typer.Option(
+            "--repo",
+            help="The folder of the git repository that watch paths are relative to "
+            "(default: the current folder)",
+        ),
     ] = None,
     changed_since: Annotated[
         str | None,

@@ -7,12 +7,14 @@ rather than imported from main.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 import typer
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 
 from conveyor.cli.output import Format, emit_json
@@ -54,6 +56,23 @@ def shown_as_json(output: Format, data: Any) -> bool:
     return False
 
 
+def well_formed(output: Format, prefix: str, ref: str, noun: str) -> str:
+    """``ref`` when it has the shape of an id of this kind (``ServerTasks-12`` or ``12``); else
+    bad input (exit 2), as a typing mistake is, not "not found" (4: a well-formed id that names
+    nothing)."""
+
+    def check() -> str:
+        from conveyor.cli.output import Failure
+        from conveyor.domain.ids import is_well_formed
+
+        if not is_well_formed(prefix, ref, bare=True):
+            shown = ref if len(ref) <= 60 else ref[:57] + "..."
+            raise Failure("bad_input", f'"{shown}" is not {noun} id: they look like {prefix}-12')
+        return ref
+
+    return run(output, check)
+
+
 def seg(value: str) -> str:
     """One path segment: project names have spaces, versions may have '+'."""
     return quote(value, safe="")
@@ -70,8 +89,48 @@ def when(value: str | None, *, seconds: bool = True) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
-def new_table(*columns: str) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
+# Columns whose values are copied back into commands (ids, names, versions): never cut.
+COPIED = frozenset(
+    {"id", "task", "child task", "parent", "deployment", "release", "version", "project", "name"}
+    | {"target", "environment", "interruption", "user", "by"}
+)
+
+
+# Each other column keeps at least this many characters (it wraps within them).
+NARROWEST = 8
+
+
+class CopyableTable(Table):
+    """A table whose id-like columns keep their whole values, even printed to a pipe (80
+    columns): they are as wide as their longest value, the other columns wrap instead (Rich's
+    default cut ``Deployments-12`` to ``Deploy…``), and when even that does not fit the table
+    is wider than the terminal rather than cut (``output.out`` does not crop it)."""
+
+    never_cropped = True
+
+    def add_row(self, *renderables: Any, **kwargs: Any) -> None:
+        for column, cell in zip(self.columns, renderables, strict=False):
+            if column.no_wrap and isinstance(cell, str):
+                widest = max((cell_len(line) for line in cell.splitlines()), default=0)
+                column.min_width = max(column.min_width or 0, widest, cell_len(str(column.header)))
+        super().add_row(*renderables, **kwargs)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        needed = 2 * (len(self.columns) - 1) + sum(
+            (c.min_width or 0) if c.no_wrap else NARROWEST for c in self.columns
+        )
+        if needed > options.max_width:
+            options = options.update(width=needed)
+        yield from super().__rich_console__(console, options)
+
+
+def new_table(*columns: str, copied: Iterable[str] = ()) -> Table:
+    """A table for people; ``copied`` names more columns that must never be cut."""
+    keep = COPIED | set(copied)
+    table = CopyableTable(box=None, pad_edge=False, header_style="bold")
     for column in columns:
-        table.add_column(column)
+        if column in keep:
+            table.add_column(column, no_wrap=True, overflow="fold")
+        else:
+            table.add_column(column, overflow="fold")
     return table

@@ -18,6 +18,7 @@ from conveyor.cli.remote import (
     run,
     seg,
     shown_as_json,
+    well_formed,
     when,
 )
 
@@ -26,7 +27,7 @@ task_app = typer.Typer(help="Follow, read and cancel tasks.", no_args_is_help=Tr
 
 @task_app.command("wait")
 def task_wait(
-    task: Annotated[str, typer.Argument(help="Task id, like Tasks-12")],
+    task: Annotated[str, typer.Argument(help="Task id, like ServerTasks-12")],
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="Give up after this many seconds (exit 1)")
     ] = None,
@@ -35,6 +36,7 @@ def task_wait(
     output: OutputOpt = Format.TEXT,
 ) -> None:
     """Follow a task until it ends; exit 0 if it succeeded, 1 otherwise."""
+    task = well_formed(output, "ServerTasks", task, "a task")
     if timeout is not None and timeout < 0:
         run(output, _bad_timeout)
     final = follow_task(task, server, api_key, output, timeout=timeout)
@@ -49,7 +51,7 @@ def _bad_timeout() -> None:
 
 @task_app.command("log")
 def task_log(
-    task: Annotated[str, typer.Argument(help="Task id, like Tasks-12")],
+    task: Annotated[str, typer.Argument(help="Task id, like ServerTasks-12")],
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep going until it ends")
     ] = False,
@@ -58,6 +60,7 @@ def task_log(
     output: OutputOpt = Format.TEXT,
 ) -> None:
     """A task's log: time, level and text of each line."""
+    task = well_formed(output, "ServerTasks", task, "a task")
     path = f"/tasks/{seg(task)}/log"
 
     def work() -> list[dict[str, Any]]:
@@ -85,12 +88,13 @@ def task_log(
 
 @task_app.command("cancel")
 def task_cancel(
-    task: Annotated[str, typer.Argument(help="Task id, like Tasks-12")],
+    task: Annotated[str, typer.Argument(help="Task id, like ServerTasks-12")],
     server: ServerOpt = None,
     api_key: ApiKeyOpt = None,
     output: OutputOpt = Format.TEXT,
 ) -> None:
     """Cancel a task (and its child deployments); a running script's processes are killed."""
+    task = well_formed(output, "ServerTasks", task, "a task")
 
     def work() -> Any:
         with Client(server, api_key) as client:
@@ -108,12 +112,13 @@ def task_cancel(
 
 @task_app.command("show")
 def task_show(
-    task: Annotated[str, typer.Argument(help="Task id, like Tasks-12")],
+    task: Annotated[str, typer.Argument(help="Task id, like ServerTasks-12")],
     server: ServerOpt = None,
     api_key: ApiKeyOpt = None,
     output: OutputOpt = Format.TEXT,
 ) -> None:
     """A task with its steps and child deployments."""
+    task = well_formed(output, "ServerTasks", task, "a task")
     result = fetch(output, server, api_key, f"/tasks/{seg(task)}")
     if shown_as_json(output, result):
         return
@@ -125,13 +130,14 @@ def task_show(
     started, completed = when(result["started"]) or "-", when(result["completed"]) or "-"
     say(f"  started {started}, completed {completed}")
     if result["steps"]:
-        table = new_table("#", "step", "state", "reason", "child task")
+        # An interruption is not a task: each has its own column (only when some step has one).
+        interrupted = any(s["interruption"] for s in result["steps"])
+        columns = ["#", "step", "state", "reason", "child task"]
+        table = new_table(*columns, *(["interruption"] if interrupted else []))
         for s in result["steps"]:
-            table.add_row(
-                str(s["index"] + 1),
-                s["name"],
-                s["state"],
-                s["reason"] or "",
-                s["child_task"] or s["interruption"] or "",
-            )
+            cells = [str(s["index"] + 1), s["name"], s["state"], s["reason"] or ""]
+            cells.append(s["child_task"] or "")
+            if interrupted:
+                cells.append(s["interruption"] or "")
+            table.add_row(*cells)
         out.print(table)

@@ -95,6 +95,8 @@ class PlannedStep:
     type: str
     decision: StepDecision
     parallel_with_previous: bool
+    # Cannot be skipped when deploying (Step.is_required): the deploy form offers no "skip".
+    required: bool = False
 
 
 def scope_refusal(step: Step, environment: str) -> str | None:
@@ -178,7 +180,7 @@ def decide(step: Step, situation: Situation) -> StepDecision:
     if out_of_scope:
         return StepDecision(Action.SKIP, out_of_scope)
     if key(step.name) in situation.skip:
-        return StepDecision(Action.SKIP, "skipped when the deployment was created")
+        return StepDecision(Action.SKIP, "skipped as the deployer asked")
     blocked = _condition(step, situation)
     if blocked:
         return StepDecision(Action.SKIP, blocked)
@@ -203,6 +205,7 @@ def plan(steps: Sequence[Step], situation: Situation) -> list[PlannedStep]:
             type=step.type.value,
             decision=decide(step, preview),
             parallel_with_previous=i > 0 and step.start == StartTrigger.WITH_PREVIOUS,
+            required=step.is_required,
         )
         for i, step in enumerate(steps)
     ]
@@ -219,14 +222,21 @@ def batches(steps: Sequence[Step]) -> list[list[int]]:
     return groups
 
 
-def unskippable(steps: Sequence[Step], skip: Sequence[str]) -> list[str]:
-    """Names in ``skip`` that may not be skipped (required steps), or that name no step."""
+def unskippable(
+    steps: Sequence[Step], skip: Sequence[str], environment: str | None = None
+) -> list[str]:
+    """Names in ``skip`` that may not be skipped (required steps), or that name no step.
+
+    A required step that would not run in ``environment`` anyway (out of its scope, or
+    disabled) may be named: skipping it changes nothing, so there is nothing to refuse."""
     by_key = {key(s.name): s for s in steps}
     problems = []
     for name in skip:
         step = by_key.get(key(name))
         if step is None:
             problems.append(f'there is no step "{name}"')
+        elif environment is not None and (step.disabled or scope_refusal(step, environment)):
+            continue
         elif step.is_required:
             problems.append(f'step "{step.name}" is required and cannot be skipped')
     return problems

@@ -1,7 +1,8 @@
 """Release and package versions: parse them and put them in one total order.
 
-Accepted: SemVer 2 (``1.2.3``, ``1.2.3-beta.1``, ``1.2.3+build.7``), 4-part versions
-(``1.2.3.4``) and the short forms ``1`` and ``1.2``. Missing numeric parts count as 0, so
+Accepted (docs/deployments.md, as Octopus accepts): one to four numbers (``1``, ``1.2``,
+``1.2.3``, ``1.2.3.4``) with SemVer 2's optional pre-release and build metadata (``1.2.3-beta.1``,
+``1.2.3+build.7``). Missing numeric parts count as 0, so
 ``1.2.3`` and ``1.2.3.0`` have the same precedence and can never both be "the highest".
 Leading zeros are refused, as SemVer requires: ``0.0.01`` next to ``0.0.1`` would be two
 texts for one version (Octopus crashed on exactly that, OctopusDeploy/Issues#5886).
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 
 from conveyor.domain.errors import ValidationFailed
 
-EXAMPLE = "use numbers like 1.2.3, 1.2.3.4 or 1.2.3-beta.1"
+EXAMPLE = "use one to four numbers, like 1.2.3, 1.2, 1.2.3.4 or 1.2.3-beta.1"
 # The width of every version column (releases, packages, the dashboard).
 MAX_LENGTH = 100
 

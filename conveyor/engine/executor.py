@@ -19,7 +19,16 @@ from typing import Any
 
 from conveyor.domain import planning
 from conveyor.domain import runtime as rt
-from conveyor.domain.documents import DeployReleaseAction, Step, Target, key, slugify
+from conveyor.domain.documents import (
+    DeployReleaseAction,
+    NotificationAction,
+    RunCondition,
+    ScriptAction,
+    Step,
+    Target,
+    key,
+    slugify,
+)
 from conveyor.domain.errors import ConveyorError
 from conveyor.domain.holds import is_rollback
 from conveyor.domain.interruptions import Kind, Result
@@ -58,6 +67,15 @@ class Context:
     cancel: asyncio.Event
     variables: Resolved
     targets: tuple[Target, ...]
+    # Running the "always" steps after a cancel (Conveyor.Deployment.State is "canceled").
+    canceled: bool = False
+
+
+# After a cancel, the steps of these types with run condition "always" still run (the outcome
+# mail reaches Operations); deploying steps, approvals and child deployments do not.
+AFTER_CANCEL = (NotificationAction, ScriptAction)
+# And each for this long at most, so that a cancel still ends the task promptly.
+AFTER_CANCEL_SECONDS = 60.0
 
 
 class Executor:
@@ -103,7 +121,8 @@ class Executor:
         ctx = Context(run, task_log, cancel, variables, model.targets)
         try:
             if run.deployment.started_at is None:
-                waits = await ex.recheck(self.services, run)
+                # A deployment canceled while it waited in the queue ends canceled, checks or not.
+                waits = None if run.cancel_requested else await ex.recheck(self.services, run)
                 if waits is not None:
                     task_log.line(f"Not started: {waits}", level="warn")
                     return
@@ -233,8 +252,45 @@ class Executor:
 
     async def _canceled(self, ctx: Context) -> None:
         ctx.log.line("The deployment was canceled", level="warn")
+        await self._always_after_cancel(ctx)
         await ctx.log.flush()
         await ex.cancel(self.services, ctx.run)
+
+    async def _always_after_cancel(self, ctx: Context) -> None:
+        """Notification and script steps with run condition "always" that have not run yet
+        run after a cancel (docs/deployments.md): Octopus skips them, so a canceled deployment
+        told no one. They run with a cancel signal of their own (the task's is set), each
+        within its own timeout and at most ``AFTER_CANCEL_SECONDS``."""
+        run = ctx.run
+        skipped = {key(s) for s in run.deployment.skip}
+        todo = [
+            i
+            for i, step in enumerate(run.snapshot.process.steps)
+            if run.steps[i].state is StepState.PENDING
+            and step.condition == RunCondition.ALWAYS
+            and isinstance(step.action, AFTER_CANCEL)
+            and not step.disabled
+            and key(step.name) not in skipped
+            and planning.scope_refusal(step, run.environment.name) is None
+        ]
+        if not todo:
+            return
+        after = Context(run, ctx.log, asyncio.Event(), ctx.variables, ctx.targets, canceled=True)
+        for idx in todo:
+            step = run.snapshot.process.steps[idx]
+            limit = min(step.timeout_seconds or AFTER_CANCEL_SECONDS, AFTER_CANCEL_SECONDS)
+            try:
+                await asyncio.wait_for(self._step(after, idx, True), limit)
+            except TimeoutError:
+                after.cancel.set()  # its processes are killed; the step ends canceled
+                ctx.log.line(
+                    f'Step "{step.name}" did not end within {limit:.0f} s after the cancel',
+                    step=idx,
+                    level="warn",
+                )
+                after = Context(
+                    run, ctx.log, asyncio.Event(), ctx.variables, ctx.targets, canceled=True
+                )
 
     # ------------------------------------------------------------ variables
 
@@ -276,7 +332,9 @@ class Executor:
         values = dict(ctx.variables.values)
         failed = [s for s in ctx.run.steps if s.state.failed]
         values["Conveyor.Deployment.Error"] = failed[0].reason or "" if failed else ""
-        values["Conveyor.Deployment.State"] = "failed" if failed else "success"
+        values["Conveyor.Deployment.State"] = (
+            "canceled" if ctx.canceled else "failed" if failed else "success"
+        )
         for s in ctx.run.steps:
             for name, value in s.outputs.items():
                 values[f"Conveyor.Action[{s.name}].Output.{name}"] = ex.output_value(
@@ -382,7 +440,7 @@ class Executor:
             ctx.log.line(f'Step {idx + 1} "{step.name}" skipped{reason}', step=idx)
         elif outcome.is_failure:
             ctx.log.line(f'Step "{step.name}" failed{reason}', step=idx, level="error")
-            if ctx.run.deployment.guided_failure and not ctx.cancel.is_set():
+            if ctx.run.deployment.guided_failure and not (ctx.cancel.is_set() or ctx.canceled):
                 return await self._guidance(ctx, idx, step, outcome)
         await ex.end_step(self.services, ctx.run, idx, outcome)
         return None

@@ -41,6 +41,8 @@ CHUNK = 1000
 # An id beyond any event: the open end of an id range.
 NO_END = 2**62
 _CATEGORIES = {c.value.lower(): c for c in Category}
+# The actor of what the engine does, for itself or for a person (services.core.system_caller).
+SYSTEM_ACTOR = "system"
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,9 @@ async def _users(session: AsyncSession, wanted: Sequence[str]) -> ColumnElement[
             await session.execute(select(t.users.c.id).where(t.users.c.slug == key(name)))
         ).first()
         if row is not None:
-            terms.append(E.actor_id == row.id)
+            # Who acted: the engine acting for the user (actor "system", with on_behalf_of)
+            # carries their id for their permissions, but is the engine's (docs/audit.md).
+            terms.append(and_(E.actor_id == row.id, E.actor != SYSTEM_ACTOR))
         else:
             terms.append(func.lower(E.actor) == name.strip().lower())
     return or_(*terms)

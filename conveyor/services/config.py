@@ -236,6 +236,18 @@ async def change_config(
         return result
 
 
+def authorise_edits(tx: Tx, loaded: Loaded, edits: Edits) -> None:
+    """Authorise one-document edits before what was sent is even decoded (authorise before
+    validating): who may not edit a document is refused, as ``change_config`` would refuse them,
+    and never told which fields of what they sent are wrong."""
+    asked = _unchanged(edits, [], loaded.model, loaded.model)
+    try:
+        _authorise(tx, asked, loaded.model, loaded.model)
+    except PermissionDenied:
+        _concerning(tx.refusals[-1:], asked, loaded)
+        raise
+
+
 def _unchanged(edits: Edits, changes: list[Change], current: Model, desired: Model) -> list[Change]:
     """The edits asked for that change nothing, as updates to authorise all the same."""
     made = {(c.kind, key(c.name), c.aspect) for c in changes}

@@ -165,7 +165,7 @@ async def queue_deployment(
         raise PolicyViolation(f"{label} cannot be deployed to {env.name}: {refused}")
     snapshot = read_snapshot(tx.services, target.release.snapshot)
     skip = skip or []
-    problems = planning.unskippable(snapshot.process.steps, skip)
+    problems = planning.unskippable(snapshot.process.steps, skip, env.name)
     if problems:
         raise ValidationFailed("; ".join(problems))
     created_by = caller.on_behalf_of or caller.username
@@ -190,7 +190,7 @@ async def queue_deployment(
         release_version=target.release.version,
         project_id=target.project_id,
         environment_id=target.environment_id,
-        description=f"Deploy {label} to {env.name}",
+        description=deploy_description(label, env.name),
         created_by_id=caller.user_id,
         created_by=created_by,
         skip=skip,
@@ -323,6 +323,13 @@ async def promote(
     )
 
 
+def deploy_description(label: str, environment: str) -> str:
+    """A task's description: "Deploy Web 1.2 to Test"; "Deploy All 1.0.1 to Staging", never
+    "Deploy Deploy All …" for a project whose name says it already."""
+    verb = "" if label.lower().startswith("deploy ") else "Deploy "
+    return f"{verb}{label} to {environment}"
+
+
 async def plan(
     services: Services,
     caller: Caller,
@@ -409,6 +416,7 @@ async def plan(
                 "pinned": s.decision.pinned,
                 "refused": holds.refused.get(key(s.name)) if s.decision.runs else None,
                 "parallel_with_previous": s.parallel_with_previous,
+                "required": s.required,
                 "child": (
                     {
                         "project": s.decision.child.project,

@@ -19,6 +19,7 @@ from conveyor.domain.errors import Conflict, NotFound, PermissionDenied, Problem
 from conveyor.domain.model import KIND_LABELS, Kind, Model, doc_name
 from conveyor.services.config import (
     ConfigResult,
+    authorise_edits,
     change_config,
     load,
     parse_public_id,
@@ -190,6 +191,7 @@ async def create_document(
 async def update_document(
     services: Services, caller: Caller, kind: Kind, ref: str, data: Any
 ) -> DocumentView:
+    await authorise_edit(services, caller, kind, ref)
     new = _decode_one(kind, data)
     loaded = await load(services)
     old = resolve(loaded, kind, ref)
@@ -260,6 +262,18 @@ def _project(loaded: Loaded, caller: Caller, ref: str, permission: P) -> Project
     return project
 
 
+async def authorise_edit(
+    services: Services, caller: Caller, kind: Kind, ref: str, aspect: Aspect = "document"
+) -> None:
+    """Authorise before validating: someone who may not edit a document is told so (403,
+    audited), never which fields of what they sent are wrong. ``change_config`` checks the
+    change itself again, in full, once it is valid."""
+    loaded = await load(services)
+    name = doc_name(resolve(loaded, kind, ref))
+    async with services.tx(caller) as tx:
+        authorise_edits(tx, loaded, ((kind, name, aspect),))
+
+
 async def get_process(services: Services, caller: Caller, ref: str) -> dict[str, Any]:
     loaded = await load(services)
     project = _project(loaded, caller, ref, P.ProcessView)
@@ -272,6 +286,7 @@ async def get_process(services: Services, caller: Caller, ref: str) -> dict[str,
 
 async def update_process(services: Services, caller: Caller, ref: str, data: Any) -> dict[str, Any]:
     """Replace a project's process; ``data["version"]`` must be the version it was read at."""
+    await authorise_edit(services, caller, "projects", ref, "process")
     problems: list[Problem] = []
     if not isinstance(data, dict) or "version" not in data:
         raise ValidationFailed(
@@ -318,6 +333,7 @@ async def update_variables(
     services: Services, caller: Caller, ref: str, data: Any
 ) -> dict[str, Any]:
     """Replace a project's variables; a sensitive one sent without a value keeps its value."""
+    await authorise_edit(services, caller, "projects", ref, "variables")
     problems: list[Problem] = []
     items = data.get("variables") if isinstance(data, dict) else data
     variables = decode_variables(items, ("variables",), problems)
@@ -368,6 +384,7 @@ def _keep_sensitive(
 __all__ = [
     "ConfigResult",
     "DocumentView",
+    "authorise_edit",
     "create_document",
     "delete_document",
     "get_document",

@@ -127,6 +127,20 @@ class Repository:
             return False
         return True
 
+    def prefix(self) -> str:
+        """Where the folder is inside the work tree, like ``examples/shop/`` ("" at its top or
+        in a bare repository): paths under it are given relative to it."""
+        try:
+            return _decode(self._git("rev-parse", "--show-prefix")).strip()
+        except ValidationFailed:
+            return ""
+
+    def relative(self, paths: list[str]) -> list[str]:
+        """The ``paths`` (relative to the top of the repository) that lie in the folder,
+        relative to it: a project's watch paths are relative to the folder ``--repo`` names."""
+        prefix = self.prefix()
+        return [p[len(prefix) :] for p in paths if p.startswith(prefix)]
+
     def first_parent(self, sha: str) -> str | None:
         """The first parent of a commit (a merge's is the branch merged into); None for a root."""
         out = self._git("rev-list", "--parents", "-n", "1", sha).decode("ascii").split()

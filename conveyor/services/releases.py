@@ -3,6 +3,7 @@ versions and child releases they ship."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -174,6 +175,12 @@ def parse_pairs(values: list[str], what: str) -> dict[str, str]:
     return out
 
 
+def suggested_version(existing: Iterable[str]) -> str:
+    """The version a new release gets when none is given, after the project's ``existing``
+    ones: the one rule ``release create`` and the web form's suggestion share."""
+    return next_version(highest(existing))
+
+
 async def _lock(tx: Tx, project_id: int) -> None:
     # Two creations for one project must not pick the same next version.
     if not tx.services.is_sqlite:
@@ -340,7 +347,7 @@ async def create_release(
         await _lock(tx, project_id)
         existing = await _versions(tx, project_id)
         if version is None:
-            version = next_version(highest(v for _, v in existing))
+            version = suggested_version(v for _, v in existing)
         try:
             parsed = parse_version(version)
         except ValidationFailed as exc:

@@ -89,6 +89,7 @@ async def get_task(services: Services, caller: Caller, task: str) -> dict[str, A
             )
         ).all()
         reason = await _queue_reason(session, row)
+        canceled = await _canceled_by(session, row) if row.state == "canceled" else None
         checks = None
         if row.deployment_id is not None:
             checks = (
@@ -117,7 +118,31 @@ async def get_task(services: Services, caller: Caller, task: str) -> dict[str, A
         for s in steps
     ]
     out["children"] = [task_view(loaded, c) for c in children]
+    # Who canceled it and when: the TaskCanceled event of the task, or of the parent whose
+    # cancel canceled it (None for a task that was not canceled, or by no one's request).
+    out["canceled_by"], out["canceled_at"] = canceled or (None, None)
     return out
+
+
+async def _canceled_by(session: Any, row: Any) -> tuple[str, str | None] | None:
+    tasks_asked = [public_id("tasks", row.id)]
+    if row.parent_task_id is not None:
+        tasks_asked.append(public_id("tasks", row.parent_task_id))
+    found = (
+        await session.execute(
+            select(t.events.c.actor, t.events.c.on_behalf_of, t.events.c.occurred_at)
+            .join(t.event_documents, t.event_documents.c.event_id == t.events.c.id)
+            .where(
+                t.event_documents.c.document.in_(tasks_asked),
+                t.events.c.category == Category.TASK_CANCELED.value,
+            )
+            .order_by(t.events.c.id)
+            .limit(1)
+        )
+    ).first()
+    if found is None:
+        return None
+    return (found.on_behalf_of or found.actor), _iso(found.occurred_at)
 
 
 async def _queue_reason(session: Any, row: Any) -> str | None:

@@ -274,7 +274,7 @@ async def write_task(
     state = task_run.state
     values: dict[str, Any] = {"state": state.value, "waiting_on": _on(task_run.waiting_on)}
     if state.ended:
-        values |= {"completed_at": now, "error": task_run.error, "wake": False}
+        values |= {"completed_at": now, "error": task_run.error, "wake": False, "held": False}
     if release_slot or state.ended:
         values |= {"node": None, "lease_expires_at": None}
     await session.execute(update(t.tasks).where(t.tasks.c.id == key.task_id).values(values))

@@ -13,11 +13,13 @@ from conveyor.web.routes import (
     audit,
     auth,
     dashboard,
+    favicon,
     interruptions,
     nodes,
     people,
     process,
     projects,
+    release_new,
     releases,
     targets,
     tasklog,
@@ -26,10 +28,12 @@ from conveyor.web.routes import (
 from conveyor.web.session import SessionMiddleware
 
 ROUTERS = (
+    favicon,
     auth,
     dashboard,
     projects,
     process,
+    release_new,  # before releases: /releases/new is not a version
     releases,
     tasks,
     tasklog,

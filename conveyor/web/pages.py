@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from conveyor.domain import permissions as perms
 from conveyor.domain.documents import slugify
 from conveyor.domain.errors import ConveyorError, PermissionDenied
 from conveyor.services.core import Caller, Services
+from conveyor.services.deployments import deploy_description
 from conveyor.services.sessions import Session, SignInThrottled
 
 log = logging.getLogger("conveyor.web")
@@ -94,6 +96,21 @@ def state_label(state: str | None) -> str:
     return STATE_LABELS.get(state or "", (state or "").replace("_", " ").capitalize())
 
 
+def deploy_title(project: str, version: str, environment: str) -> str:
+    """ "Deploy Web 1.2 to Test", and "Deploy All 1.0.1 to Staging" for a project whose name
+    already says "Deploy" (never "Deploy Deploy All")."""
+    return deploy_description(f"{project} {version}", environment)
+
+
+def step_look(step: dict[str, Any]) -> tuple[str, str]:
+    """A task step's badge: (state for its colour, label). A failure a person chose to ignore
+    (guided failure) ends the step as a success, but must not look like one."""
+    reason = step.get("reason") or ""
+    if step.get("state") == "success" and reason.startswith("failure") and " ignored by " in reason:
+        return "ignored", "Failed, ignored"
+    return str(step.get("state") or ""), state_label(step.get("state"))
+
+
 def short_id(ident: str | None) -> str:
     """``ServerTasks-12`` -> ``12`` (the short form used in page addresses)."""
     return (ident or "").rsplit("-", 1)[-1]
@@ -113,6 +130,8 @@ TEMPLATES.filters.update(
     num=short_id,
     q=lambda value: quote(str(value), safe=""),
 )
+TEMPLATES.globals["deploy_title"] = deploy_title
+TEMPLATES.filters["step_look"] = step_look
 
 
 def web_session(request: Request) -> Session | None:
@@ -204,14 +223,31 @@ _LEADING_WORDS = (
     "the a an this that these there only you your it its no not nothing cannot must too "
     "project projects user users release releases environment environments package packages "
     "archive task tasks interruption lifecycle team teams role format limit step steps "
-    "process variable variables api key sensitive"
+    "process variable variables api key sensitive creating changing deleting"
 )
 _LEADING = frozenset(_LEADING_WORDS.split())
 
 
+# A configuration change as the services name it in a refusal ('~ project "Web" process'),
+# at the start of the message or of one of its parts.
+_CHANGE = re.compile(
+    r'(?P<lead>^|: |; )(?P<sign>[+~-]) (?P<label>[a-z][a-z ]*?) "(?P<name>[^"]*)"'
+    r"(?: (?P<aspect>process|variables))?"
+)
+_VERBS = {"+": "creating", "~": "changing", "-": "deleting"}
+
+
+def _change_words(found: re.Match[str]) -> str:
+    verb = _VERBS[found["sign"]]
+    what = f'{found["label"]} "{found["name"]}"'
+    if found["aspect"]:
+        what = f"the {found['aspect']} of {what}"
+    return f"{found['lead']}{verb} {what}"
+
+
 def sentence(text: str) -> str:
     """Messages from the services are clauses; a page shows them as sentences."""
-    text = text.strip()
+    text = _CHANGE.sub(_change_words, text.strip())
     if not text:
         return text
     if text.split(maxsplit=1)[0].strip(",.:;").lower() in _LEADING:

@@ -103,9 +103,24 @@ def fields_of(step_type: str) -> tuple[Field, ...]:
     return COMMON[:1] + BY_TYPE.get(step_type, ()) + COMMON[1:]
 
 
+def required_by_teams(step: dict[str, Any]) -> bool:
+    """A manual intervention with responsible teams is always required (documents.Step
+    .is_required): its "Required" box is shown ticked, and cannot be unticked."""
+    return step.get("type") == "manual_intervention" and bool(step.get("responsible_teams"))
+
+
+def locked(step: dict[str, Any], field: Field) -> str:
+    """Why a field of the form cannot be changed ("" when it can)."""
+    if field.name == "required" and required_by_teams(step):
+        return "always, as the step has responsible teams"
+    return ""
+
+
 def shown(step: dict[str, Any], field: Field) -> Any:
     """The value a form field shows for a step as read."""
     value = step.get(field.name)
+    if field.name == "required" and required_by_teams(step):
+        return True
     if field.kind == "list":
         return ", ".join(str(v) for v in value or ())
     if field.kind == "flag":
@@ -129,7 +144,8 @@ def edited(step: dict[str, Any], form: FormData) -> dict[str, Any]:
         raw = form.get(field.name)
         text = raw.strip() if isinstance(raw, str) else ""
         if field.kind == "flag":
-            out[field.name] = field.name in form
+            if not locked(step, field):  # a locked box is disabled, so never sent
+                out[field.name] = field.name in form
         elif field.kind == "list":
             out[field.name] = [v.strip() for v in re.split(r"[,\n]", text) if v.strip()]
         elif field.kind == "number":

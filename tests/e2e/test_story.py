@@ -653,6 +653,8 @@ def test_story_11_governance_on_top(story: Story, tmp_path: Path) -> None:
     assert replaced["state"] == "canceled", replaced
     assert replaced["error"].startswith("superseded by Deploy All 1.0.1 to Production"), replaced
     story.ok("ops", "task", "cancel", second["task"])
+    waited = story.run("ops", "task", "wait", second["task"], "--timeout", str(WAIT_SECONDS))
+    assert waited.returncode == 1 and "canceled" in waited.stdout + waited.stderr, describe(waited)
     story.ok("qa", "approval", "revoke", given["id"])
     listed = story.json("auditor", "approval", "list", "--project", "Deploy All")
     assert sorted((a["environment"], a["user"], a["state"]) for a in listed) == [

@@ -221,7 +221,7 @@ def test_ops_deploys_to_staging_sees_it_wait_and_cannot_approve(web: Web) -> Non
     web.require("dev")
     page = web.page("ops")
     page.goto(RELEASE)
-    page.get_by_role("link", name="Deploy to Staging…").click()
+    page.get_by_role("link", name="Promote to Staging…").click()
     expect(page.locator("table.plan tbody tr").filter(has_text="QA approval")).to_contain_text(
         "Run"
     )

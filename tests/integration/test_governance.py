@@ -448,3 +448,14 @@ async def test_an_approval_goes_stale_when_the_release_changes(
     await give(services, people["qa"], version)
     await give(services, people["owner"], version)
     assert not await held(services, task)
+
+
+async def test_a_held_deployment_can_be_canceled(
+    services: Services, people: dict[str, Caller], engine: Node
+) -> None:
+    task = await deploy(services, people["ops"], await release(services, people["ops"]))
+    assert await held(services, task)
+    await tasks.cancel_task(services, people["ops"], task)
+    done = await ended(services, people["ops"], task)
+    assert done["state"] == "canceled" and not done["held"]
+    assert not await held(services, task)

@@ -5,6 +5,7 @@ a release's variables changes its snapshot and is audited without values."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,6 +28,17 @@ from conveyor.services.configfile import apply_text
 from conveyor.services.core import Caller, Services
 from tests.conftest import caller_of
 from tests.integration.test_engine import finished, log_text
+
+
+async def log_saying(services: Services, caller: Caller, task: str, line: str) -> str:
+    """The task's log once it holds ``line`` (within 10 s)."""
+    for _ in range(200):
+        said = await log_text(services, caller, task)
+        if line in said:
+            return said
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{task}'s log never said {line!r}: {said}")
+
 
 CONFIG = """
 environments:
@@ -214,11 +226,15 @@ async def test_a_pin_keeps_a_release_in_place(
     [dev] = started
     after = await finished(services, admin, dev["task"], waiting=False)
     assert after["state"] == "success"
-    said = await log_text(services, admin, dev["task"])
-    assert (
+    # The automatic deployments are decided just after the success is recorded.
+    said = await log_saying(
+        services,
+        admin,
+        dev["task"],
         "Not deploying automatically to Staging: Database 1.0.0 is pinned in Staging by "
-        "deployer: audit in progress" in said
+        "deployer: audit in progress",
     )
+    assert "pinned in Staging" in said
     with pytest.raises(Conflict, match="not the current release in Staging"):
         await pins.pin(services, deployer, "Database", "1.1.0", "Staging", "wrong one")
 

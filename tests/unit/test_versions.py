@@ -136,14 +136,15 @@ def test_invalid(text: str) -> None:
         parse_version(text)
     message = caught.value.message
     assert f'version "{text}" is not valid' in message
-    assert "use numbers like 1.2.3, 1.2.3.4 or 1.2.3-beta.1" in message
+    assert "use one to four numbers, like 1.2.3, 1.2, 1.2.3.4 or 1.2.3-beta.1" in message
 
 
 def test_invalid_message_is_exact() -> None:
     with pytest.raises(ValidationFailed) as caught:
         parse_version("1.x")
     assert caught.value.message == (
-        'version "1.x" is not valid: use numbers like 1.2.3, 1.2.3.4 or 1.2.3-beta.1'
+        'version "1.x" is not valid: '
+        "use one to four numbers, like 1.2.3, 1.2, 1.2.3.4 or 1.2.3-beta.1"
     )
 
 

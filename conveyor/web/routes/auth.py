@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -135,11 +136,50 @@ async def _account(
     )
 
 
+# A new API key is shown once, on the page the creation redirects to (redirect after post): it
+# travels there in this cookie, encrypted, bound to its owner, for this path only, briefly.
+NEW_KEY_COOKIE = "conveyor_new_key"
+NEW_KEY_SECONDS = 120
+
+
+def _new_key_cookie(response: Response, request: Request, value: str, max_age: int) -> None:
+    response.set_cookie(
+        NEW_KEY_COOKIE,
+        value,
+        max_age=max_age,
+        path="/account",
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookies(request.app.state.settings),
+    )
+
+
+def _new_key(request: Request, services: ServicesDep, caller: PageCaller) -> dict[str, str]:
+    sealed = request.cookies.get(NEW_KEY_COOKIE)
+    if not sealed:
+        return {}
+    try:
+        shown = json.loads(services.box.decrypt(sealed))
+    except (ConveyorError, ValueError):
+        return {}
+    fresh = float(shown.get("until", 0)) >= services.clock().timestamp()
+    if shown.get("owner") != caller.username or not fresh:
+        return {}
+    return {"new_key": str(shown.get("key", "")), "new_name": str(shown.get("name", ""))}
+
+
 @router.get("/account")
 async def account(request: Request, services: ServicesDep, caller: PageCaller) -> Response:
-    return await _account(request, services, caller)
+    shown = _new_key(request, services, caller)
+    response = await _account(
+        request, services, caller, new_key=shown.get("new_key"), new_name=shown.get("new_name")
+    )
+    if request.cookies.get(NEW_KEY_COOKIE):
+        _new_key_cookie(response, request, "", 0)  # shown once: gone
+    return response
 
 
+@router.post("/account")  # the form's address is the page's: a refusal shows at /account
 @router.post("/account/password")
 async def change_password(request: Request, services: ServicesDep, caller: PageCaller) -> Response:
     form = await request.form()
@@ -172,7 +212,11 @@ async def create_api_key(request: Request, services: ServicesDep, caller: PageCa
     form = await request.form()
     name = form_text(form, "name").strip() or "API key"
     api_key = await users.create_api_key(services, caller, caller.username, name)
-    return await _account(request, services, caller, status=201, new_key=api_key, new_name=name)
+    shown = {"key": api_key, "name": name, "owner": caller.username}
+    shown["until"] = str(services.clock().timestamp() + NEW_KEY_SECONDS)
+    response = redirect("/account", done="key")
+    _new_key_cookie(response, request, services.box.encrypt(json.dumps(shown)), NEW_KEY_SECONDS)
+    return response
 
 
 @router.post("/account/api-keys/{key_id}/revoke")

@@ -9,6 +9,7 @@ so the template only fills them in (macros and filters per cell cost more than t
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import cache
 from html import escape
@@ -20,7 +21,8 @@ from fastapi.responses import HTMLResponse, Response
 
 from conveyor.domain.documents import slugify
 from conveyor.domain.holds import Pin
-from conveyor.services import deployment_views, pins
+from conveyor.domain.release_moves import Move
+from conveyor.services import deployment_views, pins, release_moves
 from conveyor.services.core import Caller, Services
 from conveyor.services.deployment_views import BoardCell
 from conveyor.web.pages import (
@@ -41,6 +43,7 @@ router = APIRouter(route_class=PageRoute, include_in_schema=False)
 async def board(services: Services, caller: Caller) -> dict[str, Any]:
     found = await deployment_views.board(services, caller)
     pinned = await pins.pinned_cells(services)
+    moves = await release_moves.for_board(services, caller, found)
     now = datetime.now(UTC)
     rows = []
     for group, names in found.groups.items():
@@ -48,7 +51,13 @@ async def board(services: Services, caller: Caller) -> dict[str, Any]:
         for name in names:
             slug = slugify(name)
             cells = "".join(
-                _cell_html(slug, found.cells.get((name, env)), now, pinned.get((name, env)))
+                _cell_html(
+                    slug,
+                    found.cells.get((name, env)),
+                    now,
+                    pinned.get((name, env)),
+                    moves.get((name, env), ()),
+                )
                 for env in found.environments
             )
             projects.append({"name": name, "slug": slug, "cells": cells})
@@ -66,7 +75,11 @@ def _badge(state: str) -> tuple[str, str]:
 
 
 def _cell_html(
-    project_slug: str, cell: BoardCell | None, now: datetime, pin: Pin | None = None
+    project_slug: str,
+    cell: BoardCell | None,
+    now: datetime,
+    pin: Pin | None = None,
+    moves: Sequence[Move] = (),
 ) -> str:
     """One cell, escaped field by field and made in one string: per-cell template work (macros,
     attribute lookups, escaping one Markup at a time) was the page's largest cost at 3,000
@@ -91,8 +104,22 @@ def _cell_html(
         f'<td class="cell cell-{state}">'
         f'<span class="version"><a href="{href}">{release}</a>{pin_mark}</span> '
         f'<a class="state" href="{task}"><span class="badge badge-{state}">{label}</span></a> '
-        f'<span class="when">{when_html}</span></td>'
+        f'<span class="when">{when_html}</span>{_moves_html(project_slug, moves)}</td>'
     )
+
+
+def _q(text: str) -> str:
+    return escape(quote(text, safe=""))
+
+
+def _moves_html(project_slug: str, moves: Sequence[Move]) -> str:
+    """A cell's moves (promote, retry): links to the plan page, as _moves.html makes them."""
+    links = "".join(
+        f' <a class="move" data-move="{move.kind}" href="/projects/{project_slug}/releases/'
+        f'{_q(move.version)}/deploy?to={_q(move.environment)}">{escape(move.label)}</a>'
+        for move in moves
+    )
+    return f'<span class="moves block">{links}</span>' if links else ""
 
 
 @router.get("/")

@@ -58,6 +58,19 @@ async def take(ident: str, services: ServicesDep, caller: PageCaller) -> Respons
 FIELD = "field."
 
 
+@router.post("/tasks/{task}")
+async def submit_on_task_page(
+    task: str, request: Request, services: ServicesDep, caller: PageCaller
+) -> Response:
+    """The answer form posts to the task page's own address, so that an answer refused is
+    shown again at /tasks/N (not at a form's address a reload would post to again)."""
+    form = await request.form()
+    ident = form_text(form, "interruption")
+    if not ident:
+        return redirect(f"/tasks/{short_id(task)}")
+    return await submit(ident, request, services, caller)
+
+
 @router.post("/interruptions/{ident}/submit")
 async def submit(
     ident: str, request: Request, services: ServicesDep, caller: PageCaller
@@ -69,6 +82,22 @@ async def submit(
         if name.startswith(FIELD) and isinstance(value, str)
     }
     notes = form_text(form, "notes").strip()
+    if form_text(form, "result") == "abort" and form_text(form, "sure") != "yes":
+        # Aborting ends the deployment: it needs "I am sure" ticked (a script may tick it after
+        # asking). Who may answer is told to tick it; anyone else hears the services' refusal.
+        found = await interruptions.get_interruption(services, caller, ident)
+        if found.get("can_answer"):
+            unsure = {"message": "tick “I am sure” to abort: aborting ends the deployment."}
+            return await render_task(
+                request,
+                services,
+                caller,
+                found["task"],
+                status=422,
+                refused={"id": found["id"], "fields": {}, "other": [], "given": given}
+                | unsure
+                | {"notes": notes},
+            )
     try:
         answered = await interruptions.submit(
             services, caller, ident, form_text(form, "result"), notes, given

@@ -52,6 +52,7 @@ async def _page(
             "index": i,
             "data": step,
             "fields": [(f, stepform.shown(step, f)) for f in stepform.fields_of(step["type"])],
+            "locked": {f.name: stepform.locked(step, f) for f in stepform.fields_of(step["type"])},
             "facts": stepform.facts(step),
         }
         for i, step in enumerate(process["steps"])
@@ -92,6 +93,8 @@ async def _change(
     change: Any,
 ) -> Response:
     """Apply ``change(steps, form)`` to the process as read at the form's version."""
+    # Authorise before reading the form: who may not edit is told so, not what is missing.
+    await documents.authorise_edit(services, caller, "projects", slug, "process")
     form = await request.form()
     current = await documents.get_process(services, caller, slug)
     steps: list[dict[str, Any]] = list(current["steps"])
@@ -132,6 +135,21 @@ def _move(steps: list[dict[str, Any]], index: int, form: FormData) -> str:
     if 0 <= other < len(steps):
         steps[index], steps[other] = steps[other], steps[index]
     return "moved"
+
+
+CHANGES = {"save": _edit, "remove": _remove, "move": _move}
+
+
+@router.post("/projects/{slug}/process")
+async def change_step(
+    slug: str, request: Request, services: ServicesDep, caller: PageCaller
+) -> Response:
+    """The step forms post to the process page's own address (``step`` and ``op`` say which
+    change), so that a refused edit is shown again at /projects/…/process."""
+    form = await request.form()
+    step, op = form_text(form, "step"), form_text(form, "op", "save")
+    index = int(step) if step.isdigit() and len(step) < 6 else -1
+    return await _change(request, services, caller, slug, index, CHANGES.get(op, _edit))
 
 
 @router.post("/projects/{slug}/process/steps/{index}")

@@ -7,16 +7,20 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from conveyor.domain.errors import Problem, ValidationFailed
-from conveyor.services import approvals, deployments, pins, progress, releases
+from conveyor.api.errors import STATUS
+from conveyor.domain.errors import Conflict, PolicyViolation, Problem, ValidationFailed
+from conveyor.services import approvals, deployments, pins, progress, release_moves, releases
+from conveyor.services.core import Caller, Services
 from conveyor.web.pages import (
     PageCaller,
     PageRoute,
     ServicesDep,
+    deploy_title,
     form_list,
     form_text,
     redirect,
     render,
+    sentence,
     short_id,
 )
 from conveyor.web.routes import release_governance
@@ -46,6 +50,8 @@ async def release(
         controls=await pins.release_controls(services, caller, slug, found.id),
         approvals=await approvals.release_panel(services, caller, slug, found.version),
         done=request.query_params.get("done", ""),
+        # _moves.html: promote, redeploy, retry, roll back (services/release_moves.py).
+        moves=await release_moves.for_release(services, caller, slug, found.version),
     )
 
 
@@ -67,19 +73,47 @@ def start_time(text: str) -> datetime | None:
 async def deploy_form(
     slug: str, version: str, request: Request, services: ServicesDep, caller: PageCaller
 ) -> Response:
+    query = request.query_params
+    return await _deploy_page(
+        request,
+        services,
+        caller,
+        slug,
+        version,
+        environment=query.get("to", ""),
+        skip=query.getlist("skip"),
+        guided=query.get("guided_failure", "default"),
+        start_at=query.get("start_at", ""),
+    )
+
+
+async def _deploy_page(
+    request: Request,
+    services: Services,
+    caller: Caller,
+    slug: str,
+    version: str,
+    *,
+    environment: str,
+    skip: list[str],
+    guided: str,
+    start_at: str,
+    status: int = 200,
+    error: str = "",
+) -> Response:
     header = await project_header(services, caller, slug)
-    environment = request.query_params.get("to", "")
-    skip = request.query_params.getlist("skip")
     plan = await deployments.plan(services, caller, slug, version, environment, skip=skip)
     return render(
         request,
         "deploy.html",
-        title=f"Deploy {header['name']} {plan['release']} to {plan['environment']}",
+        status=status,
+        title=deploy_title(header["name"], plan["release"], plan["environment"]),
         project=header,
         plan=plan,
         skip=set(skip),
-        guided=request.query_params.get("guided_failure", "default"),
-        start_at=request.query_params.get("start_at", ""),
+        guided=guided,
+        start_at=start_at,
+        error=error,
     )
 
 
@@ -100,15 +134,32 @@ async def deploy(
             guided_failure=guided,
             start_at=start_at,
         )
-    queued = await deployments.deploy(
-        services,
-        caller,
-        slug,
-        version,
-        environment,
-        skip=skip,
-        guided_failure=GUIDED.get(guided),
-        start_at=start_time(start_at),
-        freeze_override=form_text(form, "freeze_override").strip() or None,
-    )
+    try:
+        queued = await deployments.deploy(
+            services,
+            caller,
+            slug,
+            version,
+            environment,
+            skip=skip,
+            guided_failure=GUIDED.get(guided),
+            start_at=start_time(start_at),
+            freeze_override=form_text(form, "freeze_override").strip() or None,
+        )
+    except (ValidationFailed, Conflict, PolicyViolation) as exc:
+        # The form again, with the plan and the person's choices, and what was wrong: at the
+        # form's own address (the POST goes to the same path as the page).
+        return await _deploy_page(
+            request,
+            services,
+            caller,
+            slug,
+            version,
+            environment=environment,
+            skip=skip,
+            guided=guided,
+            start_at=start_at,
+            status=STATUS.get(exc.code, 422),
+            error=sentence(exc.message),
+        )
     return redirect(f"/tasks/{short_id(queued.as_dict()['task'])}")

@@ -22,7 +22,7 @@ from conveyor.domain.errors import ConveyorError
 from conveyor.domain.ids import MAX_ROW_ID, parse_number
 from conveyor.services import interruptions, tasks
 from conveyor.services.core import Caller, Services
-from conveyor.web.pages import FragmentCaller, PageRoute, ServicesDep, state_label
+from conveyor.web.pages import FragmentCaller, PageRoute, ServicesDep, step_look
 from conveyor.web.routes.tasks import signature
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -43,8 +43,9 @@ async def _status(services: Services, caller: Caller, task: str) -> dict[str, An
     return {
         "state": found["state"],
         "steps": {
-            str(s["index"]): {"state": s["state"], "label": state_label(s["state"])}
+            str(s["index"]): {"state": look[0], "label": look[1]}
             for s in found["steps"]
+            for look in [step_look(s)]
         },
         "signature": signature(found, asked),
     }

@@ -12,10 +12,26 @@ from fastapi.responses import Response
 from conveyor.domain import permissions as perms
 from conveyor.domain.errors import ConveyorError
 from conveyor.domain.ids import parse_number
-from conveyor.services import deployment_views, documents, interruptions, progress, tasks
+from conveyor.services import (
+    deployment_views,
+    documents,
+    interruptions,
+    progress,
+    release_moves,
+    tasks,
+)
 from conveyor.services.core import Caller, Services
 from conveyor.services.deployments import TERMINAL
-from conveyor.web.pages import PageCaller, PageRoute, ServicesDep, may, redirect, render, short_id
+from conveyor.web.pages import (
+    PageCaller,
+    PageRoute,
+    ServicesDep,
+    form_text,
+    may,
+    redirect,
+    render,
+    short_id,
+)
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 P = perms.Permission
@@ -109,12 +125,26 @@ async def render_task(
         answered=[i for i in asked if i["state"] != "pending"],
         children=children,
         can_cancel=await may_cancel(services, caller, found),
+        # _moves.html: retry, promote, redeploy, roll back (services/release_moves.py).
+        moves=(
+            await release_moves.for_deployment(services, caller, found["deployment"])
+            if found["deployment"] and found["state"] in TERMINAL
+            else []
+        ),
         signature=signature(found, asked),
         finished=found["state"] in TERMINAL,
+        cancel_unconfirmed=request.query_params.get("cancel") == "unconfirmed",
     )
 
 
 @router.post("/tasks/{task}/cancel")
-async def cancel(task: str, services: ServicesDep, caller: PageCaller) -> Response:
+async def cancel(
+    task: str, request: Request, services: ServicesDep, caller: PageCaller
+) -> Response:
+    """Cancelling needs "I am sure" ticked (the browser asks for it; a script confirms on top):
+    without it, back to the task page, which says so, and nothing is canceled."""
+    form = await request.form()
+    if form_text(form, "sure") != "yes":
+        return redirect(f"/tasks/{short_id(task)}", cancel="unconfirmed")
     await tasks.cancel_task(services, caller, task)
     return redirect(f"/tasks/{short_id(task)}")

@@ -26,6 +26,7 @@ function followTask(task) {
     if (typing()) task.querySelector("#task-changed").hidden = false;
     else window.location.reload();
   };
+
   source.addEventListener("line", (event) => {
     const line = JSON.parse(event.data);
     const log = task.querySelector(`pre[data-step="${line.step ?? ""}"]`);
@@ -59,7 +60,28 @@ function followTask(task) {
   source.addEventListener("problem", () => source.close());
 }
 
+// The step rows a person opened or closed stay so when the page renders itself again (a task
+// that ends reloads it): their choices are kept for this page in the tab's session storage.
+const openKey = () => `conveyor-open:${window.location.pathname}`;
+function chosenRows() {
+  try { return JSON.parse(sessionStorage.getItem(openKey()) || "{}") || {}; } catch (_) { return {}; }
+}
+function followOpenSteps() {
+  for (const [id, open] of Object.entries(chosenRows())) {
+    const row = document.getElementById(id);
+    if (row && row.matches("details.step-log")) row.open = open;
+  }
+  for (const row of document.querySelectorAll("details.step-log[id]")) {
+    row.querySelector("summary").addEventListener("click", () => {
+      const rows = chosenRows();
+      rows[row.id] = !row.open; // the click toggles the row after this handler
+      try { sessionStorage.setItem(openKey(), JSON.stringify(rows)); } catch (_) { /* none */ }
+    });
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  followOpenSteps();
   const board = document.querySelector("[data-refresh]");
   if (board) refreshBoard(board);
   const task = document.querySelector("#task[data-events]");
@@ -67,6 +89,14 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const form of document.querySelectorAll("form[data-confirm]")) {
     form.addEventListener("submit", (event) => {
       if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+    });
+  }
+  // A button that asks first (Abort): once confirmed, it ticks its form's "I am sure" box.
+  for (const button of document.querySelectorAll("button[data-confirm]")) {
+    button.addEventListener("click", (event) => {
+      if (!window.confirm(button.dataset.confirm)) { event.preventDefault(); return; }
+      const sure = button.form && button.form.querySelector('input[name="sure"]');
+      if (sure) sure.checked = true;
     });
   }
   for (const link of document.querySelectorAll("a[data-back]")) {
