@@ -109,14 +109,33 @@ def pg_work_database(pg_database: str) -> str:
     return _fresh_pg_database(pg_database)
 
 
+# Emptying the tables between tests, as TRUNCATE ... RESTART IDENTITY would, but ~8x faster:
+# TRUNCATE replaces every table's files (about 150 ms for the schema), while DELETE of the few
+# rows a test leaves costs almost nothing. Foreign keys are not checked while emptying
+# (replica role), so the order of the tables and cycles between them do not matter.
+BIG_TABLE_ROWS = 10_000
+RESTART_SEQUENCES = """
+SELECT setval(format('%I.%I', schemaname, sequencename), start_value, false)
+FROM pg_sequences WHERE schemaname = current_schema()
+"""
+
+
 def _truncate(url: str) -> None:
     from conveyor.store.tables import metadata
 
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
-            names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
-            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
+            big = [
+                table.name
+                for table in metadata.sorted_tables
+                if conn.execute(text(f'DELETE FROM "{table.name}"')).rowcount > BIG_TABLE_ROWS
+            ]
+            if big:  # thousands of dead rows would slow the next tests' scans: drop the files
+                names = ", ".join(f'"{name}"' for name in big)
+                conn.execute(text(f"TRUNCATE {names}"))
+            conn.execute(text(RESTART_SEQUENCES))
     finally:
         engine.dispose()
 

@@ -239,24 +239,49 @@ async def list_events(
     *,
     limit: int = PAGE,
     before: str | None = None,
+    after: str | None = None,
 ) -> dict[str, Any]:
-    """A page of events, newest first; ``next`` is the cursor for the page after it."""
+    """A page of events, newest first; ``next`` is the cursor for the page after it (older),
+    ``newer`` the cursor (for ``after``) of the page before it, if there is one. ``after``
+    pages towards the newest: the ``limit`` events just after it, still newest first."""
     if limit < 1 or limit > MAX_PAGE:
         raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE}")
     cursor = parse_cursor(before)
+    newer_than = parse_cursor(after) if cursor is None else None
     async with services.read() as session:
         where = await conditions(session, caller, filters)
-        if cursor is not None:
-            where.append(E.id < cursor)
-        query = select(t.events).where(*where).order_by(E.id.desc()).limit(limit + 1)
-        rows = (await session.execute(query)).all()
-        more = len(rows) > limit
-        rows = rows[:limit]
+        if newer_than is not None:
+            query = select(t.events).where(*where, E.id > newer_than)
+            rows = (await session.execute(query.order_by(E.id).limit(limit + 1))).all()
+            newer = len(rows) > limit
+            rows = list(reversed(rows[:limit]))
+            more = bool(rows) and await _any(session, where, E.id < rows[-1].id)
+        else:
+            if cursor is not None:
+                where.append(E.id < cursor)
+            query = select(t.events).where(*where).order_by(E.id.desc()).limit(limit + 1)
+            rows = (await session.execute(query)).all()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            newer = (
+                cursor is not None
+                and bool(rows)
+                and await _any(session, where[:-1], E.id > rows[0].id)
+            )
         names = await names_of(session, rows)
     return {
         "events": [event_json(r, names) for r in rows],
         "next": public(rows[-1].id) if more else None,
+        "newer": public(rows[0].id) if newer else None,
     }
+
+
+async def _any(
+    session: AsyncSession, where: list[ColumnElement[bool]], beyond: ColumnElement[bool]
+) -> bool:
+    """Whether any event matches ``where`` beyond a page's edge: one probe of the primary key."""
+    found = await session.execute(select(E.id).where(*where, beyond).limit(1))
+    return found.first() is not None
 
 
 # ---------------------------------------------------------------- the chain

@@ -14,7 +14,7 @@ from typing import Any
 from conveyor.domain import ids
 from conveyor.domain import permissions as perms
 from conveyor.domain.audit import Category
-from conveyor.domain.codec import encode
+from conveyor.domain.codec import encode, encode_process
 from conveyor.domain.diff import Aspect, Change, FieldChange, diff, needs
 from conveyor.domain.documents import Project, UserRole, key
 from conveyor.domain.errors import PermissionDenied, ValidationFailed
@@ -142,6 +142,11 @@ def _audit_details(change: Change) -> dict[str, Any]:
         details["after"] = _masked_doc(change.kind, change.after)
     if change.op == "delete" and change.before is not None:
         details["before"] = _masked_doc(change.kind, change.before)
+    if change.aspect == "process" and isinstance(change.after, Project):
+        # The whole process as written, under the version it gets (the store adds one to the
+        # version read): a process's history, its diffs and reverts read these.
+        read = change.before.process.version if isinstance(change.before, Project) else 0
+        details["snapshot"] = {"version": read + 1, **encode_process(change.after.process)}
     return details
 
 

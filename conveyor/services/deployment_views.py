@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, or_, select
+from sqlalchemy import ColumnElement, and_, false, func, or_, select
 
 from conveyor.domain import permissions as perms
 from conveyor.domain.errors import ValidationFailed
@@ -83,10 +83,12 @@ async def list_deployments(
     project: str | None = None,
     environment: str | None = None,
     state: str | None = None,
+    created_by: str | None = None,
     limit: int = 100,
     before: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Newest first, only those the caller may see; ``before`` (a deployment number) pages."""
+    """Newest first, only those the caller may see; ``before`` (a deployment number) pages;
+    ``created_by``: only those this person queued (any case)."""
     loaded = await load_outline(services)
     query = select(t.deployments, t.releases.c.version).join(
         t.releases, t.releases.c.id == D.release_id
@@ -99,6 +101,8 @@ async def list_deployments(
         query = query.where(D.environment_id == loaded.id_of("environments", env.name))
     if state:
         query = query.where(D.state == _parse_state(state))
+    if created_by and created_by.strip():
+        query = query.where(func.lower(D.created_by) == created_by.strip().lower())
     visible = _visible_in_sql(loaded, _scope(loaded, caller), sqlite=services.is_sqlite)
     if visible is not None:
         query = query.where(visible)
@@ -122,9 +126,23 @@ async def list_deployments(
             "queued": iso(r.created_at),
             "started": iso(r.started_at),
             "completed": iso(r.completed_at),
+            "duration": _duration(r.started_at, r.completed_at, services.clock()),
         }
         for r in rows
     ]
+
+
+def _duration(started: datetime | None, completed: datetime | None, now: datetime) -> int | None:
+    """Seconds from start to end (to now while it runs); None before it starts."""
+    if started is None:
+        return None
+    end = _utc(completed) if completed is not None else now
+    return max(0, int((end - _utc(started)).total_seconds()))
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes for what is UTC.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _names(loaded: Loaded, kind: str) -> dict[int, str]:

@@ -6,6 +6,8 @@ audit are those of config as code.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,7 +30,7 @@ from conveyor.services.config import (
 )
 from conveyor.services.configmerge import kept_unsaid
 from conveyor.services.core import Caller, Services
-from conveyor.store.documents import Loaded
+from conveyor.store.documents import Loaded, reveal
 
 P = perms.Permission
 
@@ -326,13 +328,52 @@ async def update_process(services: Services, caller: Caller, ref: str, data: Any
 async def get_variables(services: Services, caller: Caller, ref: str) -> dict[str, Any]:
     loaded = await load(services)
     project = _project(loaded, caller, ref, P.VariableView)
-    return {"project": project.name, "variables": _encode_variables(project.variables, False)}
+    return {
+        "project": project.name,
+        "version": variables_version(project.variables),
+        "variables": _encode_variables(project.variables, False),
+    }
+
+
+def variables_version(variables: tuple[Variable, ...]) -> str:
+    """What an edit of a project's variables names to be made from, as a process names its
+    version. Read from the cached configuration, where a sensitive value is its cipher: every
+    write of the variables encrypts them anew, so the version changes with any write, and
+    neither it nor reading it opens a secret."""
+    items = [[v.name, list(v.environments), v.sensitive, str(v.value)] for v in variables]
+    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()[:20]
+
+
+async def variables_as_read(services: Services, name: str, read_at: str) -> tuple[Variable, ...]:
+    """The project's variables if they are still at version ``read_at`` (plain text, for
+    ``unchanged_since`` to compare inside the write), or Conflict."""
+    project = (await load(services)).model.get("projects", name)
+    if not isinstance(project, Project):
+        raise NotFound(f'project "{name}" does not exist')
+    if variables_version(project.variables) != read_at:
+        raise _stale(name)
+    return tuple(replace(v, value=reveal(services.box, v.value)) for v in project.variables)
+
+
+def unchanged_since(project: Project, as_read: tuple[Variable, ...]) -> None:
+    """Inside the write (configuration writers are serialised): refuse if the variables
+    differ from those checked against the version the edit was read at."""
+    if project.variables != as_read:
+        raise _stale(project.name)
+
+
+def _stale(name: str) -> Conflict:
+    return Conflict(
+        f'the variables of "{name}" changed since you read them: reload them and make your '
+        "edit again"
+    )
 
 
 async def update_variables(
     services: Services, caller: Caller, ref: str, data: Any
 ) -> dict[str, Any]:
-    """Replace a project's variables; a sensitive one sent without a value keeps its value."""
+    """Replace a project's variables; a sensitive one sent without a value keeps its value.
+    With ``data["version"]`` (as read), an edit made since then refuses the change."""
     await authorise_edit(services, caller, "projects", ref, "variables")
     problems: list[Problem] = []
     items = data.get("variables") if isinstance(data, dict) else data
@@ -342,11 +383,15 @@ async def update_variables(
     loaded = await load(services)
     name = resolve(loaded, "projects", ref).name
     raw = items if isinstance(items, list) else []
+    read_at = data.get("version") if isinstance(data, dict) else None
+    as_read = None if read_at is None else await variables_as_read(services, name, str(read_at))
 
     def mutate(model: Model) -> Model:
         project = model.get("projects", name)
         if project is None:
             raise NotFound(f'project "{name}" does not exist')
+        if as_read is not None:
+            unchanged_since(project, as_read)
         kept = _keep_sensitive(project.variables, variables, raw)
         return model.with_doc("projects", replace(project, variables=kept))
 
@@ -393,7 +438,10 @@ __all__ = [
     "list_documents",
     "may_view",
     "resolve",
+    "unchanged_since",
     "update_document",
     "update_process",
     "update_variables",
+    "variables_as_read",
+    "variables_version",
 ]

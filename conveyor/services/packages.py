@@ -24,7 +24,7 @@ from pathlib import Path
 from secrets import token_hex
 from typing import Any, BinaryIO
 
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import String, cast, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -379,8 +379,59 @@ def _uninstall(final: Path, backup: Path | None) -> None:
         final.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class Pin:
+    """A release that pinned a version of a package (``releases.packages``)."""
+
+    package_key: str
+    version: str
+    project: str
+    release: str
+
+    def pins(self, package_id: str, version: str) -> bool:
+        return self.package_key == package_key(package_id) and Version(self.version) == Version(
+            version
+        )
+
+
+async def pins_of(session: AsyncSession, package_ids: list[str]) -> list[Pin]:
+    """The releases that pinned any version of these packages. The releases' package choices
+    are JSON without an index of their own, so the text of the column is matched first (one
+    query, only the releases that name one of the packages come back), then read exactly."""
+    if not package_ids:
+        return []
+    r = t.releases.c
+    text_of = func.lower(cast(r.packages, String))
+    named = [text_of.like(f'%"{_like(package_key(p))}"%', escape="\\") for p in package_ids]
+    query = (
+        select(r.version, r.packages, t.projects.c.name)
+        .join(t.projects, t.projects.c.id == r.project_id)
+        .where(or_(*named))
+        .order_by(r.id)
+    )
+    wanted = {package_key(p) for p in package_ids}
+    out = []
+    for row in (await session.execute(query)).all():
+        for package, version in dict(row.packages or {}).items():
+            if package_key(package) in wanted and is_valid_version(str(version)):
+                out.append(Pin(package_key(package), str(version), row.name, row.version))
+    return out
+
+
+async def package_pins(services: Services, caller: Caller, package_ids: list[str]) -> list[Pin]:
+    """The releases that pinned versions of these packages (FeedView)."""
+    await _require(services, caller, P.FeedView)
+    async with services.read() as session:
+        return await pins_of(session, package_ids)
+
+
+def _like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 async def delete_package(services: Services, caller: Caller, package_id: str, version: str) -> None:
-    """Remove a version from the feed (BuiltInFeedAdminister); the file goes after the commit."""
+    """Remove a version from the feed (BuiltInFeedAdminister); the file goes after the commit.
+    A version that a release pinned stays: that release deploys exactly it (Conflict)."""
     await _require(services, caller, P.BuiltInFeedAdminister)
     async with services.tx(caller) as tx:
         tx.require(P.BuiltInFeedAdminister)
@@ -388,6 +439,21 @@ async def delete_package(services: Services, caller: Caller, package_id: str, ve
         row = _same_version(rows, version) if rows else None
         if row is None:
             raise NotFound(f"package {package_id} {version} is not in the built-in feed")
+        pinning = [
+            p
+            for p in await pins_of(tx.session, [row.package_id])
+            if p.pins(row.package_id, row.version)
+        ]
+        if pinning:
+            named = ", ".join(f"{p.project} {p.release}" for p in pinning[:5])
+            more = f" and {len(pinning) - 5} more" if len(pinning) > 5 else ""
+            raise Conflict(
+                f"package {row.package_id} {row.version} cannot be deleted: "
+                f"release{'s' if len(pinning) > 1 else ''} {named}{more} pinned it, and a "
+                "release deploys exactly the package versions it pinned",
+                package_id=row.package_id,
+                version=row.version,
+            )
         deleted = await tx.session.execute(
             delete(t.packages).where(t.packages.c.id == row.id).returning(t.packages.c.id)
         )

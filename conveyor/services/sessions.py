@@ -44,6 +44,8 @@ class Session:
     token: str
     caller: Caller
     expires_at: datetime
+    # An administrator set the password: nothing but choosing a new one until it is done.
+    must_change: bool = False
 
     @property
     def csrf(self) -> str:
@@ -166,7 +168,7 @@ async def resume(
                 .where(t.web_sessions.c.id == row.session_id)
                 .values(last_seen_at=now)
             )
-    return Session(token, caller, _aware(row.expires_at))
+    return Session(token, caller, _aware(row.expires_at), bool(row.must_change_password))
 
 
 def _user(row: Any) -> UserRow:
@@ -203,6 +205,16 @@ async def change_own_password(
     sessions end (whoever else held one no longer does)."""
     await set_password(
         services, caller, caller.username, new, current=current, keep_session=token_hash(token)
+    )
+
+
+async def choose_required_password(
+    services: Services, caller: Caller, token: str, new: str
+) -> None:
+    """The new password a sign-in asked for (an administrator set the last one): no current
+    password needed; the flag clears and the person's other sessions end."""
+    await set_password(
+        services, caller, caller.username, new, keep_session=token_hash(token), required=True
     )
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain import permissions as perms
 from conveyor.domain import throttling
@@ -31,6 +33,7 @@ from conveyor.services.credentials import (
     new_api_key,
     new_password,
 )
+from conveyor.services.documents import authorise_edit
 from conveyor.store import tables as t
 
 ADMIN_TEAM = "Administrators"
@@ -118,6 +121,20 @@ def _may_manage(caller: Caller, username: str) -> None:
         )
 
 
+async def _may_change(services: Services, caller: Caller, username: str) -> None:
+    """``_may_manage`` for a change: a refusal is audited, as every refused change is."""
+    if key(caller.username) == key(username):
+        return
+    async with services.tx(caller) as tx:
+        try:
+            tx.require(perms.Permission.UserEdit)
+        except PermissionDenied as exc:
+            raise PermissionDenied(
+                f"only {username} or someone with UserEdit may do this: {exc.message}",
+                permission="UserEdit",
+            ) from None
+
+
 async def add_user(
     services: Services,
     caller: Caller,
@@ -128,6 +145,9 @@ async def add_user(
     service_account: bool = False,
     password: str | None = None,
 ) -> None:
+    # Authorised before what was sent is validated, and audited if refused, as the API does.
+    async with services.tx(caller) as tx:
+        tx.require(perms.Permission.UserEdit)
     # Checked first: a refused password must not leave a user behind without one.
     if password is not None and service_account:
         raise ValidationFailed(f'"{username}" is a service account: it signs in with API keys only')
@@ -160,15 +180,22 @@ async def set_password(
     *,
     current: str | None = None,
     keep_session: str | None = None,
+    must_change: bool = False,
+    required: bool = False,
 ) -> None:
     """Set a password. One's own needs the current one, checked and throttled like a sign-in
     (a borrowed session or key must not be enough to take the account over); someone with
     UserEdit sets another person's without it. The user's web sessions end, all but
     ``keep_session`` (the token hash of the session making the change), in the same
-    transaction as the change and its audit event (which never holds a password)."""
-    _may_manage(caller, username)
+    transaction as the change and its audit event (which never holds a password).
+
+    ``must_change`` (someone else's password) makes the next sign-in ask for a new one;
+    ``required`` is that new one, given without the current password: only while asked for."""
+    await _may_change(services, caller, username)
     own = not caller.is_system and key(caller.username) == key(username)
-    if own:
+    if own and must_change:
+        raise ValidationFailed("you choose your own password: nobody needs to ask you for it")
+    if own and not required:
         await _check_current(services, caller, current)
         if password == current:
             raise ValidationFailed("the new password is the same as the current one")
@@ -182,10 +209,14 @@ async def set_password(
             raise ValidationFailed(
                 f'"{username}" is a service account: it signs in with API keys only'
             )
+        if required and not (own and await _must_change(tx.session, user.id)):
+            raise ValidationFailed("give your current password to set a new one")
         await tx.session.execute(
             update(t.users)
             .where(t.users.c.id == user.id)
-            .values(password_hash=password_hash, updated_at=tx.now)
+            .values(
+                password_hash=password_hash, must_change_password=must_change, updated_at=tx.now
+            )
         )
         ending = delete(t.web_sessions).where(t.web_sessions.c.user_id == user.id)
         if keep_session is not None:
@@ -196,8 +227,104 @@ async def set_password(
             Category.PASSWORD_CHANGED,
             f'{caller.username} set the password of "{user.username}"{signed_out}',
             documents=[public_id("users", user.id)],
-            details={"own": own, "sessions_ended": ended},
+            details={"own": own, "sessions_ended": ended}
+            | ({"must_change": True} if must_change else {}),
         )
+
+
+async def _must_change(session: AsyncSession, user_id: int) -> bool:
+    flag = await session.execute(
+        select(t.users.c.must_change_password).where(t.users.c.id == user_id)
+    )
+    return bool(flag.scalar_one_or_none())
+
+
+async def password_state(services: Services, caller: Caller, username: str) -> str:
+    """How a user signs in, in a few words: for those who may view users."""
+    if key(caller.username) != key(username):
+        async with services.tx(caller) as tx:
+            tx.require(perms.Permission.UserView)
+    async with services.read() as session:
+        user = await get_user(session, username)
+        must_change = await _must_change(session, user.id)
+    if user.service_account:
+        return "API keys only (a service account)"
+    if not user.password_hash:
+        return "no password set: cannot sign in"
+    return "set; must be changed at the next sign-in" if must_change else "set"
+
+
+async def reset_password(
+    services: Services, caller: Caller, username: str, *, must_change: bool
+) -> str:
+    """A new generated password for someone else, returned once (only its hash is kept)."""
+    password = new_password()
+    await set_password(services, caller, username, password, must_change=must_change)
+    return password
+
+
+async def set_active(services: Services, caller: Caller, username: str, active: bool) -> None:
+    """Deactivate (or reactivate) a user: a change of their document, audited as through the
+    API or ``apply``. An inactive user is refused everything; their web sessions end."""
+    await authorise_edit(services, caller, "users", username)
+    if not active and key(caller.username) == key(username):
+        raise Conflict("you cannot deactivate yourself: ask another administrator")
+
+    def mutate(model: Model) -> Model:
+        user = model.get("users", username)
+        if user is None:
+            raise NotFound(f'user "{username}" does not exist')
+        return model.with_doc("users", replace(user, active=active))
+
+    await change_config(services, caller, mutate, edits=(("users", username, "document"),))
+    if not active:
+        # Already refused by every request (sessions resume only for active users): this
+        # removes what is left, so that a reactivation does not bring old sessions back.
+        async with services.write() as session:
+            user = await get_user(session, username)
+            await session.execute(delete(t.web_sessions).where(t.web_sessions.c.user_id == user.id))
+
+
+async def change_team(
+    services: Services, caller: Caller, team: str, change: Callable[[Model, Team], Team]
+) -> None:
+    """One change to a team (members, roles, scopes): TeamEdit, checked before anything else,
+    then the change of the team's document, audited as through the API or ``apply``."""
+    await authorise_edit(services, caller, "teams", team)
+
+    def mutate(model: Model) -> Model:
+        found = model.get("teams", team)
+        if not isinstance(found, Team):
+            raise NotFound(f'team "{team}" does not exist')
+        return model.with_doc("teams", change(model, found))
+
+    await change_config(services, caller, mutate, edits=(("teams", team, "document"),))
+
+
+def with_member(model: Model, team: Team, username: str, member: bool) -> Team:
+    """``team`` with ``username`` in it (or not); an unknown user is refused."""
+    user = model.get("users", username)
+    if user is None:
+        raise NotFound(f'user "{username}" does not exist')
+    others = tuple(m for m in team.members if key(m) != key(username))
+    return replace(team, members=(*others, user.username) if member else others)
+
+
+def with_role(team: Team, index: int | None, role: ScopedRole | None, was: str = "") -> Team:
+    """``team`` with its ``index``-th role replaced by ``role`` (removed when ``None``), or
+    ``role`` added when ``index`` is ``None``. ``was`` is the role the editor saw there: if
+    someone changed the roles meanwhile, the edit is refused rather than applied to another."""
+    roles = list(team.roles)
+    if index is None:
+        assert role is not None
+        return replace(team, roles=(*roles, role))
+    if not 0 <= index < len(roles) or (was and key(roles[index].role) != key(was)):
+        raise Conflict(f'the roles of team "{team.name}" changed meanwhile: reload and try again')
+    if role is None:
+        del roles[index]
+    else:
+        roles[index] = role
+    return replace(team, roles=tuple(roles))
 
 
 async def _check_current(services: Services, caller: Caller, current: str | None) -> None:
@@ -225,7 +352,7 @@ async def _check_current(services: Services, caller: Caller, current: str | None
 
 async def create_api_key(services: Services, caller: Caller, username: str, name: str) -> str:
     """A new API key for a user; the key is returned once and only its hash is kept."""
-    _may_manage(caller, username)
+    await _may_change(services, caller, username)
     if len(name) > MAX_KEY_NAME or "\x00" in name:
         raise ValidationFailed(
             Problem(("name",), f"must be at most {MAX_KEY_NAME} characters, without NUL")
@@ -278,7 +405,7 @@ async def list_api_keys(services: Services, caller: Caller, username: str) -> li
 
 
 async def revoke_api_key(services: Services, caller: Caller, username: str, key_id: str) -> None:
-    _may_manage(caller, username)
+    await _may_change(services, caller, username)
     number = parse_public_id("api_keys", key_id)
     if number is None:
         raise NotFound(f'"{key_id}" is not an API key id (they look like ApiKeys-12)')

@@ -103,6 +103,8 @@ users = Table(
     Column("active", Boolean, nullable=False, default=True),
     Column("notify_interruptions", Boolean, nullable=False, default=True, server_default=true()),
     Column("password_hash", Text, nullable=True),
+    # Set by an administrator with a password they chose: the next sign-in asks for a new one.
+    Column("must_change_password", Boolean, nullable=False, default=False, server_default=false()),
     Column("position", Integer, nullable=False, default=0),
     Column("version", Integer, nullable=False, default=1),
     *_timestamps(),

@@ -13,17 +13,25 @@ from conveyor.web.routes import (
     audit,
     auth,
     dashboard,
+    environments,
     favicon,
     interruptions,
+    new_password,
     nodes,
+    packages,
     people,
+    people_edit,
     process,
+    process_history,
+    project_settings,
     projects,
     release_new,
     releases,
     targets,
     tasklog,
     tasks,
+    teams,
+    variables,
 )
 from conveyor.web.session import SessionMiddleware
 
@@ -33,6 +41,8 @@ ROUTERS = (
     dashboard,
     projects,
     process,
+    process_history,
+    variables,
     release_new,  # before releases: /releases/new is not a version
     releases,
     tasks,
@@ -40,11 +50,17 @@ ROUTERS = (
     interruptions,
     audit,
     people,
+    people_edit,
+    teams,
+    new_password,
     nodes,
     targets,
     approval_preview,
     approvals,
     access_report,
+    environments,
+    packages,
+    project_settings,
 )
 
 

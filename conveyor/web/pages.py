@@ -31,6 +31,7 @@ from conveyor.domain.errors import ConveyorError, PermissionDenied
 from conveyor.services.core import Caller, Services
 from conveyor.services.deployments import deploy_description
 from conveyor.services.sessions import Session, SignInThrottled
+from conveyor.services.waiting import waiting_count
 
 log = logging.getLogger("conveyor.web")
 HERE = Path(__file__).parent
@@ -85,6 +86,23 @@ def ago(value: str | datetime | None, now: datetime | None = None) -> str:
     return when(moment)  # pragma: no cover
 
 
+def when_seconds(value: str | datetime | None) -> str:
+    """``2026-11-27T23:44:38+00:00`` -> ``2026-11-27 23:44:38 UTC``."""
+    moment = _moment(value)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else ""
+
+
+def duration(seconds: int | None) -> str:
+    """``75`` -> ``1m 15s``; ``3725`` -> ``1h 2m``; nothing for None."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60}m"
+
+
 def _moment(value: str | datetime | None) -> datetime | None:
     if value is None or value == "":
         return None
@@ -124,6 +142,8 @@ TEMPLATES = jinja2.Environment(
 )
 TEMPLATES.filters.update(
     when=when,
+    when_seconds=when_seconds,
+    duration=duration,
     ago=ago,
     state=state_label,
     slug=slugify,
@@ -154,7 +174,18 @@ async def page_caller(request: Request) -> Caller:
     session = web_session(request)
     if session is None:
         raise SignInRequired()
+    if request.method == "GET":
+        await _count_waiting(request, session.caller)
     return session.caller
+
+
+async def _count_waiting(request: Request, caller: Caller) -> None:
+    """The navigation's count of what waits for the person (services/waiting.py), for the
+    page about to be rendered; a page still renders, without the count, if it cannot be read."""
+    try:
+        request.state.waiting_count = await waiting_count(services_of(request), caller)
+    except ConveyorError:
+        log.warning("the waiting count for %s could not be read", caller.username, exc_info=True)
 
 
 async def fragment_caller(request: Request) -> Caller:
@@ -190,6 +221,7 @@ def render(
         csrf=session.csrf if session else "",
         path=request.url.path,
         nav=_nav(caller),
+        waiting_count=getattr(request.state, "waiting_count", None),
         **context,
     )
     return HTMLResponse(page, status_code=status, headers=headers)
@@ -204,6 +236,8 @@ def _nav(caller: Caller | None) -> dict[str, bool]:
         "people": may(caller, P.UserView) or may(caller, P.TeamView),
         "nodes": may(caller, P.AdministerSystem),
         "targets": may(caller, P.MachineView),
+        "environments": may(caller, P.EnvironmentView),
+        "packages": may(caller, P.FeedView),
     }
 
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hmac
 from datetime import datetime
+from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from conveyor.api.deps import client_address as client_address
@@ -87,4 +88,25 @@ class SessionMiddleware:
                     )
                     await refused(scope, receive, send)
                     return
+                if session.must_change and scope["path"] not in NEW_PASSWORD_PATHS:
+                    await _ask_new_password(request)(scope, receive, send)
+                    return
         await self.app(scope, receive, send)
+
+
+# Until someone whose password an administrator set chooses their own, these alone answer.
+NEW_PASSWORD_PAGE = "/account/new-password"
+NEW_PASSWORD_PATHS = frozenset({NEW_PASSWORD_PAGE, "/sign-out", "/favicon.ico"})
+
+
+def _ask_new_password(request: Request) -> Response:
+    if request.url.path.startswith(API_PREFIX):
+        return problem(
+            403,
+            "password_change_required",
+            f"choose a new password first, at {NEW_PASSWORD_PAGE}",
+        )
+    back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.method != "GET":
+        back = "/"
+    return RedirectResponse(f"{NEW_PASSWORD_PAGE}?{urlencode({'next': back})}", status_code=303)

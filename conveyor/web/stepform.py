@@ -99,6 +99,27 @@ DEFAULTS = {
 }
 
 
+# The step types a process may have, as the pages name them.
+STEP_TYPES = {
+    "script": "Script",
+    "package": "Deploy a package",
+    "manual_intervention": "Manual intervention",
+    "notification": "Notification",
+    "deploy_release": "Deploy a release",
+}
+
+
+def blank(step_type: str) -> dict[str, Any]:
+    """A new step of a type, before its form is filled in."""
+    return {"type": step_type, "name": ""}
+
+
+def positions(steps: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """Where a new step may go: before each step, or at the end (the last choice)."""
+    out = [(i, f"Before step {i + 1}, {s.get('name', '')}") for i, s in enumerate(steps)]
+    return [*out, (len(steps), "At the end")]
+
+
 def fields_of(step_type: str) -> tuple[Field, ...]:
     return COMMON[:1] + BY_TYPE.get(step_type, ()) + COMMON[1:]
 

@@ -304,7 +304,12 @@ async def test_sensitive_variables_are_encrypted_masked_and_kept(
     kept = {v.name: v.value for v in project.variables}["DbPassword"]
     assert reveal(services.box, kept) == SECRET  # read back sealed, it opens to the secret
 
+    # the edit read before the last change is refused as stale (optimistic concurrency)
+    read["variables"].append({"name": "Token", "value": "x"})
+    stale = await client.put("/projects/Database/variables", json=read)
+    assert_problem(stale, 409, "conflict")
     # a new sensitive variable needs a value
+    read = (await client.get("/projects/Database/variables")).json()
     read["variables"].append({"name": "Token", "sensitive": True})
     body = assert_problem(
         await client.put("/projects/Database/variables", json=read), 422, "validation_failed"

@@ -4,26 +4,41 @@ One server per test module and database (SQLite in the data folder, or a fresh P
 database when CONVEYOR_TEST_POSTGRES_URL is set; otherwise the PostgreSQL variant is skipped with
 a visible notice). Every command runs as a subprocess with only the documented environment
 variables set, so the tests see exactly what a user or a build server sees.
+
+Two things keep the suite fast without changing what is tested: `admin init` runs once per test
+process and kind of database, and each server starts from a copy of that installation
+(``install``); and the `conveyor` processes are forked from a helper that imported Conveyor once
+(tests/e2e/preloaded.py) instead of each paying the interpreter's start-up and imports.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
-from tests.conftest import POSTGRES_URL, SANDBOX, SKIP_PG, _fresh_pg_database
+from conveyor.store.db import sqlite_file
+from tests.conftest import POSTGRES_URL, SANDBOX, SKIP_PG, _fresh_pg_database, _pg_admin_url
+from tests.e2e import preloaded
+from tests.e2e.preloaded import PreloadedProcess, start_preloaded
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "octopetshop" / "conveyor.yaml"
@@ -51,6 +66,13 @@ def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+preloaded.base_env = lambda: clean_env({})
+# Every `conveyor` process of the tests is forked from a helper that imported Conveyor once
+# (tests/e2e/preloaded.py): the same code, arguments, environment and streams, without a second
+# of interpreter start-up each. Set TESTS_EXEC_CONVEYOR=1 to exec the real script every time.
+EXEC_CONVEYOR = os.environ.get("TESTS_EXEC_CONVEYOR") == "1"
+
+
 def run_conveyor(
     args: tuple[str, ...],
     env: Mapping[str, str],
@@ -59,6 +81,12 @@ def run_conveyor(
     cwd: Path | None = None,
     timeout: float = COMMAND_TIMEOUT,
 ) -> subprocess.CompletedProcess[str]:
+    if not EXEC_CONVEYOR:
+        full = clean_env(env)
+        done = preloaded.run_preloaded(args, full, cwd or Path.cwd(), input, timeout)
+        return subprocess.CompletedProcess(
+            [str(CONVEYOR), *args], done.returncode, done.stdout, done.stderr
+        )
     return subprocess.run(
         [str(CONVEYOR), *args],
         env=clean_env(env),
@@ -71,7 +99,26 @@ def run_conveyor(
     )
 
 
-def wait_for_api(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+def start_conveyor(
+    args: list[str], env: Mapping[str, str], cwd: Path, log: Path, *, preloaded: bool = True
+) -> subprocess.Popen[bytes] | PreloadedProcess:
+    """A long-running `conveyor ARGS` (a server), its output in ``log``. ``preloaded=False``:
+    the real script, where a test looks at the process itself (its /proc/PID/environ)."""
+    if preloaded and not EXEC_CONVEYOR:
+        return start_preloaded(list(args), clean_env(env), cwd, log)
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [str(CONVEYOR), *args],
+            env=clean_env(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+        )
+
+
+def wait_for_api(
+    url: str, proc: subprocess.Popen[bytes] | PreloadedProcess, log: Path, timeout: float
+) -> None:
     """Until GET {url}/api/v1 answers 200; fail with the server's log when it never does."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -82,7 +129,7 @@ def wait_for_api(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: fl
         with contextlib.suppress(httpx.TransportError):
             if httpx.get(f"{url}/api/v1", timeout=2).status_code == 200:
                 return
-        time.sleep(0.1)
+        time.sleep(0.02)  # a start is waited for many times: each poll late is time lost
     pytest.fail(f"the server did not answer {url}/api/v1 within {timeout:.0f} s:\n{read_log(log)}")
 
 
@@ -93,7 +140,7 @@ def read_log(log: Path) -> str:
         return "(no log)"
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: subprocess.Popen[bytes] | PreloadedProcess) -> None:
     """SIGTERM, then SIGKILL if it does not stop within 10 s."""
     if proc.poll() is not None:
         return
@@ -114,7 +161,7 @@ class Server:
     log: Path
     database_url: str | None
     tmp: Path
-    proc: subprocess.Popen[bytes] = field(repr=False)
+    proc: subprocess.Popen[bytes] | PreloadedProcess = field(repr=False)
 
     @property
     def env(self) -> dict[str, str]:
@@ -193,6 +240,114 @@ def describe(result: subprocess.CompletedProcess[str]) -> str:
     )
 
 
+# ---------------------------------------------------------------- installations
+
+
+@dataclass
+class Installation:
+    """What `conveyor admin init` made, once per test process and kind of database: its answer,
+    its data folder (master key, and for SQLite the database) and, for PostgreSQL, the rows of
+    every table. A server of a test starts from a copy: a fresh `admin init` would cost an
+    interpreter's start-up and all the migrations for every server of the suite."""
+
+    secrets: dict[str, str]
+    data_dir: Path
+    tables: dict[str, bytes] = field(default_factory=dict)  # COPY ... TO STDOUT of each table
+    sequences: dict[str, int] = field(default_factory=dict)
+
+
+_installations: dict[str, Installation] = {}
+
+
+@functools.cache
+def _install_files() -> Path:
+    """Where this test process keeps its installations; removed when it exits."""
+    folder = Path(tempfile.mkdtemp(prefix="conveyor-installations-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def _psycopg_conninfo(database_url: str) -> str:
+    url = make_url(database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+def _installation(database_url: str | None) -> Installation:
+    kind = "postgres" if database_url and database_url.startswith("postgresql") else "sqlite"
+    if kind in _installations:
+        return _installations[kind]
+    folder = Path(tempfile.mkdtemp(prefix=kind, dir=_install_files()))
+    env = {"CONVEYOR_DATA_DIR": str(folder / "data")}
+    original = None
+    if kind == "postgres":
+        assert database_url
+        # Named after the test database it was asked for, which begins with the session's
+        # database name: the session's clean-up drops it with the others.
+        name = f"{make_url(database_url).database}_installed"
+        admin = create_engine(_pg_admin_url(), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        original = _pg_url(database_url, name)
+        env["CONVEYOR_DATABASE_URL"] = original
+    init = run_conveyor(("admin", "init", "--output", "json"), env, cwd=folder)
+    assert init.returncode == 0, describe(init)
+    secrets = json.loads(init.stdout)
+    assert set(secrets) == {"username", "password", "api_key"}, secrets
+    assert secrets["username"] == "admin"
+    installation = Installation(secrets=secrets, data_dir=folder / "data")
+    if original:
+        with psycopg.connect(_psycopg_conninfo(original)) as conn:
+            for (table,) in conn.execute(TABLES).fetchall():
+                with conn.cursor().copy(f'COPY "{table}" TO STDOUT') as copy:
+                    data = b"".join(bytes(chunk) for chunk in copy)
+                if data:
+                    installation.tables[table] = data
+            installation.sequences = dict(conn.execute(SEQUENCES).fetchall())
+    _installations[kind] = installation
+    return installation
+
+
+TABLES = (
+    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+    "AND tablename <> 'alembic_version'"
+)
+SEQUENCES = (
+    "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences "
+    "WHERE schemaname = current_schema() AND last_value IS NOT NULL"
+)
+
+
+def _pg_url(database_url: str, database: str) -> str:
+    return make_url(database_url).set(database=database).render_as_string(hide_password=False)
+
+
+def install(data_dir: Path, database_url: str | None) -> dict[str, str]:
+    """What `conveyor admin init --output json` does on a new installation, from a copy of the
+    one installation it was run for: a data folder ``data_dir`` that does not exist yet and an
+    empty, migrated database (``database_url``; ``None`` for SQLite in the data folder).
+    Returns the administrator's secrets as `admin init` printed them."""
+    installation = _installation(database_url)
+    shutil.copytree(installation.data_dir, data_dir)  # 0700 folder, 0600 key and database
+    if database_url is None:
+        return dict(installation.secrets)
+    (data_dir / "conveyor.db").unlink(missing_ok=True)  # the database is elsewhere
+    if (path := sqlite_file(database_url)) is not None:
+        shutil.copy2(installation.data_dir / "conveyor.db", path)
+        return dict(installation.secrets)
+    with psycopg.connect(_psycopg_conninfo(database_url)) as conn:
+        # The rows are copied as they are, so the foreign keys are not checked on the way in.
+        conn.execute("SET LOCAL session_replication_role = replica")
+        for (table,) in conn.execute(TABLES).fetchall():  # the rows migrations seed, if any
+            conn.execute(f'DELETE FROM "{table}"')
+        for table, data in installation.tables.items():
+            with conn.cursor().copy(f'COPY "{table}" FROM STDIN') as copy:
+                copy.write(data)
+        for sequence, value in installation.sequences.items():
+            conn.execute("SELECT setval(%s, %s)", (sequence, value))
+    return dict(installation.secrets)
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def e2e_database(request: pytest.FixtureRequest) -> str | None:
     """``None`` for SQLite (the default file in the data folder), or a fresh PostgreSQL URL."""
@@ -211,23 +366,12 @@ def server(e2e_database: str | None, tmp_path_factory: pytest.TempPathFactory) -
     env: dict[str, str] = {"CONVEYOR_DATA_DIR": str(data_dir)}
     if e2e_database:
         env["CONVEYOR_DATABASE_URL"] = e2e_database
-    init = run_conveyor(("admin", "init", "--output", "json"), env, cwd=tmp)
-    assert init.returncode == 0, describe(init)
-    secrets = json.loads(init.stdout)
-    assert set(secrets) == {"username", "password", "api_key"}, secrets
-    assert secrets["username"] == "admin"
+    secrets = install(data_dir, e2e_database)
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(CONVEYOR), "server", "--port", str(port)],
-            env=clean_env(env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=tmp,
-        )
+    proc = start_conveyor(["server", "--port", str(port)], env, tmp, log)
     try:
         wait_for_api(url, proc, log, START_TIMEOUT)
         yield Server(

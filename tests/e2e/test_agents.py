@@ -22,14 +22,12 @@ import pytest
 
 from tests.e2e.conftest import (
     CONVEYOR,
-    START_TIMEOUT,
     clean_env,
     describe,
     free_port,
     read_log,
     run_conveyor,
     stop,
-    wait_for_api,
 )
 from tests.e2e.test_crash import Restartable
 
@@ -127,6 +125,8 @@ projects:
 class AgentServer(Restartable):
     """A server that comes back on the same address, as a real one would after a restart."""
 
+    preloaded = True  # started again by the tests: from a process that imported the server once
+
     def __init__(self, tmp: Path, database_url: str | None) -> None:
         super().__init__(tmp, database_url)
         self.port = free_port()
@@ -136,18 +136,7 @@ class AgentServer(Restartable):
         self.env["CONVEYOR_AGENT_OFFLINE_SECONDS"] = str(OFFLINE_SECONDS)
 
     def start(self) -> None:
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.starts += 1
-        log = self.tmp / f"server-{self.starts}.log"
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [str(CONVEYOR), "server", "--port", str(self.port)],
-                env=clean_env(self.env),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.tmp,
-            )
-        wait_for_api(self.url, self.proc, log, START_TIMEOUT)
+        self.start_on(self.port)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**self.env, "CONVEYOR_SERVER": self.url, "CONVEYOR_API_KEY": self.api_key}

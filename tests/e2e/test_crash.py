@@ -3,7 +3,6 @@ mid-run fails with a clear message, and a deployment waiting for a person still 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,15 +14,16 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import (
-    CONVEYOR,
     START_TIMEOUT,
-    clean_env,
     describe,
     free_port,
+    install,
     run_conveyor,
+    start_conveyor,
     stop,
     wait_for_api,
 )
+from tests.e2e.preloaded import PreloadedProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -83,33 +83,34 @@ projects:
 
 
 class Restartable:
-    """A server on one data folder that the test can kill and start again."""
+    """A server on one data folder that the test can kill and start again.
+
+    ``preloaded``: its processes are forked from a helper that imported the server's modules
+    once (tests/e2e/preloaded.py), for a test that restarts it many times. Not by default: the
+    sandbox test looks at the real script's process (its /proc/PID/environ)."""
+
+    preloaded = False
 
     def __init__(self, tmp: Path, database_url: str | None) -> None:
         self.tmp = tmp
         self.env = {"CONVEYOR_DATA_DIR": str(tmp / "data")}
         if database_url:
             self.env["CONVEYOR_DATABASE_URL"] = database_url
-        init = run_conveyor(("admin", "init", "--output", "json"), self.env, cwd=tmp)
-        assert init.returncode == 0, describe(init)
-        self.api_key = json.loads(init.stdout)["api_key"]
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.api_key = install(tmp / "data", database_url)["api_key"]
+        self.proc: subprocess.Popen[bytes] | PreloadedProcess | None = None
         self.url = ""
         self.starts = 0
 
     def start(self) -> None:
-        port = free_port()
+        self.start_on(free_port())
+
+    def start_on(self, port: int) -> None:
+        """`conveyor server --port PORT`, until it answers; its output in server-N.log."""
         self.url = f"http://127.0.0.1:{port}"
         self.starts += 1
         log = self.tmp / f"server-{self.starts}.log"
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [str(CONVEYOR), "server", "--port", str(port)],
-                env=clean_env(self.env),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.tmp,
-            )
+        args = ["server", "--port", str(port)]
+        self.proc = start_conveyor(args, self.env, self.tmp, log, preloaded=self.preloaded)
         wait_for_api(self.url, self.proc, log, START_TIMEOUT)
 
     def kill(self) -> None:
@@ -142,9 +143,12 @@ class Restartable:
 
 
 @contextmanager
-def applied_server(database_url: str, tmp_path: Path, config_text: str) -> Iterator[Restartable]:
+def applied_server(
+    database_url: str, tmp_path: Path, config_text: str, *, preloaded: bool = False
+) -> Iterator[Restartable]:
     """A restartable server with ``config_text`` applied; stopped at the end."""
     server = Restartable(tmp_path, database_url)
+    server.preloaded = preloaded
     try:
         server.start()
         config = tmp_path / "config.yaml"
@@ -164,7 +168,7 @@ def applied_server(database_url: str, tmp_path: Path, config_text: str) -> Itera
 
 @pytest.fixture
 def crashable(database_url: str, tmp_path: Path) -> Iterator[Restartable]:
-    with applied_server(database_url, tmp_path, CONFIG) as server:
+    with applied_server(database_url, tmp_path, CONFIG, preloaded=True) as server:
         yield server
 
 

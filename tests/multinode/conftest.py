@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from tests.conftest import _fresh_pg_database
-from tests.e2e.conftest import describe, read_log, run_conveyor, stop
+from tests.e2e.conftest import describe, install, read_log, run_conveyor, stop
 from tests.e2e.test_crash import Restartable
 
 # Each node's database pool (CONVEYOR_DATABASE_CONNECTIONS): three nodes and their listeners
@@ -40,7 +40,10 @@ ACCESS = re.compile(r"INFO: +[0-9.]+:[0-9]+ - ")
 class Node(Restartable):
     """One server process of the cluster: its own name, port, folder (log, cwd) and settings.
 
-    A `Restartable` that does not `admin init`: the cluster did that once for all nodes."""
+    A `Restartable` that does not `admin init`: the cluster did that once for all nodes. Its
+    processes are forked from one that imported the server once (tests/e2e/preloaded.py)."""
+
+    preloaded = True
 
     def __init__(self, folder: Path, env: dict[str, str], api_key: str) -> None:
         # Not super().__init__: that would `admin init` a second installation.
@@ -166,9 +169,7 @@ def cluster(
         "CONVEYOR_DATA_DIR": str(data_dir),
         "CONVEYOR_DATABASE_URL": _fresh_pg_database(template),
     }
-    init = run_conveyor(("admin", "init", "--output", "json"), shared, cwd=tmp)
-    assert init.returncode == 0, describe(init)
-    api_key = json.loads(init.stdout)["api_key"]
+    api_key = install(data_dir, shared["CONVEYOR_DATABASE_URL"])["api_key"]
     members = [
         Node(tmp / name, node_env(shared, name, **settings), api_key)
         for name, settings in nodes.items()

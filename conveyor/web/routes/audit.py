@@ -12,6 +12,7 @@ from starlette.datastructures import QueryParams
 from conveyor.domain.audit import Category
 from conveyor.domain.errors import PermissionDenied, ValidationFailed
 from conveyor.services import audit, documents, evidence
+from conveyor.web.eventdiff import readable
 from conveyor.web.pages import PageCaller, PageRoute, ServicesDep, render
 from conveyor.web.routes.projects import project_header
 
@@ -48,7 +49,10 @@ def _filters(query: QueryParams) -> tuple[audit.Filters, dict[str, str]]:
 async def audit_log(request: Request, services: ServicesDep, caller: PageCaller) -> Response:
     filters, chosen = _filters(request.query_params)
     before = request.query_params.get("before") or None
-    page = await audit.list_events(services, caller, filters, limit=PER_PAGE, before=before)
+    after = None if before else (request.query_params.get("after") or None)
+    page = await audit.list_events(
+        services, caller, filters, limit=PER_PAGE, before=before, after=after
+    )
     chain: dict[str, Any] | None = None
     chain_hidden = ""
     if request.query_params.get("verify"):
@@ -61,9 +65,10 @@ async def audit_log(request: Request, services: ServicesDep, caller: PageCaller)
         request,
         "audit.html",
         title="Audit log",
-        events=page["events"],
+        events=[(e, readable(e["details"])) for e in page["events"]],
         next=page["next"],
-        first=before is None,
+        newer=page["newer"],
+        first=before is None and after is None,
         chosen=chosen,
         query=query,
         categories=[c.value for c in Category],

@@ -11,9 +11,19 @@ from conveyor.domain import permissions as perms
 from conveyor.domain.documents import key
 from conveyor.domain.errors import ConveyorError
 from conveyor.domain.model import Kind
-from conveyor.services import documents
+from conveyor.services import documents, users
 from conveyor.services import permissions as access
-from conveyor.web.pages import PageCaller, PageRoute, ServicesDep, page_number, render, sentence
+from conveyor.services.core import Caller, Services
+from conveyor.web.pages import (
+    PageCaller,
+    PageRoute,
+    ServicesDep,
+    may,
+    page_number,
+    render,
+    sentence,
+)
+from conveyor.web.routes import people_edit
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 P = perms.Permission
@@ -34,7 +44,22 @@ GRID_PERMISSIONS = (
 
 @router.get("/people")
 async def people(request: Request, services: ServicesDep, caller: PageCaller) -> Response:
+    return await people_page(request, services, caller)
+
+
+async def people_page(
+    request: Request,
+    services: Services,
+    caller: Caller,
+    *,
+    status: int = 200,
+    given: dict[str, Any] | None = None,
+    problems: list[str] | None = None,
+) -> Response:
+    """The list of users, teams or roles; with the form to add a person for whoever may."""
     tab = request.query_params.get("tab", "users")
+    if request.method == "POST":
+        tab = "users"  # a refused "Add a person" shows the users, with the form and why
     kind = TABS.get(tab, "users")
     found = await documents.list_documents(services, caller, kind)
     page = page_number(request.query_params.get("page"))
@@ -42,11 +67,15 @@ async def people(request: Request, services: ServicesDep, caller: PageCaller) ->
     return render(
         request,
         "people.html",
+        status=status,
         title="People and access",
         tab=tab if tab in TABS else "users",
         docs=found[start : start + PER_PAGE],
         page=page,
         more=len(found) > start + PER_PAGE,
+        may_add=may(caller, P.UserEdit),
+        given=given or {"must_change": True},
+        problems=problems or [],
     )
 
 
@@ -66,6 +95,7 @@ async def person(
     else:
         doc = await documents.get_document(services, caller, "users", username)
         user = {"name": doc.name, "data": doc.data}
+    administer = await _administer(request, services, caller, user["name"])
     wanted = [*PROJECT_COLUMNS, chosen] + [
         p for p, info in perms.CATALOGUE.items() if not info.dimensions
     ]
@@ -90,7 +120,7 @@ async def person(
             )
         except ConveyorError as exc:
             problem = sentence(exc.message)
-    return render(
+    response = render(
         request,
         "person.html",
         title=f"What {user['name']} may do",
@@ -105,4 +135,51 @@ async def person(
         asked={k: query.get(k, "") for k in ("permission", "project", "environment")},
         answer=answer,
         problem=problem,
+        **administer,
     )
+    people_edit.forget_shown(response, request)
+    return response
+
+
+DONE = {
+    "created": "Created.",
+    "password": "The password was set; their web sessions ended.",
+    "key": "The API key was created.",
+    "deactivated": "Deactivated: they are refused everything, and their web sessions ended.",
+    "reactivated": "Reactivated: they may sign in again.",
+    "joined": "Added to the team.",
+    "left": "Removed from the team.",
+}
+
+
+async def _administer(
+    request: Request, services: Services, caller: Caller, username: str
+) -> dict[str, Any]:
+    """What the account and team sections of a person's page need, for those who may see
+    them: UserEdit changes the account, TeamEdit the teams."""
+    manage = may(caller, P.UserEdit)
+    team_view = may(caller, P.TeamView)
+    if not manage and not team_view:
+        return {"manage": False, "team_view": False}
+    teams = await documents.list_documents(services, caller, "teams") if team_view else []
+    done = request.query_params.get("done", "")
+    account: dict[str, Any] = {}
+    if manage:
+        # Encoded documents leave defaults out.
+        account = {"active": True, "service_account": False}
+        account |= (await documents.get_document(services, caller, "users", username)).data
+        account["password"] = await users.password_state(services, caller, username)
+    return {
+        "manage": manage,
+        "team_view": team_view,
+        "team_edit": may(caller, P.TeamEdit),
+        "account": account,
+        "shown": people_edit.take_shown(request, services, caller, username),
+        "done_message": DONE.get(done, ""),
+        "teams_in": [t for t in teams if _member(t.data, username)],
+        "teams_out": [t for t in teams if not _member(t.data, username)],
+    }
+
+
+def _member(team: dict[str, Any], username: str) -> bool:
+    return any(key(m) == key(username) for m in team.get("members", []))

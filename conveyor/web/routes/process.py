@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.datastructures import FormData
 
-from conveyor.domain.errors import Conflict, NotFound, ValidationFailed
+from conveyor.domain.errors import Conflict, NotFound, Problem, ValidationFailed
 from conveyor.services import documents
 from conveyor.services.core import Caller, Services
 from conveyor.web import stepform
@@ -32,6 +32,8 @@ DONE = {
     "saved": "The step was saved.",
     "removed": "The step was removed.",
     "moved": "The step was moved.",
+    "added": "The step was added.",
+    "reverted": "The process was reverted: its earlier steps are a new version.",
 }
 
 
@@ -69,6 +71,7 @@ async def _page(
         error=error,
         editing=editing,
         done_message=DONE.get(request.query_params.get("done", ""), ""),
+        step_types=stepform.STEP_TYPES,
     )
 
 
@@ -171,3 +174,104 @@ async def move_step(
     slug: str, index: int, request: Request, services: ServicesDep, caller: PageCaller
 ) -> Response:
     return await _change(request, services, caller, slug, index, _move)
+
+
+# ---------------------------------------------------------------- adding a step
+#
+# Two plain forms, no script: the process page asks for the type and the position (a GET), and
+# the step form of that type posts to its own address, where a refusal shows it again as typed.
+
+
+def _position(text: str, count: int) -> int:
+    """Where the new step goes (0 = first); anything else: at the end."""
+    return int(text) if text.isdigit() and int(text) <= count else count
+
+
+async def _new_page(
+    request: Request,
+    services: Services,
+    caller: Caller,
+    slug: str,
+    step: dict[str, Any],
+    at: str,
+    *,
+    status: int = 200,
+    error: str = "",
+    version: int | None = None,
+) -> Response:
+    header = await project_header(services, caller, slug)
+    process = await documents.get_process(services, caller, slug)
+    fields = stepform.fields_of(step["type"])
+    steps = process["steps"]
+    return render(
+        request,
+        "process_step_new.html",
+        status=status,
+        title=f"{header['name']}: add a step",
+        project=header,
+        tab="process",
+        version=process["version"] if version is None else version,
+        step_type=step["type"],
+        type_label=stepform.STEP_TYPES[step["type"]],
+        fields=[(f, stepform.shown(step, f)) for f in fields],
+        locked={f.name: stepform.locked(step, f) for f in fields},
+        at=_position(at, len(steps)),
+        positions=stepform.positions(steps),
+        error=error,
+    )
+
+
+def _new_type(text: str) -> str:
+    if text not in stepform.STEP_TYPES:
+        raise ValidationFailed(
+            Problem(("type",), "choose the type of the new step: " + ", ".join(stepform.STEP_TYPES))
+        )
+    return text
+
+
+@router.get("/projects/{slug}/process/new")
+async def new_step(
+    slug: str, request: Request, services: ServicesDep, caller: PageCaller
+) -> Response:
+    await documents.authorise_edit(services, caller, "projects", slug, "process")
+    step_type = _new_type(request.query_params.get("type", ""))
+    step = stepform.blank(step_type)
+    return await _new_page(
+        request, services, caller, slug, step, request.query_params.get("at", "")
+    )
+
+
+@router.post("/projects/{slug}/process/new")
+async def add_step(
+    slug: str, request: Request, services: ServicesDep, caller: PageCaller
+) -> Response:
+    # Authorise before reading the form: who may not edit is told so, not what is missing.
+    await documents.authorise_edit(services, caller, "projects", slug, "process")
+    form = await request.form()
+    step = stepform.edited(stepform.blank(_new_type(form_text(form, "type"))), form)
+    at = form_text(form, "at")
+    current = await documents.get_process(services, caller, slug)
+    steps: list[dict[str, Any]] = list(current["steps"])
+    steps.insert(_position(at, len(steps)), step)
+    try:
+        await documents.update_process(
+            services, caller, slug, {"version": _version(form), "steps": steps}
+        )
+    except (Conflict, ValidationFailed) as exc:
+        status = 422 if isinstance(exc, ValidationFailed) else 409
+        return await _new_page(
+            request,
+            services,
+            caller,
+            slug,
+            step,
+            at,
+            status=status,
+            error=sentence(exc.message),
+            version=None if isinstance(exc, Conflict) else _int(form_text(form, "version")),
+        )
+    return redirect(f"/projects/{slug}/process", done="added")
+
+
+def _int(text: str) -> int | None:
+    return int(text) if text.isdigit() and len(text) < 10 else None

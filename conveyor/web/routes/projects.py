@@ -1,4 +1,5 @@
-"""Projects: the list, one project's releases against its environments, and its variables."""
+"""Projects: the list, and one project's releases against its environments (its variables:
+routes/variables.py)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ async def project_header(services: Services, caller: Caller, slug: str) -> dict[
         "may_process": may(caller, P.ProcessView, project=ref),
         "may_variables": may(caller, P.VariableView, project=ref),
         "may_edit_process": may(caller, P.ProcessEdit, project=ref),
+        "may_edit_variables": may(caller, P.VariableEdit, project=ref),
     }
 
 
@@ -82,20 +84,4 @@ async def project(
         board=board,
         hidden=hidden,
         page=page,
-    )
-
-
-@router.get("/projects/{slug}/variables")
-async def variables(
-    slug: str, request: Request, services: ServicesDep, caller: PageCaller
-) -> Response:
-    header = await project_header(services, caller, slug)
-    data = await documents.get_variables(services, caller, slug)  # checks VariableView
-    return render(
-        request,
-        "variables.html",
-        title=f"{header['name']}: variables",
-        project=header,
-        tab="variables",
-        variables=data["variables"],
     )

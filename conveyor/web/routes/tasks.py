@@ -62,15 +62,29 @@ async def may_cancel(services: Services, caller: Caller, task: dict[str, Any]) -
     return may(caller, P.TaskCancel, project=ref, environment=task["environment"])
 
 
+LIST_FILTERS = ("project", "environment", "state", "who")
+
+
 @router.get("/tasks")
 async def task_list(request: Request, services: ServicesDep, caller: PageCaller) -> Response:
+    """The deployments, newest first, filtered by the GET query (project, environment, state,
+    who queued them); paged by keyset, the filters carried along."""
     before_text = request.query_params.get("before", "")
     before = parse_number(before_text)  # None for junk, and for a number no row can have
+    chosen = {name: request.query_params.get(name, "").strip() for name in LIST_FILTERS}
     rows = await deployment_views.list_deployments(
-        services, caller, limit=PER_PAGE + 1, before=before
+        services,
+        caller,
+        project=chosen["project"] or None,
+        environment=chosen["environment"] or None,
+        state=chosen["state"] or None,
+        created_by=chosen["who"] or None,
+        limit=PER_PAGE + 1,
+        before=before,
     )
     shown = rows[:PER_PAGE]
     older = short_id(shown[-1]["id"]) if len(rows) > PER_PAGE and shown else None
+    query = {k: v for k, v in chosen.items() if v}
     return render(
         request,
         "tasks.html",
@@ -78,6 +92,13 @@ async def task_list(request: Request, services: ServicesDep, caller: PageCaller)
         rows=shown,
         older=older,
         first=before is None,
+        chosen=chosen,
+        query=query,
+        projects=[d.name for d in await documents.list_documents(services, caller, "projects")],
+        environments=[
+            d.name for d in await documents.list_documents(services, caller, "environments")
+        ],
+        states=deployment_views.STATES,
     )
 
 
