@@ -9,8 +9,8 @@ import typer
 
 from conveyor.cli.approval_preview import print_preview
 from conveyor.cli.client import Client
-from conveyor.cli.output import Format, emit_json, out, say
-from conveyor.cli.remote import ApiKeyOpt, OutputOpt, ServerOpt, new_table, run, when
+from conveyor.cli.output import Format, out, say
+from conveyor.cli.remote import ApiKeyOpt, OutputOpt, ServerOpt, new_table, run, shown_as_json, when
 from conveyor.domain.inputs import parse_pairs
 
 approval_app = typer.Typer(
@@ -52,8 +52,7 @@ def approval_give(
         return preview, given
 
     preview, given = run(output, work)
-    if output == Format.JSON:
-        emit_json(given)
+    if shown_as_json(output, given):
         return
     print_preview(preview)
     say(
@@ -85,8 +84,7 @@ def approval_list(
             return client.get("/approvals", params={k: v for k, v in params.items() if v})
 
     rows = run(output, work)
-    if output == Format.JSON:
-        emit_json(rows)
+    if shown_as_json(output, rows):
         return
     if not rows:
         say("No approval that you may see.")
@@ -121,8 +119,7 @@ def approval_revoke(
             return client.post(f"/approvals/{quote(ident, safe='')}/revoke")
 
     revoked = run(output, work)
-    if output == Format.JSON:
-        emit_json(revoked)
+    if shown_as_json(output, revoked):
         return
     say(
         f"{revoked['id']} revoked ({revoked['user']}'s approval of {revoked['project']} "

@@ -10,9 +10,18 @@ from typing import Annotated, Any
 import typer
 
 from conveyor.cli.client import Client
-from conveyor.cli.output import Format, emit_json, out, say
+from conveyor.cli.output import Format, out, say
 from conveyor.cli.releases import ProjectOpt, VersionOpt, release_app
-from conveyor.cli.remote import ApiKeyOpt, OutputOpt, ServerOpt, new_table, run, seg, when
+from conveyor.cli.remote import (
+    ApiKeyOpt,
+    OutputOpt,
+    ServerOpt,
+    new_table,
+    run,
+    seg,
+    shown_as_json,
+    when,
+)
 
 EnvironmentOpt = Annotated[str, typer.Option("--environment", help="Environment name or slug")]
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: the people it stops read it")]
@@ -58,8 +67,7 @@ def release_pin(
     there is refused."""
     body = {"version": version, "reason": reason}
     pinned = _call(output, server, api_key, "POST", _pin_path(project, environment), body)
-    if output == Format.JSON:
-        emit_json(pinned)
+    if shown_as_json(output, pinned):
         return
     say(f"Pinned {pinned['project']} {pinned['version']} in {pinned['environment']}.")
 
@@ -74,8 +82,7 @@ def release_unpin(
 ) -> None:
     """Remove the pin of a project in an environment."""
     was = _call(output, server, api_key, "DELETE", _pin_path(project, environment))
-    if output == Format.JSON:
-        emit_json(was)
+    if shown_as_json(output, was):
         return
     say(f"Unpinned {was['project']} {was['version']} in {was['environment']}.")
 
@@ -89,8 +96,7 @@ def release_pins(
 ) -> None:
     """Where a project's releases are pinned, by whom and why."""
     found = _call(output, server, api_key, "GET", f"/projects/{seg(project)}/pins")
-    if output == Format.JSON:
-        emit_json(found)
+    if shown_as_json(output, found):
         return
     if not found:
         say(f"{project} is not pinned anywhere.")
@@ -115,8 +121,7 @@ def release_block(
     """Block a release from going to any environment it has not succeeded in yet."""
     path = _release_path(project, version, "block")
     result = _call(output, server, api_key, "POST", path, {"reason": reason})
-    if output == Format.JSON:
-        emit_json(result)
+    if shown_as_json(output, result):
         return
     say(f"Blocked {result['project']} {result['version']}: {result['blocked']['reason']}")
 
@@ -131,8 +136,7 @@ def release_unblock(
 ) -> None:
     """Let a blocked release be promoted again."""
     result = _call(output, server, api_key, "DELETE", _release_path(project, version, "block"))
-    if output == Format.JSON:
-        emit_json(result)
+    if shown_as_json(output, result):
         return
     say(f"Unblocked {result['project']} {result['version']}.")
 
@@ -148,8 +152,7 @@ def release_update_variables(
     """Replace the release's variables with the project's current ones (its process stays)."""
     path = _release_path(project, version, "update-variables")
     result = _call(output, server, api_key, "POST", path)
-    if output == Format.JSON:
-        emit_json(result)
+    if shown_as_json(output, result):
         return
     label = f"{result['project']} {result['version']}"
     if not result["changed"]:

@@ -322,6 +322,33 @@ class Verdict:
     teams: tuple[str, ...] = ()
 
 
+def named_approver(
+    principal: perms.Principal,
+    teams: Sequence[str],
+    checks: Sequence[ApprovalCheck],
+    project: perms.ProjectRef,
+    environment: str,
+) -> Verdict:
+    """Is this person one of the approvers the checks name: a member of a named team who may
+    answer approvals for the project and environment? (Who sees what they approve, and the
+    first half of ``may_approve``.)"""
+    if not checks:
+        return Verdict(False, f"{environment} asks for no approvals")
+    mine = {key(t) for t in teams}
+    named = {key(tq.team): tq.team for c in checks for tq in c.teams}
+    through = tuple(named[t] for t in named if t in mine)
+    if not through:
+        return Verdict(
+            False,
+            f"only members of {', '.join(named.values())} approve deployments to "
+            f"{environment}; {principal.username} is in none of them",
+        )
+    allowed = authorize_approval(principal, project, environment)
+    if not allowed.allowed:
+        return Verdict(False, allowed.reason)
+    return Verdict(True, f"{principal.username} approves as {', '.join(through)}", through)
+
+
 def may_approve(
     principal: perms.Principal,
     teams: Sequence[str],
@@ -329,30 +356,19 @@ def may_approve(
     subject: Subject,
     user: User | None,
 ) -> Verdict:
-    """May this person approve the subject ahead of time? A member of a team an approval check
-    names, who may answer interruptions there (the same permissions as a manual intervention's
-    approval), and not an author of the release's commits when the check blocks them."""
-    if not checks:
-        return Verdict(False, f"{subject.environment} asks for no approvals")
-    mine = {key(t) for t in teams}
-    named = {key(tq.team): tq.team for c in checks for tq in c.teams}
-    through = tuple(named[t] for t in named if t in mine)
+    """May this person approve the subject ahead of time? A named approver
+    (``named_approver``), and not the release's creator nor an author of its commits when the
+    checks block them."""
+    named = named_approver(principal, teams, checks, subject.project, subject.environment)
+    if not named.allowed:
+        return named
     who = principal.username
-    if not through:
-        return Verdict(
-            False,
-            f"only members of {', '.join(named.values())} approve deployments to "
-            f"{subject.environment}; {who} is in none of them",
-        )
-    allowed = authorize_approval(principal, subject.project, subject.environment)
-    if not allowed.allowed:
-        return Verdict(False, allowed.reason)
     creator = subject.release_created_by
     if creator and key(who) == key(creator) and any(c.block_creator for c in checks):
         return Verdict(False, "you created this release; someone else must approve it")
     if any(c.block_commit_authors for c in checks) and authored(user, who, subject.commit_authors):
         return Verdict(False, "you wrote commits in this release; someone else must approve it")
-    return Verdict(True, f"{who} may approve as {', '.join(through)}", through)
+    return Verdict(True, f"{who} may approve as {', '.join(named.teams)}", named.teams)
 
 
 def authorize_approval(

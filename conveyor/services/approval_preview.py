@@ -80,11 +80,9 @@ def approves(loaded: Loaded, caller: Caller, project: Project, environment: Envi
     """Whether the caller is one of the approvers the environment's checks name for the project
     (a member of a named team who may answer approvals there): they see what they approve."""
     checks = gov.approval_checks(gov.applicable(environment, project.group))
-    named = {key(tq.team) for c in checks for tq in c.teams}
-    mine = {key(team.name) for team in loaded.model.teams_of(caller.username)}
-    if not named & mine:
-        return False
-    return gov.authorize_approval(caller.principal, _ref(project), environment.name).allowed
+    teams = [team.name for team in loaded.model.teams_of(caller.username)]
+    verdict = gov.named_approver(caller.principal, teams, checks, _ref(project), environment.name)
+    return verdict.allowed
 
 
 def _variables(

@@ -232,31 +232,34 @@ async def wanted(services: Services, caller: Caller, *, limit: int = 50) -> list
     teams = [tm.name for tm in loaded.model.teams_of(caller.username)]
     if not teams:
         return []
-    out: list[dict[str, Any]] = []
+
+    def pending(row: Any) -> list[dict[str, Any]]:
+        return [c for c in row.checks or () if c["kind"] == "approval" and c["state"] != "passed"]
+
+    # Every page's navigation counts these: only the held deployments whose stored evaluation
+    # waits for an approval are read further, all in one read.
     async with services.read() as session:
-        rows = [r for r in await runs.held_tasks(session) if r.parent_id is None]
-        facts = [await gates.facts_of(services, loaded, session, r) for r in rows]
+        held = await runs.held_tasks(session)
+        rows = [r for r in held if r.parent_id is None and pending(r)]
+        found = []
+        for row in rows:
+            fact = await gates.facts_of(services, loaded, session, row)
+            if fact is not None:
+                found.append((row, fact, await gates.given(session, fact)))
     now = services.clock()
-    for row, fact in zip(rows, facts, strict=True):
-        if fact is None or len(out) >= limit:
-            continue
+    out: list[dict[str, Any]] = []
+    for row, fact, approvals_given in found:
         checks = gov.approval_checks(fact.checks)
-        pending = [
-            c for c in row.checks or () if c["kind"] == "approval" and c["state"] != "passed"
-        ]
-        if not checks or not pending:
-            continue
         subject = gates.subject_of(fact, gates.release_digest(fact.release), ())
         verdict = gov.may_approve(
             caller.principal, teams, checks, subject, users.get(key(caller.username))
         )
-        if not verdict.allowed:
-            continue
-        async with services.read() as session:
-            mine = await gates.given(session, fact)
-        if any(
-            key(a.username) == key(caller.username) and not a.revoked and a.expires_at > now
-            for a in mine
+        if not verdict.allowed or any(
+            key(a.username) == key(caller.username)
+            and not a.revoked
+            and a.digest == subject.digest
+            and a.expires_at > now
+            for a in approvals_given
         ):
             continue
         out.append(
@@ -268,9 +271,11 @@ async def wanted(services: Services, caller: Caller, *, limit: int = 50) -> list
                 "task": public_id("tasks", row.task_id),
                 "queued_by": row.created_by,
                 "as": list(verdict.teams),
-                "reason": pending[0]["reason"],
+                "reason": pending(row)[0]["reason"],
             }
         )
+        if len(out) >= limit:
+            break
     return out
 
 

@@ -332,12 +332,15 @@ async def reevaluate(
     for row, facts in pending:
         now = services.clock()
         evaluation = await evaluate(services, loaded, facts, now)
+        still = evaluation is not None and not evaluation.passed and not evaluation.expired
+        if still and as_json(evaluation) == (row.checks or []):
+            continue  # nothing changed: no write (each node looks every few seconds)
         async with services.tx(caller) as tx:
             if evaluation is None or evaluation.passed:
                 moved += await _release(tx, row, facts, evaluation)
             elif evaluation.expired:
                 moved += await _expire(tx, row, facts, evaluation)
-            elif as_json(evaluation) != (row.checks or []):
+            else:
                 await runs.set_checks(tx.session, row.deployment_id, as_json(evaluation))
     return moved
 
