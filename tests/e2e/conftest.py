@@ -36,7 +36,15 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from conveyor.store.db import sqlite_file
-from tests.conftest import POSTGRES_URL, SANDBOX, SKIP_PG, _fresh_pg_database, _pg_admin_url
+from tests.conftest import (
+    NO_WAITING_FOR_THE_DISK,
+    POSTGRES_URL,
+    SANDBOX,
+    SKIP_PG,
+    _fresh_pg_database,
+    _pg_admin_url,
+    drop_pg_database_soon,
+)
 from tests.e2e import preloaded
 from tests.e2e.preloaded import PreloadedProcess, start_preloaded
 
@@ -287,6 +295,7 @@ def _installation(database_url: str | None) -> Installation:
         admin = create_engine(_pg_admin_url(), isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(NO_WAITING_FOR_THE_DISK.format(name=name)))
         admin.dispose()
         original = _pg_url(database_url, name)
         env["CONVEYOR_DATABASE_URL"] = original
@@ -349,14 +358,17 @@ def install(data_dir: Path, database_url: str | None) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def e2e_database(request: pytest.FixtureRequest) -> str | None:
+def e2e_database(request: pytest.FixtureRequest) -> Iterator[str | None]:
     """``None`` for SQLite (the default file in the data folder), or a fresh PostgreSQL URL."""
     if request.param == "sqlite":
-        return None
+        yield None
+        return
     if not POSTGRES_URL:
         pytest.skip(SKIP_PG)
     template: str = request.getfixturevalue("pg_database")
-    return _fresh_pg_database(template)
+    url = _fresh_pg_database(template)
+    yield url
+    drop_pg_database_soon(url)
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,13 @@ import pytest
 from tests.e2e.conftest import (
     CONVEYOR,
     REPO,
-    START_TIMEOUT,
     clean_env,
     free_port,
     read_log,
     stop,
     wait_for_api,
 )
-from tests.e2e.test_demo import start_demo
+from tests.e2e.test_demo import DEMO_START_TIMEOUT, start_demo
 from tests.gitrepos import GitRepo
 
 pytestmark = pytest.mark.e2e
@@ -81,7 +80,7 @@ def test_the_readme_walk_through_works_as_written_on_the_demo(tmp_path: Path) ->
     url = f"http://127.0.0.1:{port}"
     proc, log = start_demo(tmp_path, tmp_path / "demo", port)
     try:
-        wait_for_api(url, proc, log, START_TIMEOUT)
+        wait_for_api(url, proc, log, DEMO_START_TIMEOUT)
         key = demo_key(log, url)
         script = "\n".join(
             [

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import _fresh_pg_database
+from tests.conftest import _fresh_pg_database, drop_pg_database_soon
 from tests.e2e.conftest import describe, install, read_log, run_conveyor, stop
 from tests.e2e.test_crash import Restartable
 
@@ -186,6 +186,7 @@ def cluster(
     finally:
         for node in made.nodes:
             node.shut_down()
+        drop_pg_database_soon(shared["CONVEYOR_DATABASE_URL"])
 
 
 def start_all(nodes: Sequence[Node]) -> None:

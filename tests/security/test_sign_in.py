@@ -22,7 +22,7 @@ from conveyor.domain.forwarding import client_address, trusted_networks
 from conveyor.services import sessions
 from conveyor.services.core import Services, system_caller
 from conveyor.services.users import add_user
-from tests.conftest import _fresh_pg_database
+from tests.conftest import _fresh_pg_database, drop_pg_database_soon
 from tests.e2e import conftest as e2e
 from tests.e2e.conftest import (
     CONVEYOR,
@@ -91,6 +91,8 @@ def proxied(
         )
     finally:
         stop(proc)
+        if "CONVEYOR_DATABASE_URL" in env:
+            drop_pg_database_soon(env["CONVEYOR_DATABASE_URL"])
     assert "Traceback" not in read_log(log), read_log(log)
 
 
