@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     # freezes passing, approvals expiring); an approval or a revocation acts at once.
     gate_check_seconds: float = Field(default=10.0, gt=0.0)
 
+    # --- Retention (docs/retention.md) -----------------------------------------------------
+    # How often the lifecycles' retention policies are applied (by one node at a time; 0: only
+    # `conveyor retention apply`), and how many things one transaction deletes at most.
+    retention_interval: float = Field(default=3600.0, ge=0.0)
+    retention_batch: int = Field(default=200, ge=1, le=10_000)
+
     # --- Targets and workers (docs/targets.md) ----------------------------------------------
     # The server itself is the built-in worker of the default pool: script steps that name no
     # target roles run on it (sandboxed). False empties the pool: such steps then need a worker.
@@ -111,10 +117,40 @@ class Settings(BaseSettings):
     # Webhook subscriptions may target loopback, link-local and private addresses only if set.
     allow_private_webhooks: bool = False
 
+    # --- Observability (docs/operations.md "Metrics, health and logs") ---------------------
+    # "text" (uvicorn's lines) or "json": one JSON object per line, secrets redacted.
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+    # Who may read /metrics: requests from these addresses or CIDR ranges (the client address,
+    # after trusted_proxies), or with `Authorization: Bearer <metrics_token>` when it is set.
+    metrics_networks: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    metrics_token: str | None = None
+    # How long the counts read from the database for /metrics are reused between scrapes.
+    metrics_cache_seconds: float = Field(default=5.0, ge=0.0)
+
+    # --- Single sign-on and CI tokens (docs/sso.md) ------------------------------------------
+    # The OpenID provider people sign in with (its issuer URL, as in its discovery document),
+    # this server's client id and secret there, the scopes asked for, the button's name.
+    sso_issuer: str | None = None
+    sso_client_id: str | None = None
+    sso_client_secret: str | None = None
+    sso_scopes: str = "openid profile email"
+    sso_name: str = "single sign-on"
+    # The claim listing a person's groups (team membership follows it: teams' sso_groups).
+    sso_groups_claim: str = "groups"
+    # Whether a first sign-in creates the user; otherwise an administrator creates them first
+    # and the first sign-in links the account whose username is the preferred_username.
+    sso_create_users: bool = True
+    # False: the sign-in page offers single sign-on only (API keys keep working).
+    password_sign_in: bool = True
+    # How long an issuer's keys (JWKS) are trusted before they are fetched again; an unknown
+    # key id fetches them at once (key rotation), at most every oidc_jwks_refetch_seconds.
+    oidc_jwks_seconds: float = Field(default=300.0, ge=0.0)
+    oidc_jwks_refetch_seconds: float = Field(default=10.0, ge=0.0)
+
     # Cheap password hashing for the test suite only; `conveyor server` and `demo` refuse it.
     insecure_fast_password_hashing: bool = False
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "metrics_networks")
     @classmethod
     def _addresses_or_ranges(cls, entries: list[str]) -> list[str]:
         for entry in entries:

@@ -12,6 +12,8 @@ from conveyor import __version__, web
 from conveyor.api import errors
 from conveyor.api.hardening import HardeningMiddleware
 from conveyor.api.limits import BodyLimitMiddleware
+from conveyor.api.observe import RequestMetrics
+from conveyor.api.octopus import router as octopus_router
 from conveyor.api.routers import access_report as access_report_routes
 from conveyor.api.routers import (
     agents,
@@ -25,11 +27,18 @@ from conveyor.api.routers import (
     system,
 )
 from conveyor.api.routers import approvals as approval_routes
+from conveyor.api.routers import health as health_routes
+from conveyor.api.routers import hooks as hook_routes
+from conveyor.api.routers import insights as insight_routes
+from conveyor.api.routers import metrics as metrics_routes
+from conveyor.api.routers import oidc as oidc_routes
 from conveyor.api.routers import packages as package_routes
+from conveyor.api.routers import retention as retention_routes
 from conveyor.api.routers import targets as target_routes
 from conveyor.domain.forwarding import trusted_networks
 from conveyor.services.config import load
 from conveyor.services.core import Services, bootstrap
+from conveyor.services.metrics import Metrics
 from conveyor.services.users import sync_built_in_roles
 from conveyor.settings import Settings
 
@@ -63,7 +72,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         if settings.run_engine:
             from conveyor.engine.node import Node
 
-            node = Node(svc)
+            node = Node(svc, metrics=app.state.metrics)
             await node.start()
             app.state.node = node
         if owned:
@@ -92,7 +101,12 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.trusted_proxies = trusted_networks(settings.trusted_proxies)
     if services is not None:
         app.state.services = services
+    # Prometheus metrics of this node: observed by the engine and the request middleware.
+    app.state.metrics = Metrics(settings.metrics_cache_seconds)
     errors.install(app)
+    # Probes and metrics at the root, where load balancers and Prometheus look for them.
+    app.include_router(health_routes.router)
+    app.include_router(metrics_routes.router)
     # Included with the prefix (not through a prefixed parent router) so that the API root
     # itself, path "", is allowed.
     app.include_router(system.router, prefix=API_PREFIX)
@@ -108,6 +122,13 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(approval_preview.router, prefix=API_PREFIX)
     app.include_router(approval_routes.router, prefix=API_PREFIX)
     app.include_router(release_governance.router, prefix=API_PREFIX)
+    app.include_router(insight_routes.router, prefix=API_PREFIX)
+    app.include_router(retention_routes.router, prefix=API_PREFIX)
+    app.include_router(hook_routes.router, prefix=API_PREFIX)
+    app.include_router(oidc_routes.router, prefix=API_PREFIX)
+    # The Octopus API under /api (docs/octopus-compatibility.md), after our own so that every
+    # /api/v1 route comes first.
+    app.include_router(octopus_router)
     # Inside the session middleware (added by web.install, after it), which it needs to know
     # whether an upload comes from a signed-in person.
     app.add_middleware(BodyLimitMiddleware, settings=settings)
@@ -115,4 +136,6 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     web.install(app)
     # Added last, so outermost: its headers reach every response, the body limit's 413 too.
     app.add_middleware(HardeningMiddleware, max_scanned_body=settings.max_request_bytes)
+    # Outermost of all: a request's latency includes every middleware's work.
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     return app

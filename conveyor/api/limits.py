@@ -14,6 +14,8 @@ It sits inside the session middleware, so a browser session is known here.
 
 from __future__ import annotations
 
+import re
+
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -21,11 +23,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor.api.deps import client_address
 from conveyor.api.errors import problem
+from conveyor.api.octopus.routing import api_key_of, octopus_error
 from conveyor.domain.errors import Unauthenticated
 from conveyor.services.access import authenticate_api_key
 from conveyor.settings import Settings
 
 UPLOAD_PATHS = frozenset({"/api/v1/packages", "/api/v1/packages/"})
+# The Octopus API's package upload (conveyor/api/octopus/packages.py).
+OCTOPUS_UPLOAD = re.compile(r"/api/[^/]+/packages/raw/?")
 
 
 class BodyTooLarge(HTTPException):
@@ -53,7 +58,9 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        upload = scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS
+        upload = scope["method"] == "POST" and (
+            scope["path"] in UPLOAD_PATHS or OCTOPUS_UPLOAD.fullmatch(scope["path"]) is not None
+        )
         setting = "max_upload_bytes" if upload else "max_request_bytes"
         limit: int = getattr(self.settings, setting)
 
@@ -118,6 +125,9 @@ class BodyLimitMiddleware:
 async def _unauthenticated(scope: Scope, headers: Headers) -> ASGIApp | None:
     """401 for an upload from nobody: checked as the route's own dependency will check it."""
     api_key = headers.get("x-api-key")
+    octopus = OCTOPUS_UPLOAD.fullmatch(scope["path"]) is not None
+    if octopus:
+        api_key = api_key_of(Request(scope))
     if api_key is None and scope.get("state", {}).get("session_caller") is not None:
         return None
     request = Request(scope)
@@ -129,5 +139,7 @@ async def _unauthenticated(scope: Scope, headers: Headers) -> ASGIApp | None:
             user_agent=headers.get("user-agent"),
         )
     except Unauthenticated as exc:
+        if octopus:
+            return octopus_error(401, exc.message)
         return problem(401, Unauthenticated.code, exc.message)
     return None

@@ -108,6 +108,7 @@ def create_changed(
     notes: str,
     branch: str | None,
     build_url: str | None,
+    channel: str | None = None,
 ) -> tuple[Detection, list[dict[str, Any]], list[str]]:
     """Create a release of every changed project; returns the detection, the releases made
     and notes. Checks every package first, so that a missing one creates nothing."""
@@ -141,7 +142,13 @@ def create_changed(
             "build_url": build_url,
             "commits": _listed(repository, project.since, found.until, project.watch_paths),
         }
-        body = {"version": version, "packages": packages[project.name], "notes": notes}
+        body: dict[str, Any] = {
+            "version": version,
+            "packages": packages[project.name],
+            "notes": notes,
+        }
+        if channel:  # otherwise each project's release goes to the channel its versions fit
+            body["channel"] = channel
         try:
             made.append(
                 client.post(
@@ -249,6 +256,7 @@ def release_changed(
     server: str | None,
     api_key: str | None,
     output: Format,
+    channel: str | None = None,
 ) -> None:
     """``release create --changed-since``: the command's whole run."""
     from conveyor.cli.releases import parse_pairs
@@ -288,6 +296,7 @@ def release_changed(
                 notes=notes,
                 branch=branch,
                 build_url=build_url,
+                channel=channel,
             )
 
     found, made, said = run(output, work)

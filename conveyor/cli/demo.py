@@ -17,7 +17,11 @@ from conveyor.cli.output import Failure, say
 from conveyor.cli.startup import check_port, opening_storage
 
 MARKER = ".conveyor-demo"
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "octopetshop" / "conveyor.yaml"
+# The example lives once, at examples/octopetshop of the repository. A wheel ships it as package
+# data (setup.py copies it to conveyor/examples/octopetshop at build time); a checkout or an
+# editable install (`make install`) reads the repository's folder.
+PACKAGED_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "octopetshop"
+CHECKOUT_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "octopetshop"
 DEMO_USERS = ("dev", "qa", "owner", "auditor", "ops")
 # (folder of examples/octopetshop, package id, project): what the build server ships.
 COMPONENTS = (
@@ -27,6 +31,18 @@ COMPONENTS = (
     ("src/Web", "OctoPetShop.Web", "Website"),
 )
 ORCHESTRATOR = "Deploy All"
+
+
+def example_folder() -> Path:
+    """The Octo Pet Shop example of this installation: the wheel's copy, else the checkout's."""
+    for folder in (PACKAGED_EXAMPLE, CHECKOUT_EXAMPLE):
+        if (folder / "conveyor.yaml").is_file():
+            return folder
+    raise Failure(
+        "server_error",
+        f"the Octo Pet Shop example is missing from this installation (looked in "
+        f"{PACKAGED_EXAMPLE} and {CHECKOUT_EXAMPLE}): reinstall Conveyor from its wheel",
+    )
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> None:
@@ -70,7 +86,7 @@ class Demo:
     api_key: str  # the admin's, for the CLI
 
 
-async def prepare(data_dir: Path, example_text: str) -> Demo:
+async def prepare(data_dir: Path, example: Path) -> Demo:
     """Database, admin, the example applied, demo passwords, first releases shipped."""
     from conveyor.services.access import caller_for_user, get_user
     from conveyor.services.configfile import apply_text
@@ -86,13 +102,14 @@ async def prepare(data_dir: Path, example_text: str) -> Demo:
         init = await initialise(services)
         async with services.read() as session:
             admin = await caller_for_user(session, await get_user(session, "admin"))
+        example_text = (example / "conveyor.yaml").read_text(encoding="utf-8")
         await apply_text(services, admin, example_text, source="examples/octopetshop")
         passwords = {"admin": init.password or ""}
         for username in DEMO_USERS:
             password = f"{username}-{secrets.token_hex(4)}"
             await set_password(services, system_caller(), username, password)
             passwords[username] = password
-        await ship_first_releases(services, data_dir, EXAMPLE.parent)
+        await ship_first_releases(services, data_dir, example)
         return Demo(passwords, init.api_key or "")
     finally:
         await services.close()
@@ -135,10 +152,11 @@ def run_demo(port: int, data_dir: Path) -> None:
 
     data_dir = data_dir.resolve()
     port_free(port)
+    example = example_folder()
     with opening_storage(data_dir, None, folder_option="--data-dir"):
         fresh_folder(data_dir)
         os.environ["CONVEYOR_DATA_DIR"] = str(data_dir)
-        demo = asyncio.run(prepare(data_dir, EXAMPLE.read_text(encoding="utf-8")))
+        demo = asyncio.run(prepare(data_dir, example))
     url = f"http://127.0.0.1:{port}"
     say("Conveyor demo: the Octo Pet Shop")
     say(f"  data folder: {data_dir}")

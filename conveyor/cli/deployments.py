@@ -104,6 +104,7 @@ def dashboard(
                     }
                     for c in board["cells"]
                 ],
+                "channels": board.get("channels", []),
             }
         )
         return
@@ -111,6 +112,9 @@ def dashboard(
         say("No projects.")
         return
     cells = {(c["project"], c["environment"]): c for c in board["cells"]}
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for line in board.get("channels", []):
+        lines.setdefault(line["project"], []).append(line)
     table = new_table("project", *board["environments"])
     marks = {
         "success": "✓",
@@ -135,4 +139,13 @@ def dashboard(
                 shown += f" (current {success})"
             row.append(shown)
         table.add_row(*row)
+        for line in lines.get(project, []):  # a project with several channels: one line each
+            mine = {c["environment"]: c for c in line["cells"]}
+            table.add_row(
+                f"  {line['channel']}",
+                *(
+                    f"{c['release']} {marks.get(c['state'], '')}" if (c := mine.get(env)) else ""
+                    for env in board["environments"]
+                ),
+            )
     out.print(table)

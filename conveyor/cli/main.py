@@ -24,11 +24,14 @@ from conveyor.cli.changes import changes
 from conveyor.cli.client import Client
 from conveyor.cli.deliveries import delivery_app
 from conveyor.cli.deployments import dashboard, deployment_app
+from conveyor.cli.insights import insights
 from conveyor.cli.interruptions import interruption_app
+from conveyor.cli.login import login
 from conveyor.cli.nodes import node_app
 from conveyor.cli.output import Failure, Format, emit_json, fail, say
 from conveyor.cli.packages import packages_app
 from conveyor.cli.releases import release_app
+from conveyor.cli.retention import retention_app
 from conveyor.cli.targets import target_app
 from conveyor.cli.tasks import task_app
 from conveyor.domain.errors import ConveyorError
@@ -63,6 +66,8 @@ app.add_typer(node_app, name="node")
 app.add_typer(agent_app, name="agent")
 app.add_typer(target_app, name="target")
 app.add_typer(approval_app, name="approval")
+app.add_typer(retention_app, name="retention")
+app.command("login")(login)
 
 ServerOpt = Annotated[
     str | None, typer.Option("--server", help="Server URL (default: $CONVEYOR_SERVER)")
@@ -299,6 +304,7 @@ def server(
 
     from conveyor.api.app import create_app
     from conveyor.cli.startup import GRACEFUL_SHUTDOWN_SECONDS, opening_storage
+    from conveyor.services.logformat import json_line, uvicorn_log_config
     from conveyor.store.db import current_revision, head_revision
 
     def revision_now() -> str | None:
@@ -315,7 +321,11 @@ def server(
         )
     from conveyor.engine.sandbox import status as sandbox_status
 
-    say(sandbox_status(settings).describe())  # which script mode is in force, at every start
+    described = sandbox_status(settings).describe()  # which script mode is in force, at every start
+    if settings.log_format == "json":  # one JSON object per line, this one too
+        print(json_line("conveyor", described), file=sys.stderr, flush=True)
+    else:
+        say(described)
     try:
         # Conveyor decides whose X-Forwarded-For to believe (trusted_proxies), not uvicorn,
         # which by default believes any request from 127.0.0.1.
@@ -324,6 +334,7 @@ def server(
             host=host,
             port=port,
             log_level="info",
+            log_config=uvicorn_log_config(settings),  # CONVEYOR_LOG_FORMAT: text or json
             proxy_headers=False,
             # Agents' long polls would hold a stopping server for their whole wait: requests
             # still open after this are ended (an agent polls again, elsewhere or later).
@@ -558,6 +569,7 @@ def permissions_list(
 
 app.command("dashboard")(dashboard)
 app.command("changes")(changes)
+app.command("insights")(insights)
 
 
 def main() -> None:

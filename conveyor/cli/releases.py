@@ -49,13 +49,17 @@ def parse_pairs(values: list[str] | None, flag: str) -> dict[str, str]:
 
 
 def release_json(release: dict[str, Any]) -> dict[str, Any]:
-    return {
+    """CLI.md's fields, and ``channel`` for a release of a channel other than "Default"."""
+    shown = {
         "id": release["id"],
         "project": release["project"],
         "version": release["version"],
         "packages": release["packages"],
         "children": release["children"],
     }
+    if release.get("channel", "Default") != "Default":
+        shown["channel"] = release["channel"]
+    return shown
 
 
 def release_text(release: dict[str, Any]) -> None:
@@ -84,6 +88,14 @@ def release_create(
         ),
     ] = None,
     notes: Annotated[str, typer.Option("--notes", help="Release notes")] = "",
+    channel: Annotated[
+        str | None,
+        typer.Option(
+            "--channel",
+            help="The project's channel (its rules are checked); default: the first whose rules "
+            "the versions satisfy, the default channel first",
+        ),
+    ] = None,
     commit: Annotated[
         str | None, typer.Option("--commit", help="Build information: the commit it is built from")
     ] = None,
@@ -140,6 +152,7 @@ def release_create(
             server=server,
             api_key=api_key,
             output=output,
+            channel=channel,
         )
         return
     if not project:
@@ -152,6 +165,8 @@ def release_create(
             "children": parse_pairs(child, "--child"),
             "notes": notes,
         }
+        if channel:
+            body["channel"] = channel
         with Client(server, api_key) as client:
             if commit or branch or build_url or commits_from:
                 body["build"], said = builds.collect_build(
@@ -171,6 +186,8 @@ def release_create(
         emit_json(release_json(release))
         return
     say(f"Created {release['project']} {release['version']} ({release['id']})")
+    if release.get("channel", "Default") != "Default":
+        say(f"  channel {release['channel']}")
     release_text(release)
     for auto in release.get("automatic_deployments") or []:
         if "error" in auto:
@@ -234,6 +251,8 @@ def release_show(
         return
     say(f"{release['project']} {release['version']} ({release['id']})")
     say(f"  created {when(release['created'])} by {release['created_by']}")
+    if release.get("channel", "Default") != "Default":
+        say(f"  channel {release['channel']}")
     release_text(release)
     if release.get("notes"):
         say("  notes:")
@@ -271,7 +290,9 @@ def release_plan(
     if output == Format.JSON:
         emit_json(plan_json(plan))
         return
-    say(f"Deploying {plan['project']} {plan['release']} to {plan['environment']} would:")
+    channel = plan.get("channel", "Default")
+    where = f" (channel {channel})" if channel != "Default" else ""
+    say(f"Deploying {plan['project']} {plan['release']}{where} to {plan['environment']} would:")
     if plan.get("rollback"):
         say("This is a rollback: a newer release is current there.")
     table = new_table("#", "step", "action", "reason")
@@ -325,13 +346,16 @@ def _queued(
 
 def plan_json(plan: dict[str, Any]) -> dict[str, Any]:
     """The plan for scripts: CLI.md's fields, then what only some plans have (a rollback, a
-    refusal, pins, the environment's checks), each only where it applies."""
+    refusal, pins, the environment's checks, a channel other than "Default"), each only where
+    it applies."""
     steps = []
     for s in plan["steps"]:
         step = {k: s[k] for k in ("name", "action", "reason", "child")}
         step |= {k: s[k] for k in ("rollback", "refused", "pinned") if s.get(k)}
         steps.append(step)
     shown: dict[str, Any] = {"environment": plan["environment"], "steps": steps}
+    if plan.get("channel", "Default") != "Default":
+        shown["channel"] = plan["channel"]
     shown["changes"] = plan.get("changes", [])
     shown |= {k: plan[k] for k in ("rollback", "refused", "pinned", "checks") if plan.get(k)}
     return shown

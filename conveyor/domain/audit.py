@@ -65,6 +65,11 @@ class Category(StrEnum):
     DEPLOYMENT_SUPERSEDED = "DeploymentSuperseded"
     DEPLOYMENT_EXPIRED = "DeploymentExpired"
     FREEZE_OVERRIDDEN = "FreezeOverridden"
+    RETENTION_APPLIED = "RetentionApplied"
+    BUILD_INFORMATION_PUSHED = "BuildInformationPushed"
+    WEBHOOK_RECEIVED = "WebhookReceived"
+    WEBHOOK_REFUSED = "WebhookRefused"
+    WEBHOOK_SOURCE_CHANGED = "WebhookSourceChanged"
 
 
 DESCRIPTIONS: dict[Category, str] = {
@@ -117,6 +122,16 @@ DESCRIPTIONS: dict[Category, str] = {
     Category.DEPLOYMENT_EXPIRED: "A scheduled deployment was canceled: its change window closed "
     "before it could start",
     Category.FREEZE_OVERRIDDEN: "Someone deployed during a freeze, with the reason they gave",
+    Category.RETENTION_APPLIED: "Retention deleted old releases, deployments, task logs or "
+    "package versions: how many and which (audit events are never deleted)",
+    Category.BUILD_INFORMATION_PUSHED: "A build server pushed build information for a package "
+    "version (stored with the version; the event keeps a summary)",
+    Category.WEBHOOK_RECEIVED: "A Git host's push webhook was accepted: the branch, its commits "
+    "and the releases it created",
+    Category.WEBHOOK_REFUSED: "A webhook was refused: a bad signature or token, a replayed "
+    "delivery, or a stale timestamp",
+    Category.WEBHOOK_SOURCE_CHANGED: "A webhook source was added or removed, or a project's "
+    "release-on-push setting changed",
 }
 
 # ---------------------------------------------------------------- the hash chain

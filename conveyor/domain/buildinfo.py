@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from conveyor.domain.errors import Problem, ValidationFailed
@@ -46,6 +47,35 @@ def _sha(value: Any, path: tuple[str | int, ...], problems: list[Problem]) -> st
     return str(value).lower()
 
 
+def commit_time(value: Any) -> str | None:
+    """A commit's time as ISO 8601 in UTC (``2026-11-30T09:15:00Z``); None for text that is no
+    time with its offset (a time without one could be any hour)."""
+    if not isinstance(value, str) or not value.strip() or len(value) > 64:
+        return None
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        return None
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _time(value: Any, path: tuple[str | int, ...], problems: list[Problem]) -> str | None:
+    if value is None or value == "":
+        return None
+    found = commit_time(value)
+    if found is None:
+        problems.append(
+            Problem(
+                path,
+                f'"{value}" is not a time: give ISO 8601 with its offset, such as '
+                "2026-11-30T09:15:00Z",
+            )
+        )
+    return found
+
+
 def _text(value: Any, path: tuple[str | int, ...], limit: int, problems: list[Problem]) -> str:
     if value is None:
         return ""
@@ -60,7 +90,7 @@ def _commits(value: Any, problems: list[Problem]) -> list[dict[str, str]]:
     if value is None:
         return []
     if not isinstance(value, list):
-        problems.append(Problem(path, "must be a list of {sha, author, message}"))
+        problems.append(Problem(path, "must be a list of {sha, author, message, timestamp}"))
         return []
     if len(value) > MAX_COMMITS:
         problems.append(
@@ -74,7 +104,7 @@ def _commits(value: Any, problems: list[Problem]) -> list[dict[str, str]]:
         if not isinstance(item, dict):
             problems.append(Problem(here, "must be an object with sha, author and message"))
             continue
-        unknown = sorted(set(item) - {"sha", "author", "message"})
+        unknown = sorted(set(item) - {"sha", "author", "message", "timestamp"})
         if unknown:
             problems.append(Problem(here, f"has unknown fields: {', '.join(map(str, unknown))}"))
         sha = _sha(item.get("sha"), (*here, "sha"), problems)
@@ -85,13 +115,16 @@ def _commits(value: Any, problems: list[Problem]) -> list[dict[str, str]]:
         if sha in seen:
             continue
         seen.add(sha)
-        out.append(
-            {
-                "sha": sha,
-                "author": _text(item.get("author"), (*here, "author"), AUTHOR_MAX, problems),
-                "message": _text(item.get("message"), (*here, "message"), MESSAGE_MAX, problems),
-            }
-        )
+        commit = {
+            "sha": sha,
+            "author": _text(item.get("author"), (*here, "author"), AUTHOR_MAX, problems),
+            "message": _text(item.get("message"), (*here, "message"), MESSAGE_MAX, problems),
+        }
+        # When it was committed (lead time reads it), only where it is known.
+        when = _time(item.get("timestamp"), (*here, "timestamp"), problems)
+        if when:
+            commit["timestamp"] = when
+        out.append(commit)
     return out
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from conveyor.domain.codec_channels import decode_channels, encode_channels
 from conveyor.domain.codec_governance import (
     decode_checks,
     decode_fields,
     encode_checks,
     encode_fields,
 )
+from conveyor.domain.codec_retention import decode_policy, encode_policy
 from conveyor.domain.documents import (
     Action,
     DeploymentCondition,
@@ -48,6 +50,7 @@ from conveyor.domain.documents import (
 )
 from conveyor.domain.errors import Problem
 from conveyor.domain.model import KINDS, Document, Kind
+from conveyor.domain.oidc import decode_trust, encode_trust
 from conveyor.domain.reading import NUL, NUL_MESSAGE, Path, Reader, scalar_text
 
 # The key that names a document of each kind in a file.
@@ -87,6 +90,8 @@ def _lifecycle(data: Any, path: Path, problems: list[Problem]) -> Lifecycle:
                 automatic=pr.names("automatic"),
                 optional=pr.flag("optional"),
                 minimum_environments=pr.integer("minimum_environments", 0) or 0,
+                release_retention=decode_policy(pr, "release_retention"),
+                task_log_retention=decode_policy(pr, "task_log_retention"),
             )
         )
         pr.finish()
@@ -94,6 +99,9 @@ def _lifecycle(data: Any, path: Path, problems: list[Problem]) -> Lifecycle:
         name=r.text("name", required=True),
         description=r.text("description"),
         phases=tuple(phases),
+        release_retention=decode_policy(r, "release_retention"),
+        task_log_retention=decode_policy(r, "task_log_retention"),
+        package_retention=decode_policy(r, "package_retention"),
     )
     if not r.has("phases"):
         r.problem("phases", "is required: list the phases in promotion order")
@@ -129,6 +137,7 @@ def _user(data: Any, path: Path, problems: list[Problem]) -> User:
         service_account=r.flag("service_account"),
         active=r.flag("active", True),
         notify_interruptions=r.flag("notify_interruptions", True),
+        oidc_trust=decode_trust(r),
     )
     r.finish()
     return user
@@ -176,6 +185,7 @@ def _team(data: Any, path: Path, problems: list[Problem]) -> Team:
         description=r.text("description"),
         members=r.names("members"),
         roles=tuple(roles),
+        sso_groups=r.names("sso_groups"),
     )
     r.finish()
     return team
@@ -365,6 +375,7 @@ def _project(data: Any, path: Path, problems: list[Problem]) -> Project:
         ),
         process=process,
         variables=variables,
+        channels=decode_channels(r),
     )
     r.finish({"process", "variables"})
     return project
@@ -419,10 +430,15 @@ def _enc_lifecycle(lc: Any, _: bool) -> dict[str, Any]:
                         "automatic": list(ph.automatic),
                         "optional": ph.optional,
                         "minimum_environments": ph.minimum_environments or None,
+                        "release_retention": encode_policy(ph.release_retention),
+                        "task_log_retention": encode_policy(ph.task_log_retention),
                     }
                 )
                 for ph in lc.phases
             ],
+            "release_retention": encode_policy(lc.release_retention),
+            "task_log_retention": encode_policy(lc.task_log_retention),
+            "package_retention": encode_policy(lc.package_retention),
         }
     )
 
@@ -455,6 +471,8 @@ def _enc_user(user: Any, _: bool) -> dict[str, Any]:
         out["active"] = False
     if not user.notify_interruptions:
         out["notify_interruptions"] = False
+    if user.oidc_trust:
+        out["oidc_trust"] = encode_trust(user.oidc_trust)
     return out
 
 
@@ -497,6 +515,7 @@ def _enc_team(team: Any, _: bool) -> dict[str, Any]:
                 )
                 for r in team.roles
             ],
+            "sso_groups": list(team.sso_groups),
         }
     )
 
@@ -635,6 +654,8 @@ def _enc_project(project: Any, with_secrets: bool) -> dict[str, Any]:
         out["process"] = encode_process(project.process)
     if project.variables:
         out["variables"] = encode_variables(project.variables, with_secrets)
+    if project.channels:
+        out["channels"] = encode_channels(project.channels)
     return out
 
 

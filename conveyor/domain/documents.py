@@ -13,6 +13,9 @@ import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from conveyor.domain.channels import Channel
+from conveyor.domain.oidc import OidcTrust
+
 
 # Names are few and compared constantly (every permission check, every name lookup): remember.
 @functools.lru_cache(maxsize=65536)
@@ -146,6 +149,20 @@ class Environment:
     checks: tuple[EnvironmentChecks, ...] = ()
 
 
+class RetentionUnit(StrEnum):
+    ITEMS = "items"
+    DAYS = "days"
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Keep the last ``keep`` items, or what is younger than ``keep`` days (docs/retention.md).
+    No policy at all means keep forever."""
+
+    keep: int
+    unit: RetentionUnit = RetentionUnit.ITEMS
+
+
 @dataclass(frozen=True)
 class Phase:
     name: str
@@ -154,6 +171,9 @@ class Phase:
     optional: bool = False
     # 0 means every environment of the phase must be reached before promotion.
     minimum_environments: int = 0
+    # Retention in this phase (None: the lifecycle's; docs/retention.md).
+    release_retention: RetentionPolicy | None = None
+    task_log_retention: RetentionPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +181,11 @@ class Lifecycle:
     name: str
     phases: tuple[Phase, ...]
     description: str = ""
+    # The default for its phases, and for releases deployed nowhere yet (None: keep forever).
+    release_retention: RetentionPolicy | None = None
+    task_log_retention: RetentionPolicy | None = None
+    # Package versions of the built-in feed that this lifecycle's projects use.
+    package_retention: RetentionPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -312,6 +337,8 @@ class Project:
     guided_failure: GuidedFailureMode = GuidedFailureMode.ENVIRONMENT_DEFAULT
     process: Process = field(default_factory=Process)
     variables: tuple[Variable, ...] = ()
+    # Empty: one implicit channel, "Default" (conveyor/domain/channels.py).
+    channels: tuple[Channel, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -360,6 +387,9 @@ class User:
     # The person's own choice: False stops mail addressed to a team they are in (interruption
     # calls, notification steps' to_teams, team subscriptions). A file that leaves it out keeps it.
     notify_interruptions: bool = True
+    # A service account: the external OIDC issuers (CI systems) whose tokens it accepts, and
+    # the claim rules those tokens must meet (docs/sso.md).
+    oidc_trust: tuple[OidcTrust, ...] = ()
 
     @property
     def name(self) -> str:
@@ -388,6 +418,9 @@ class Team:
     members: tuple[str, ...] = ()
     roles: tuple[ScopedRole, ...] = ()
     description: str = ""
+    # Single sign-on: members are those whose groups claim names one of these groups (set at
+    # each sign-in); empty: membership is managed here only (docs/sso.md).
+    sso_groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

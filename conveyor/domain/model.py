@@ -183,7 +183,17 @@ def rename(model: Model, kind: Kind, old: str, new: str) -> Model:
     if kind == "environments":
         return _rename_environment(model, old, new)
     if kind == "lifecycles":
-        projects = tuple(replace(p, lifecycle=_one(p.lifecycle, old, new)) for p in model.projects)
+        projects = tuple(
+            replace(
+                p,
+                lifecycle=_one(p.lifecycle, old, new),
+                channels=tuple(
+                    replace(c, lifecycle=_one(c.lifecycle, old, new)) if c.lifecycle else c
+                    for c in p.channels
+                ),
+            )
+            for p in model.projects
+        )
         return replace(model, projects=projects)
     if kind == "project_groups":
         projects = tuple(replace(p, group=_one(p.group, old, new)) for p in model.projects)

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import pathspec
 
 from conveyor.domain import targets
+from conveyor.domain.codec_channels import channel_problems
 from conveyor.domain.documents import (
     DeployReleaseAction,
     ManualInterventionAction,
@@ -29,6 +30,7 @@ from conveyor.domain.errors import Problem
 from conveyor.domain.governance import checks_problems
 from conveyor.domain.inputs import field_problems
 from conveyor.domain.model import KIND_LABELS, KINDS, Model, doc_name
+from conveyor.domain.oidc import trust_problems
 from conveyor.domain.subscriptions import subscription_problems
 
 Path = tuple[str | int, ...]
@@ -179,6 +181,8 @@ def _project(model: Model, project: Project, problems: list[Problem]) -> None:
     lifecycle_envs = model.lifecycle_environments(project.lifecycle)
     _process(model, project, lifecycle_envs, problems)
     _variables(model, project, problems)
+    known = {key(lc.name) for lc in model.lifecycles}
+    problems.extend(channel_problems(project, known, path))
 
 
 def _process(
@@ -404,6 +408,7 @@ def _users(model: Model, problems: list[Problem]) -> None:
             problems.append(Problem((*path, "email"), f'"{u.email}" is not an email address'))
         if len(u.display_name) > MAX_NAME:
             problems.append(Problem((*path, "display_name"), f"is at most {MAX_NAME} characters"))
+        problems.extend(trust_problems(u.oidc_trust, u.service_account, path))
 
 
 def _roles(model: Model, known: set[str], problems: list[Problem]) -> None:

@@ -13,15 +13,16 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from conveyor.domain.runtime import Lease
 from conveyor.engine import sandbox
 from conveyor.engine.delivery import Deliverer
 from conveyor.engine.executor import Executor
 from conveyor.engine.health import HealthChecks
-from conveyor.services import gates, nodes, queue
+from conveyor.services import gates, nodes, queue, retention_apply
 from conveyor.services.core import Services
+from conveyor.services.metrics import Metrics, finished_run
 
 log = logging.getLogger("conveyor.engine")
 
@@ -30,6 +31,8 @@ POLL_SECONDS = 5.0
 HEARTBEAT_SECONDS = 2.0
 # Tasks claimed in one transaction when that many slots are free (a burst of deployments).
 CLAIM_BATCH = 20
+# Each node asks at least this often whether the retention job is due (docs/retention.md).
+RETENTION_TICK_SECONDS = 60.0
 
 
 def node_name() -> str:
@@ -46,9 +49,15 @@ class Running:
 
 class Node:
     def __init__(
-        self, services: Services, slots: int | None = None, name: str | None = None
+        self,
+        services: Services,
+        slots: int | None = None,
+        name: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.services = services
+        # Durations of the deployments and steps that end here (GET /metrics).
+        self.metrics = metrics
         self.name = name or node_name()
         self.slots = services.settings.task_slots if slots is None else slots
         self.lease = timedelta(seconds=services.settings.lease_seconds)
@@ -93,6 +102,9 @@ class Node:
         if (every := self.services.settings.target_check_seconds) > 0:
             checks = self.health.run_periodically(every)
             self._loops.append(asyncio.create_task(checks, name="conveyor-health"))
+        if (every := self.services.settings.retention_interval) > 0:
+            pruning = self._retention_loop(every)
+            self._loops.append(asyncio.create_task(pruning, name="conveyor-retention"))
         await self.deliverer.start()
         self.wake()
 
@@ -159,16 +171,30 @@ class Node:
         self._running[lease.task_id] = running
 
         async def job() -> None:
+            began = self.services.clock()
             try:
                 await self.executor.run(lease, running.cancel)
             finally:
                 if self._running.get(lease.task_id) is running:
                     del self._running[lease.task_id]
                 self.wake()  # a slot is free, and what this task did may unblock others
+            await self._observe(lease.task_id, began)
 
         task = asyncio.create_task(job(), name=f"conveyor-task-{lease.task_id}")
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
+
+    async def _observe(self, task_id: int, began: datetime) -> None:
+        """The durations of what this run finished, for /metrics (never fails the task)."""
+        if self.metrics is None:
+            return
+        try:
+            run = await finished_run(self.services, task_id, began)
+        except Exception:
+            log.warning("task %s: reading its durations for the metrics failed", task_id)
+            return
+        if run is not None:
+            self.metrics.observe_run(run)
 
     async def _gate_loop(self) -> None:
         """Held deployments are looked at again every few seconds: a window opens, a start
@@ -180,6 +206,16 @@ class Node:
             except Exception:
                 log.exception("checking held deployments failed; trying again")
             await asyncio.sleep(self.services.settings.gate_check_seconds)
+
+    async def _retention_loop(self, every: float) -> None:
+        """Retention (docs/retention.md): every node asks now and then; the one that claims the
+        job's lease applies the policies, about once per interval across the cluster."""
+        while True:
+            await asyncio.sleep(min(every, RETENTION_TICK_SECONDS))
+            try:
+                await retention_apply.run_if_due(self.services, self.name)
+            except Exception:
+                log.exception("applying the retention policies failed; trying again later")
 
     async def _heartbeat_loop(self) -> None:
         while True:  # until stop() cancels it, after the tasks wound down

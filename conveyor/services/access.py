@@ -130,6 +130,10 @@ async def authenticate_api_key(
         ).first()
         if row is None or row.revoked_at is not None:
             raise Unauthenticated("the API key is not valid (unknown or revoked)")
+        if row.expires_at is not None and _aware(row.expires_at) <= services.clock():
+            raise Unauthenticated(
+                "the API key has expired: exchange a fresh OIDC token (conveyor login --oidc-token)"
+            )
         if not row.active:
             raise Unauthenticated(f'the API key belongs to user "{row.username}", who is inactive')
         user = UserRow(

@@ -110,11 +110,11 @@ def event_json(row: Any, names: Names) -> dict[str, Any]:
     }
 
 
-def parse_cursor(value: str | None) -> int | None:
-    """``"Events-120"`` or ``"120"`` -> 120."""
+def parse_cursor(value: str | None, field: str = "before") -> int | None:
+    """``"Events-120"`` or ``"120"`` -> 120; a refusal names ``field``."""
     if value is None or value == "":
         return None
-    return ids.require_cursor(t.ID_PREFIXES["events"], value, "before")
+    return ids.require_cursor(t.ID_PREFIXES["events"], value, field)
 
 
 # ---------------------------------------------------------------- filters and scope
@@ -247,7 +247,7 @@ async def list_events(
     if limit < 1 or limit > MAX_PAGE:
         raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE}")
     cursor = parse_cursor(before)
-    newer_than = parse_cursor(after) if cursor is None else None
+    newer_than = parse_cursor(after, "after") if cursor is None else None
     async with services.read() as session:
         where = await conditions(session, caller, filters)
         if newer_than is not None:

@@ -17,6 +17,7 @@ from conveyor.services.config import public_id
 from conveyor.services.core import Caller, Services
 
 FAILED = "the username or password is wrong"
+PASSWORDS_OFF = "password sign-in is turned off here: use single sign-on"
 ANONYMOUS = "anonymous"
 MAX_USERNAME = 100
 
@@ -30,6 +31,10 @@ async def sign_in(
 ) -> Caller:
     """The signed-in caller; ``Unauthenticated`` (and a LoginFailed event) otherwise."""
     username = username.strip()[:MAX_USERNAME]
+    if not services.settings.password_sign_in:
+        # Single sign-on only (docs/sso.md): no password is even checked.
+        await _failed(services, username, None, "password sign-in is off", ip_address, user_agent)
+        raise Unauthenticated(PASSWORDS_OFF)
     async with services.read() as session:
         user = await find_user(session, username) if username else None
     stored = user.password_hash if user is not None else None

@@ -1,8 +1,9 @@
 """How a partial configuration file combines with the stored configuration.
 
 Pure rules, no I/O: each document in the file replaces the stored one of the same name, except
-that a project keeps its stored process and variables when the file leaves those keys out, and a
-sensitive variable given without a value keeps its stored value. Built-in roles cannot be changed.
+that a project keeps its stored process, variables and channels when the file leaves those keys
+out, and a sensitive variable given without a value keeps its stored value. Built-in roles
+cannot be changed.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def merge(
             stored = current.get(kind, doc_name(entry.doc))
             doc = entry.doc
             if isinstance(doc, Project):
-                doc = _merge_project(stored, doc, entry, problems)
+                doc = kept_unsaid(stored, _merge_project(stored, doc, entry, problems), entry.raw)
             elif isinstance(doc, UserRole):
                 doc = _merge_role(stored, doc, entry, problems)
             else:
@@ -113,6 +114,10 @@ def kept_unsaid(stored: Any, doc: Any, raw: Mapping[str, Any]) -> Any:
         # An environment's checks are governance, often kept in a file of their own
         # (docs/governance.md): a file that does not mention them leaves them in place.
         return replace(doc, checks=stored.checks)
+    if isinstance(doc, Project) and isinstance(stored, Project) and "channels" not in raw:
+        # Like the process and variables: a project written without them (the settings page,
+        # a file of its own) keeps its channels; ``channels: []`` removes them.
+        return replace(doc, channels=stored.channels)
     if isinstance(doc, User) and isinstance(stored, User) and "notify_interruptions" not in raw:
         return replace(doc, notify_interruptions=stored.notify_interruptions)
     if (

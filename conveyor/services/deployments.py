@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from conveyor.domain import channels as ch
 from conveyor.domain import lifecycle as lc
 from conveyor.domain import permissions as perms
 from conveyor.domain import planning
@@ -67,7 +68,8 @@ async def resolve_target(
     release = await find_release(services, project_id, version)
     if release is None:
         raise NotFound(f"{project.name} has no release {version}")
-    lifecycle = loaded.model.get("lifecycles", project.lifecycle)
+    # A release follows its channel's lifecycle (by default the project's).
+    lifecycle = loaded.model.get("lifecycles", ch.lifecycle_of(project, release.channel))
     return Target(project, project_id, env, env_id, lifecycle, release)
 
 
@@ -399,6 +401,7 @@ async def plan(
     return {
         "project": target.project.name,
         "release": target.release.version,
+        "channel": target.release.channel,
         "environment": target.environment.name,
         "lifecycle": {"allowed": allowed.allowed, "reason": allowed.reason},
         "may_deploy": {"allowed": deployable.allowed, "reason": deployable.reason},
@@ -492,7 +495,11 @@ async def create_release(
     release = await create(services, caller, project_ref, **options)
     loaded = await load(services)
     project = loaded.model.get("projects", release.project)
-    lifecycle = loaded.model.get("lifecycles", project.lifecycle) if project else None
+    lifecycle = (
+        loaded.model.get("lifecycles", ch.lifecycle_of(project, release.channel))
+        if project
+        else None
+    )
     started: list[dict[str, Any]] = []
     for env in lc.automatic_on_creation(lifecycle) if lifecycle else []:
         pinned = await pins.automatic_refusal(services, release.project, release.version, env)

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from conveyor.domain import channels as ch
 from conveyor.domain import lifecycle as lc
 from conveyor.domain import runtime as rt
 from conveyor.domain.audit import Category
@@ -433,7 +434,9 @@ async def cancel(services: Services, run: Run) -> None:
 async def next_automatic(services: Services, run: Run) -> list[str]:
     """Environments of the next phase that a success makes this release go to by itself."""
     loaded = await load(services)
-    lifecycle = loaded.model.get("lifecycles", run.project.lifecycle)
+    # The lifecycle of the release's channel (its snapshot names the channel).
+    channel = str(run.release.snapshot.get("channel") or ch.DEFAULT_CHANNEL)
+    lifecycle = loaded.model.get("lifecycles", ch.lifecycle_of(run.project, channel))
     if lifecycle is None:
         return []
     async with services.read() as session:

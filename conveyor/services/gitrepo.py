@@ -6,6 +6,8 @@ brings the changes of the branch it merged, and a ``since`` that is not an ances
 also reports what ``until`` no longer has (the deployed content is ``since``'s). Compared with
 nothing (``since=None``) every file of ``until`` counts, as for a repository's first commit.
 Paths arrive NUL-separated (``-z``): spaces, quotes and non-ASCII names come as they are.
+Each commit comes with its committer date (ISO 8601 with its offset): lead time for changes
+starts there.
 """
 
 from __future__ import annotations
@@ -45,9 +47,15 @@ class Commit:
     sha: str
     author: str
     message: str
+    # When it was committed: the committer date, ISO 8601 with its offset (git's ``%cI``).
+    timestamp: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"sha": self.sha, "author": self.author, "message": self.message}
+        """As build information sends it (the server keeps ``timestamp`` in UTC)."""
+        out = {"sha": self.sha, "author": self.author, "message": self.message}
+        if self.timestamp:
+            out["timestamp"] = self.timestamp
+        return out
 
 
 def _decode(raw: bytes) -> str:
@@ -187,7 +195,7 @@ class Repository:
             "-z",
             f"--max-count={SCAN if touching else limit}",
             "--no-color",
-            "--format=%x1e%H%x1f%an <%ae>%x1f%B",
+            "--format=%x1e%H%x1f%an <%ae>%x1f%cI%x1f%B",
             *files,
             until,
             *excluded,
@@ -204,14 +212,16 @@ class Repository:
 
 def parse_log(raw: bytes) -> list[tuple[Commit, list[str]]]:
     """``git log -z`` with our format: each commit's header is one NUL-terminated field that
-    starts with RS (a message cannot hold NUL); the file names after it (``--name-only``) are
-    fields of their own, the first one after a newline."""
+    starts with RS (a message cannot hold NUL) and holds the SHA, author, committer date and
+    message, separated by US; the file names after it (``--name-only``) are fields of their
+    own, the first one after a newline."""
     out: list[tuple[Commit, list[str]]] = []
     for field in raw.split(b"\0"):
         field = field.removeprefix(b"\n")
         if field.startswith(b"\x1e"):
-            sha, author, message = (_decode(p) for p in field[1:].split(b"\x1f", 2))
-            out.append((Commit(sha.strip(), author.strip(), message.strip()), []))
+            sha, author, when, message = (_decode(p) for p in field[1:].split(b"\x1f", 3))
+            commit = Commit(sha.strip(), author.strip(), message.strip(), when.strip() or None)
+            out.append((commit, []))
         elif field and out:
             out[-1][1].append(_decode(field))
     return out

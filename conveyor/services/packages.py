@@ -162,6 +162,12 @@ async def _require(services: Services, caller: Caller, permission: P) -> None:
             tx.require(permission)
 
 
+async def authorise_push(services: Services, caller: Caller) -> None:
+    """BuiltInFeedPush, checked before a request's upload or options are read (a refusal is
+    audited): those who may not push learn nothing about what their request lacked."""
+    await _require(services, caller, P.BuiltInFeedPush)
+
+
 async def list_packages(
     services: Services, caller: Caller, package_id: str | None = None
 ) -> list[PackageInfo]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from conveyor.domain import channels as ch
 from conveyor.domain import lifecycle as lc
 from conveyor.domain import permissions as perms
 from conveyor.domain.documents import Lifecycle, Project, key
@@ -69,6 +70,8 @@ async def release_progress(
     release = await get_release(services, caller, project_ref, version)  # checks ReleaseView
     loaded = await load(services)
     project, ref, lifecycle = _project(loaded, project_ref)
+    # A release follows its channel's lifecycle (by default the project's).
+    lifecycle = loaded.model.get("lifecycles", ch.lifecycle_of(project, release.channel))
     names = env_names(loaded)
     async with services.read() as session:
         rows = (

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from conveyor.domain import channels as ch
 from conveyor.domain import permissions as perms
 from conveyor.domain.documents import DeployReleaseAction, PackageAction, Project
 from conveyor.domain.errors import PermissionDenied, PolicyViolation
@@ -30,6 +31,9 @@ class ReleaseForm:
     latest: str | None  # the project's highest release so far
     packages: tuple[Choice, ...]
     children: tuple[Choice, ...]
+    # A project with channels: their names, the default first (the form offers a choice, and
+    # "the highest the channel allows" for every version); empty for the implicit default.
+    channels: tuple[str, ...] = ()
 
 
 async def release_form(services: Services, caller: Caller, project_ref: str) -> ReleaseForm:
@@ -77,4 +81,5 @@ async def release_form(services: Services, caller: Caller, project_ref: str) -> 
         latest=highest(own),
         packages=tuple(package_choices),
         children=tuple(child_choices),
+        channels=tuple(c.name for c in ch.in_order(project)) if project.channels else (),
     )

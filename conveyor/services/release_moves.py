@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from conveyor.domain import channels as ch
 from conveyor.domain import lifecycle as lc
 from conveyor.domain import permissions as perms
 from conveyor.domain import release_moves as rm
@@ -36,10 +37,12 @@ def _allowed(
     moves: list[rm.Move],
     version: str,
     attempts: list[lc.Attempt],
+    lifecycle_name: str | None = None,
 ) -> list[rm.Move]:
-    """The moves the caller may make, and that the lifecycle allows for ``version`` (whose
-    deployments are ``attempts``); a rollback's own plan page says what its lifecycle says."""
-    lifecycle = loaded.model.get("lifecycles", project.lifecycle)
+    """The moves the caller may make, and that the lifecycle (``lifecycle_name``, by default
+    the project's) allows for ``version`` (whose deployments are ``attempts``); a rollback's
+    own plan page says what its lifecycle says."""
+    lifecycle = loaded.model.get("lifecycles", lifecycle_name or project.lifecycle)
     if project.disabled or lifecycle is None:
         return []
     ref = perms.ProjectRef(project.name, project.group)
@@ -100,7 +103,8 @@ async def for_release(
     release = await get_release(services, caller, project_ref, version)  # checks ReleaseView
     loaded = await load(services)
     project, project_id = _project(loaded, project_ref)
-    order = rm.lifecycle_order(loaded.model.get("lifecycles", project.lifecycle))
+    lifecycle = ch.lifecycle_of(project, release.channel)  # the release's channel's
+    order = rm.lifecycle_order(loaded.model.get("lifecycles", lifecycle))
     async with services.read() as session:
         places = await _places(session, loaded, project_id)
         rows = (
@@ -122,7 +126,7 @@ async def for_release(
             moves += rm.after_deployment(release.version, env, last.state, last.id, places, order)
     names = env_names(loaded)
     attempts = [lc.Attempt(names.get(r.environment_id, "?"), outcome(r.state)) for r in rows]
-    return _allowed(caller, loaded, project, moves, release.version, attempts)
+    return _allowed(caller, loaded, project, moves, release.version, attempts, lifecycle)
 
 
 async def for_deployment(services: Services, caller: Caller, deployment: str) -> list[rm.Move]:

@@ -10,8 +10,10 @@ from typing import Any
 
 from sqlalchemy import select, text
 
+from conveyor.domain import channels as ch
 from conveyor.domain import permissions as perms
 from conveyor.domain.audit import Category
+from conveyor.domain.build_information import has_own_build, with_packages
 from conveyor.domain.buildinfo import normalise_build
 from conveyor.domain.codec import decode_process, encode_process
 from conveyor.domain.documents import (
@@ -23,8 +25,10 @@ from conveyor.domain.documents import (
     key,
 )
 from conveyor.domain.errors import Conflict, NotFound, PolicyViolation, Problem, ValidationFailed
+from conveyor.domain.insights import commit_columns
 from conveyor.domain.packages import package_key
 from conveyor.domain.versions import Version, highest, next_version, parse_version
+from conveyor.services import build_information
 from conveyor.services.config import load, public_id
 from conveyor.services.core import Caller, Services, Tx, iso
 from conveyor.services.documents import resolve
@@ -50,6 +54,7 @@ class ReleaseView:
     # Blocked from promotion: {"reason", "by", "at"}; pinned in: [{"environment", "reason", …}].
     blocked: dict[str, Any] | None = None
     pins: tuple[dict[str, Any], ...] = ()
+    channel: str = ch.DEFAULT_CHANNEL
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +70,7 @@ class ReleaseView:
             "build": self.build,
             "blocked": self.blocked,
             "pins": list(self.pins),
+            "channel": self.channel,
         }
 
 
@@ -95,6 +101,7 @@ def view(row: Any, project: str, pins: tuple[dict[str, Any], ...] = ()) -> Relea
         build=dict(row.build),
         blocked=blocked,
         pins=pins,
+        channel=getattr(row, "channel", None) or ch.DEFAULT_CHANNEL,
     )
 
 
@@ -208,16 +215,16 @@ def _listed(versions: list[str], most: int = 10) -> str:
     return ", ".join(versions[:most]) + more
 
 
-async def _choose_packages(tx: Tx, project: Project, flags: dict[str, str]) -> dict[str, str]:
-    """The version of each package step's package: the one pinned, which must be in the feed
-    (a release of a missing version could never deploy, yet would count as the highest), or
-    else the feed's highest."""
-    chosen: dict[str, str] = {}
-    wanted = {
-        key(s.action.package): s.action.package
-        for s in project.process.steps
-        if isinstance(s.action, PackageAction) and not s.disabled
-    }
+async def _package_subjects(tx: Tx, project: Project, flags: dict[str, str]) -> list[ch.Subject]:
+    """Each package step's package with the versions it may take: the one pinned, which must
+    be in the feed (a release of a missing version could never deploy, yet would count as the
+    highest), or else the feed's, highest first (the channel takes the highest it allows)."""
+    steps: dict[str, list[str]] = {}
+    wanted: dict[str, str] = {}
+    for s in project.process.steps:
+        if isinstance(s.action, PackageAction) and not s.disabled:
+            wanted.setdefault(key(s.action.package), s.action.package)
+            steps.setdefault(key(s.action.package), []).append(s.name)
     unknown = [p for p in flags if key(p) not in wanted]
     if unknown:
         raise ValidationFailed(
@@ -225,6 +232,7 @@ async def _choose_packages(tx: Tx, project: Project, flags: dict[str, str]) -> d
             f"(its packages: {', '.join(wanted.values()) or 'none'})"
         )
     given = {key(p): v for p, v in flags.items()}
+    subjects: list[ch.Subject] = []
     problems = []
     for k, package in wanted.items():
         path = ("packages", package)
@@ -240,7 +248,7 @@ async def _choose_packages(tx: Tx, project: Project, flags: dict[str, str]) -> d
                     )
                 )
                 continue
-            chosen[package] = available[0]
+            subjects.append(ch.Subject(package, tuple(steps[k]), tuple(available)))
             continue
         try:
             wanted_version = parse_version(pinned)
@@ -262,34 +270,54 @@ async def _choose_packages(tx: Tx, project: Project, flags: dict[str, str]) -> d
                 )
             )
             continue
-        chosen[package] = match
+        subjects.append(ch.Subject(package, tuple(steps[k]), (match,), pinned=True))
     if problems:
         raise ValidationFailed(problems)
-    return chosen
+    return subjects
 
 
-async def _choose_children(
+async def _child_versions(tx: Tx, project_id: int) -> list[tuple[int, str, str]]:
+    rows = await tx.session.execute(
+        select(t.releases.c.id, t.releases.c.version, t.releases.c.channel).where(
+            t.releases.c.project_id == project_id
+        )
+    )
+    return [(r.id, r.version, r.channel) for r in rows]
+
+
+async def _child_subjects(
     tx: Tx, loaded: Loaded, project: Project, flags: dict[str, str]
-) -> list[dict[str, Any]]:
+) -> tuple[list[ch.Subject], dict[str, dict[str, Any]]]:
+    """Each ``deploy_release`` step's child with the releases it may take (the one pinned, or
+    all of them, highest first: the channel takes the highest it allows), and per child
+    project and version the child record a release keeps."""
     steps = [s for s in project.process.steps if isinstance(s.action, DeployReleaseAction)]
     targets = {key(s.action.project) for s in steps if isinstance(s.action, DeployReleaseAction)}
     unknown = [p for p in flags if key(p) not in targets]
     if unknown:
         raise ValidationFailed(f"{project.name} deploys no release of {', '.join(unknown)}")
     given = {key(p): v for p, v in flags.items()}
-    children = []
+    subjects: list[ch.Subject] = []
+    records: dict[str, dict[str, Any]] = {}
     problems = []
     for step in steps:
         assert isinstance(step.action, DeployReleaseAction)
         child = loaded.model.get("projects", step.action.project)
         child_id = loaded.id_of("projects", step.action.project)
-        assert child is not None and child_id is not None
-        versions = await _versions(tx, child_id)
-        version = given.get(key(child.name))
-        if version is None:
-            # The highest version, not the newest by time (Octopus picks by time).
-            version = highest(v for _, v in versions)
-        if version is None:
+        assert isinstance(child, Project) and child_id is not None
+        rows = sorted(
+            await _child_versions(tx, child_id), key=lambda r: Version(r[1]), reverse=True
+        )
+        for rid, v, _ in rows:
+            records[f"{step.name}\0{v}"] = {
+                "step": step.name,
+                "project": child.name,
+                "project_id": child_id,
+                "version": v,
+                "release_id": rid,
+            }
+        pinned = given.get(key(child.name))
+        if pinned is None and not rows:
             problems.append(
                 Problem(
                     ("children", child.name),
@@ -297,25 +325,30 @@ async def _choose_children(
                 )
             )
             continue
-        wanted = Version(version)
-        match = next(((rid, v) for rid, v in versions if Version(v) == wanted), None)
-        if match is None:
-            problems.append(
-                Problem(("children", child.name), f"{child.name} has no release {version}")
-            )
+        if pinned is not None:
+            wanted = Version(pinned)
+            match = next((v for _, v, _ in rows if Version(v) == wanted), None)
+            if match is None:
+                problems.append(
+                    Problem(("children", child.name), f"{child.name} has no release {pinned}")
+                )
+                continue
+            subjects.append(ch.Subject(child.name, (step.name,), (match,), pinned=True, child=True))
             continue
-        children.append(
-            {
-                "step": step.name,
-                "project": child.name,
-                "project_id": child_id,
-                "version": match[1],
-                "release_id": match[0],
-            }
+        # The highest version, not the newest by time (Octopus picks by time).
+        subjects.append(
+            ch.Subject(
+                child.name,
+                (step.name,),
+                tuple(v for _, v, _ in rows),
+                child=True,
+                channel_of={v: c for _, v, c in rows},
+                child_channels=frozenset(key(c.name) for c in child.channels),
+            )
         )
     if problems:
         raise ValidationFailed(problems)
-    return children
+    return subjects, records
 
 
 async def create_release(
@@ -328,6 +361,7 @@ async def create_release(
     children: dict[str, str] | None = None,
     notes: str = "",
     build: dict[str, Any] | None = None,
+    channel: str | None = None,
 ) -> ReleaseView:
     loaded = await load(services)
     project = resolve(loaded, "projects", project_ref)
@@ -355,8 +389,15 @@ async def create_release(
         clash = next((v for _, v in existing if Version(v) == parsed), None)
         if clash is not None:
             raise Conflict(f"{project.name} already has release {clash}")
-        chosen_packages = await _choose_packages(tx, project, packages or {})
-        chosen_children = await _choose_children(tx, loaded, project, children or {})
+        package_subjects = await _package_subjects(tx, project, packages or {})
+        child_subjects, records = await _child_subjects(tx, loaded, project, children or {})
+        fit = ch.choose(project, [*package_subjects, *child_subjects], channel)
+        chosen_packages = {s.name: fit.version_of(s) for s in package_subjects}
+        if chosen_packages and not has_own_build(build):
+            # No commit of its own: the build information of the packages it pins.
+            pushed = await build_information.release_build(tx.session, chosen_packages)
+            build = normalise_build(with_packages(build, pushed)) if pushed else build
+        chosen_children = [records[f"{s.steps[0]}\0{fit.version_of(s)}"] for s in child_subjects]
         result = await tx.session.execute(
             t.releases.insert()
             .values(
@@ -366,10 +407,12 @@ async def create_release(
                 created_at=tx.now,
                 created_by_id=caller.user_id,
                 created_by=caller.on_behalf_of or caller.username,
-                snapshot=_write_snapshot(services, project),
+                snapshot={**_write_snapshot(services, project), "channel": fit.channel.name},
                 packages=chosen_packages,
                 children=chosen_children,
                 build=build,
+                **commit_columns(build),
+                channel=fit.channel.name,
             )
             .returning(t.releases)
         )
@@ -381,6 +424,7 @@ async def create_release(
             documents=[public_id("projects", project_id), public_id("releases", row.id)],
             details={
                 "version": version,
+                "channel": fit.channel.name,
                 "packages": chosen_packages,
                 "children": {c["project"]: c["version"] for c in chosen_children},
                 "notes": notes,

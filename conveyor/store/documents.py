@@ -24,6 +24,8 @@ from conveyor.domain.documents import (
 )
 from conveyor.domain.errors import ConveyorError, Problem
 from conveyor.domain.model import KINDS, Kind, Model, doc_name
+from conveyor.domain.oidc import OidcTrust, decode_trust, encode_trust
+from conveyor.domain.reading import Reader
 from conveyor.store import tables as t
 
 
@@ -174,12 +176,24 @@ async def load_model(
                 service_account=r.service_account,
                 active=r.active,
                 notify_interruptions=r.notify_interruptions,
+                oidc_trust=_trust(r.oidc_trust),
             )
             for r in user_rows
         ),
     )
     loaded.model = model
     return loaded
+
+
+def _trust(stored: Any) -> tuple[OidcTrust, ...]:
+    """A user's OIDC trusts, stored in the shape of config as code."""
+    if not stored:
+        return ()
+    problems: list[Problem] = []
+    trusts = decode_trust(Reader({"oidc_trust": stored}, ("users",), problems, "a user"))
+    if problems:
+        raise _corrupt("users", "oidc_trust", problems)
+    return trusts
 
 
 def _read_variables(body: list[dict[str, Any]], box: Box, decrypt: bool) -> tuple[Variable, ...]:
@@ -349,6 +363,7 @@ async def _upsert_document(
             "service_account": doc.service_account,
             "active": doc.active,
             "notify_interruptions": doc.notify_interruptions,
+            "oidc_trust": encode_trust(doc.oidc_trust) if doc.oidc_trust else None,
             "position": position,
             "updated_at": now,
         }

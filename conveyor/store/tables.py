@@ -105,6 +105,8 @@ users = Table(
     Column("password_hash", Text, nullable=True),
     # Set by an administrator with a password they chose: the next sign-in asks for a new one.
     Column("must_change_password", Boolean, nullable=False, default=False, server_default=false()),
+    # A service account's trusted OIDC issuers and claim rules (config as code, docs/sso.md).
+    Column("oidc_trust", JSON, nullable=True),
     Column("position", Integer, nullable=False, default=0),
     Column("version", Integer, nullable=False, default=1),
     *_timestamps(),
@@ -122,6 +124,34 @@ api_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("last_used_at", DateTime(timezone=True), nullable=True),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # A short-lived key (exchanged for an OIDC token) stops working at this time.
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+)
+
+# Single sign-on: which external identity (issuer and subject, never an email) is which user.
+sso_identities = Table(
+    "sso_identities",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("issuer", String(400), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_sign_in_at", DateTime(timezone=True), nullable=False),
+    Index("uq_sso_identities_issuer_subject", "issuer", "subject", unique=True),
+)
+
+# Sign-ins under way at the provider: the state (stored hashed) is used once, within minutes.
+sso_states = Table(
+    "sso_states",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("state_hash", String(64), nullable=False, unique=True),
+    Column("nonce", String(100), nullable=False),
+    Column("code_verifier", String(200), nullable=False),
+    Column("next_path", String(2000), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("used_at", DateTime(timezone=True), nullable=True),
 )
 
 # The audit log: append-only; indexed for its filters and read newest first by keyset.
@@ -229,6 +259,32 @@ packages = Table(
     Index("uq_packages_key_version", "package_key", "version", unique=True),
 )
 
+# Build information pushed for a package version (docs/build-servers.md): the build, the commit
+# and the commits it was built from. One row per package version: ``version_key`` is the same
+# for every spelling of a version (1.0 is 1.0.0.0); the package need not be in the feed.
+build_information = Table(
+    "build_information",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("package_id", String(200), nullable=False),
+    Column("package_key", String(200), nullable=False),
+    Column("version", String(100), nullable=False),
+    Column("version_key", String(160), nullable=False),
+    Column("branch", String(500), nullable=True),
+    Column("build_environment", String(500), nullable=True),
+    Column("build_number", String(500), nullable=True),
+    Column("build_url", String(2000), nullable=True),
+    Column("vcs_type", String(500), nullable=True),
+    Column("vcs_root", String(2000), nullable=True),
+    Column("vcs_commit", String(500), nullable=True),
+    # [{id, comment, author?, timestamp?, link?}], newest first as the build server sent them.
+    Column("commits", JSON, nullable=False),
+    Column("pushed_at", DateTime(timezone=True), nullable=False),
+    Column("pushed_by_id", Id, nullable=True),
+    Column("pushed_by", String(100), nullable=False),
+    Index("uq_build_information_package_version", "package_key", "version_key", unique=True),
+)
+
 # A release: an immutable snapshot of a project's process and variables at creation.
 releases = Table(
     "releases",
@@ -248,8 +304,16 @@ releases = Table(
     Column("blocked_reason", Text, nullable=True),
     Column("blocked_by", String(100), nullable=True),
     Column("blocked_at", DateTime(timezone=True), nullable=True),
+    # The channel it was created in (migration 0017; conveyor/domain/channels.py).
+    Column("channel", String(100), nullable=False, server_default="Default"),
+    # For lead times (services/insights.py): the earliest commit time of its build information
+    # and its own commit's time (conveyor.domain.insights.commit_columns).
+    Column("first_commit_at", DateTime(timezone=True), nullable=True),
+    Column("commit_at", DateTime(timezone=True), nullable=True),
     Index("uq_releases_project_version", "project_id", "version", unique=True),
     Index("ix_releases_project_id_id", "project_id", "id"),
+    # Insights: the earliest commit time of the releases a deployment brings, from the index.
+    Index("ix_releases_project_commit", "project_id", "id", "first_commit_at"),
 )
 
 deployments = Table(
@@ -280,6 +344,19 @@ deployments = Table(
     Index("ix_deployments_project_env_id", "project_id", "environment_id", "id"),
     Index("ix_deployments_release_id", "release_id"),
     Index("ix_deployments_parent_id", "parent_id"),
+    # Insights (services/insights.py): the deployments that ended in a range, and each one's
+    # neighbours in its project and environment read from the index alone.
+    Index("ix_deployments_completed_at", "completed_at"),
+    Index("ix_deployments_environment_completed", "environment_id", "completed_at"),
+    Index(
+        "ix_deployments_pair_history",
+        "project_id",
+        "environment_id",
+        "id",
+        "state",
+        "release_id",
+        "completed_at",
+    ),
 )
 
 # Durable units of work. A node claims a queued task and holds a lease renewed by heartbeat.
@@ -311,6 +388,8 @@ tasks = Table(
     Column("completed_at", DateTime(timezone=True), nullable=True),
     # Queued but not claimable: its environment's checks have not passed (services/gates.py).
     Column("held", Boolean, nullable=False, default=False, server_default=false()),
+    # When retention removed the task's log (docs/retention.md); the task itself stays.
+    Column("log_removed_at", DateTime(timezone=True), nullable=True),
     Index("ix_tasks_state_id", "state", "id"),
     Index("ix_tasks_held", "held", "state"),
     Index("ix_tasks_wake", "wake"),
@@ -381,6 +460,8 @@ interruptions = Table(
     Column("fields", JSON, nullable=True),
     Index("ix_interruptions_state_id", "state", "id"),
     Index("ix_interruptions_task_id", "task_id"),
+    # Insights: a deployment's guided failures ignored and its manual interventions' waits.
+    Index("ix_interruptions_deployment_id", "deployment_id"),
 )
 
 # The dashboard projection: (project, environment) -> current and previous deployment. Kept in
@@ -618,4 +699,75 @@ release_pins = Table(
     Column("pinned_by", String(100), nullable=False),
     Column("pinned_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("project_id", "environment_id", name="pk_release_pins"),
+)
+
+# ---------------------------------------------------------------- webhooks in (docs/webhooks.md)
+
+# The Git hosts that may call /api/v1/hooks/…: their shared secret (encrypted with the master
+# key), the repository and branches they speak for, the clone change detection reads, and the
+# service account the pushes act as.
+hook_sources = Table(
+    "hook_sources",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False),
+    Column("slug", String(100), nullable=False, unique=True),
+    # github | gitlab | generic
+    Column("provider", String(16), nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("repository", String(400), nullable=False),
+    Column("branches", JSON, nullable=False),
+    Column("repo_path", String(2000), nullable=False),
+    Column("run_as", String(100), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(100), nullable=False),
+)
+
+# Each delivery accepted, by the id its host gave it: a second one with the same id is a replay.
+hook_deliveries = Table(
+    "hook_deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("source_id", Id, ForeignKey("hook_sources.id", ondelete="CASCADE"), nullable=False),
+    Column("delivery_id", String(200), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("event", String(64), nullable=False),
+    # recorded (a push to a watched branch) | ignored (anything else)
+    Column("outcome", String(16), nullable=False),
+    Column("branch", String(255), nullable=True),
+    Column("before", String(64), nullable=True),
+    Column("after", String(64), nullable=True),
+    # The build information: [{sha, author, email, message, timestamp}] from the push.
+    Column("commits", JSON, nullable=False),
+    # What it released: [{project, version} or {project, error}].
+    Column("releases", JSON, nullable=False),
+    Column("notes", JSON, nullable=False),
+    Index("uq_hook_deliveries_source_delivery", "source_id", "delivery_id", unique=True),
+)
+
+# A project's own choice (off unless set): a push that changes its watch paths releases it.
+project_hook_settings = Table(
+    "project_hook_settings",
+    metadata,
+    Column("project_id", Id, ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    Column("release_on_push", Boolean, nullable=False, default=False, server_default=false()),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_by", String(100), nullable=False),
+)
+
+# ---------------------------------------------------------------- retention (docs/retention.md)
+
+# Work that one node at a time does for the whole cluster (retention): the node holding the
+# lease, the epoch its claim got (every write of the run checks it: fencing), and the last run.
+singleton_leases = Table(
+    "singleton_leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(200), nullable=True),
+    Column("epoch", Integer, nullable=False, default=0, server_default="0"),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    # What the last run did: {"node", "counts", "error"}.
+    Column("outcome", JSON, nullable=True),
 )

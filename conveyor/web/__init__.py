@@ -15,6 +15,7 @@ from conveyor.web.routes import (
     dashboard,
     environments,
     favicon,
+    insights,
     interruptions,
     new_password,
     nodes,
@@ -27,6 +28,8 @@ from conveyor.web.routes import (
     projects,
     release_new,
     releases,
+    retention,
+    sso,
     targets,
     tasklog,
     tasks,
@@ -38,6 +41,7 @@ from conveyor.web.session import SessionMiddleware
 ROUTERS = (
     favicon,
     auth,
+    sso,
     dashboard,
     projects,
     process,
@@ -58,9 +62,11 @@ ROUTERS = (
     approval_preview,
     approvals,
     access_report,
+    insights,
     environments,
     packages,
     project_settings,
+    retention,
 )
 
 

@@ -237,6 +237,7 @@ def _nav(caller: Caller | None) -> dict[str, bool]:
         "nodes": may(caller, P.AdministerSystem),
         "targets": may(caller, P.MachineView),
         "environments": may(caller, P.EnvironmentView),
+        "lifecycles": may(caller, P.LifecycleView),
         "packages": may(caller, P.FeedView),
     }
 
@@ -257,7 +258,7 @@ _LEADING_WORDS = (
     "the a an this that these there only you your it its no not nothing cannot must too "
     "project projects user users release releases environment environments package packages "
     "archive task tasks interruption lifecycle team teams role format limit step steps "
-    "process variable variables api key sensitive creating changing deleting"
+    "process variable variables api key sensitive creating changing deleting choose"
 )
 _LEADING = frozenset(_LEADING_WORDS.split())
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.datastructures import FormData
 
-from conveyor.domain.errors import Problem, ValidationFailed
+from conveyor.domain.errors import ConveyorError, Problem, ValidationFailed, render_path
 
 
 @dataclass(frozen=True)
@@ -197,6 +197,32 @@ def facts(step: dict[str, Any]) -> list[tuple[Field, Any]]:
             continue
         out.append((field, value))
     return out
+
+
+def refusal(exc: ConveyorError, index: int, step_type: str) -> str:
+    """A refused step form's reason in the form's own words: a problem of the step being
+    edited or added (at ``index``) is named by its field's label ("Instructions: must not be
+    empty"), one of another step by its number ("Step 2, name: …"), never by the document path
+    the services use (``steps[0].instructions``)."""
+    if not isinstance(exc, ValidationFailed):
+        return exc.message
+    labels = {f.name: f.label for f in fields_of(step_type)}
+    said = [_problem_words(p, index, labels) for p in exc.problems]
+    return said[0] if len(said) == 1 else f"{len(said)} problems: " + "; ".join(said)
+
+
+def _problem_words(problem: Problem, index: int, labels: dict[str, str]) -> str:
+    path = problem.path
+    if len(path) < 2 or path[0] != "steps" or not isinstance(path[1], int):
+        return str(problem)
+    rest = path[2:]
+    field = str(rest[0]) if rest else ""
+    inside = render_path(rest[1:]) if len(rest) > 1 else ""
+    if path[1] == index:
+        where = labels.get(field, field.replace("_", " ").capitalize()) if field else "This step"
+    else:
+        where = f"Step {path[1] + 1}" + (f", {field.replace('_', ' ')}" if field else "")
+    return f"{where}{' ' + inside if inside else ''}: {problem.message}"
 
 
 # ---------------------------------------------------------------- a manual step's questions

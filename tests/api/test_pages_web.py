@@ -163,6 +163,15 @@ async def test_project_settings_are_edited_by_those_with_project_edit_only(
     doc = await documents.get_document(services, admin, "projects", "Database")
     assert doc.data["watch_paths"] == ["src/Database/**", "examples/db/**"]
     assert doc.data["guided_failure"] == "on" and doc.data["disabled"] is True
+    # What the service refuses shows the form again, as typed, with the reason.
+    bad = await dev.post(
+        "/projects/database/settings",
+        data={**fields, "csrf": form_token(after), "name": "", "description": "Typed again"},
+    )
+    assert bad.status_code == 422, bad.text
+    assert "must not be empty" in text_of(bad)
+    assert "Typed again" in bad.text and 'name="watch_paths"' in bad.text
+    assert "Save settings" in bad.text
     # Operations may edit Deploy All only: refused before the form is looked at (even if bad).
     ops = await as_person("ops")
     read_only = await ops.get("/projects/database/settings")
@@ -385,6 +394,10 @@ async def test_the_audit_log_pages_to_older_and_back_to_newer(
     back = await boss.get(newer)
     assert re.findall(r'<span class="hint block">(Events-\d+)</span>', back.text) == newest
     assert 'rel="prev"' not in back.text and 'rel="next"' in back.text
+    # A cursor that is no event's id is refused, naming the link's own parameter.
+    for cursor in ("before", "after"):
+        wrong = await boss.get("/audit", params={cursor: "garbage"})
+        assert wrong.status_code == 422 and f"{cursor}: " in text_of(wrong), text_of(wrong)
 
 
 # ---------------------------------------------------------------- what waits for me

@@ -122,6 +122,23 @@ async def test_adding_a_step_of_each_type_at_a_position_then_moving_and_removing
     )
     assert bad.status_code == 422 and "must not be empty" in text_of(bad)
     assert "echo typed" in bad.text and 'value="6" selected' in bad.text
+    # Each problem named by the form's own label, not by the document's path (steps[6].name).
+    assert "Name: must not be empty." in text_of(bad) and "steps[" not in bad.text
+    page = await dev.get("/projects/database/process/new?type=manual_intervention&at=0")
+    untold = await dev.post(
+        "/projects/database/process/new",
+        data={
+            "csrf": form_token(page),
+            "version": version_of(page),
+            "type": "manual_intervention",
+            "at": "0",
+            "name": "Look",
+            "responsible_teams": "QA",
+        },
+    )
+    assert untold.status_code == 422, text_of(untold)
+    assert "Instructions: must not be empty." in text_of(untold), text_of(untold)
+    assert "steps[" not in untold.text
     bad_type = await dev.get("/projects/database/process/new?type=teleport")
     assert bad_type.status_code == 422 and "choose the type" in text_of(bad_type).lower()
 
@@ -304,7 +321,7 @@ async def test_history_lists_versions_shows_a_diff_and_reverts(
     assert rows == [str(now), str(now - 1), str(now - 2)], history.text
     assert '<span class="who">dev</span>' in history.text
     assert '<span class="who">admin</span>' in history.text
-    assert "Revert to this version" in history.text
+    assert "Revert to version" in history.text
 
     diff = await dev.get(f"/projects/database/process/history?from={now - 2}&to={now}")
     assert "Smoke test</strong>: added" in diff.text
@@ -319,7 +336,7 @@ async def test_history_lists_versions_shows_a_diff_and_reverts(
     # A viewer reads the history, but may not revert.
     qa = await as_person("qa")
     seen = await qa.get("/projects/database/process/history")
-    assert seen.status_code == 200 and "Revert to this version" not in seen.text
+    assert seen.status_code == 200 and "Revert to version" not in seen.text
     refused = await qa.post(
         "/projects/database/process/history",
         data={"csrf": form_token(seen), "revert": str(now - 2), "version": str(now)},

@@ -4,13 +4,16 @@ real git repositories made by the tests."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import Server, describe
-from tests.gitrepos import GitRepo
+from tests.gitrepos import GIT_ENV, GitRepo
 
 pytestmark = pytest.mark.e2e
 
@@ -83,6 +86,26 @@ def bad_input(server: Server, *args: str, env: dict[str, str] | None = None) -> 
     assert result.returncode == 2, describe(result)
     assert "Traceback" not in result.stderr and result.stderr.strip(), describe(result)
     return result.stderr
+
+
+def commit_at(git: GitRepo, when: str, message: str, files: dict[str, str]) -> str:
+    """A commit made at ``when`` (ISO 8601 with an offset other than UTC, say)."""
+    git.write(files)
+    git.git("add", "-A")
+    dates = {"GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when}
+    done = subprocess.run(
+        ["git", "-C", str(git.root), "commit", "-q", "-m", message],
+        env={**os.environ, **GIT_ENV, **dates},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return git.git("rev-parse", "HEAD")
+
+
+# A commit time as the server keeps it: UTC, to the second.
+UTC_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 
 def test_changes_between_two_revisions(shop: Server, tmp_path: Path) -> None:
@@ -223,6 +246,8 @@ def test_last_release_still_reports_a_change_whose_release_failed(
     assert [c["sha"] for c in database["commits"]] == [schema]
     assert database["commits"][0]["message"] == "Add reviews"
     assert database["commits"][0]["author"] == "Dana Developer <dev@octopetshop.example>"
+    # With its commit time (the committer date, in UTC): lead time for changes starts there.
+    assert UTC_TIME.fullmatch(database["commits"][0]["timestamp"]), database
     assert [c["sha"] for c in release_json(shop, "Website", "1.0.1")["build"]["commits"]] == [site]
     shown = shop.ok("release", "show", "--project", "Database", "--version", "1.0.1").stdout
     assert f"built from {site} on main" in shown and "Add reviews" in shown, shown
@@ -243,6 +268,10 @@ def test_last_release_still_reports_a_change_whose_release_failed(
     assert [c["release"] for c in entry["commits"]] == ["1.0.1", "1.0.0"]
     deploy = ("release", "deploy", "--project", "Database", "--version", "1.0.0")
     shop.ok(*deploy, "--to", "Development", "--wait")
+    # Releases made by the CLI from the repository carry commit times: the deployment has a
+    # lead time in insights.
+    insights = shop.get("/insights?project=Database").json()["overall"]
+    assert insights["lead_time_count"] == 1 and insights["lead_time_seconds"] > 0, insights
     (entry,) = as_json(shop, *plan_args, "--to", "Development")["changes"]
     assert entry["current"] == "1.0.0"
     assert [c["message"] for c in entry["commits"]] == ["Add reviews"]
@@ -263,7 +292,7 @@ def test_release_create_records_build_information(shop: Server, tmp_path: Path) 
     repo = ("--repo", str(git.root))
     base = git.commit("first", BASE)
     one = git.commit("one", {"tools/a.sh": "echo a\n"})
-    two = git.commit("two", {"tools/b.sh": "echo b\n"})
+    two = commit_at(git, "2024-05-01T14:30:00+02:00", "two", {"tools/b.sh": "echo b\n"})
     create = ("release", "create", "--project", "Tools")
     made = as_json(
         shop, *create, "--version", "2.0.0", "--commit", "HEAD", "--commits-from", base, *repo
@@ -272,6 +301,9 @@ def test_release_create_records_build_information(shop: Server, tmp_path: Path) 
     build = release_json(shop, "Tools", "2.0.0")["build"]
     # Tools has no watch paths: every commit in the range is its.
     assert build["commit"] == two and [c["sha"] for c in build["commits"]] == [two, one]
+    # Each with its committer date, sent with its offset and kept in UTC.
+    assert build["commits"][0]["timestamp"] == "2024-05-01T12:30:00Z"
+    assert UTC_TIME.fullmatch(build["commits"][1]["timestamp"]), build
     said = bad_input(shop, *create, "--version", "2.0.1", "--commit", "no-such", *repo)
     assert '"no-such"' in said, said
     said = bad_input(shop, *create, "--version", "2.0.1", "--commit", two, "--build-url", "ftp://x")

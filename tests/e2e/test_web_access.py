@@ -1,12 +1,15 @@
 """Accessibility of the web UI in a real browser (Debian's chromium), on SQLite and PostgreSQL.
 
-axe-core (tests/e2e/axe.py) runs inside each main page, as the person who uses it, and finds no
-serious or critical violation; `qa` takes and proceeds an approval with the keyboard alone, and
-`owner` approves a release ahead of time the same way, each control showing where the focus is.
+axe-core (tests/e2e/axe.py) runs inside each main page, as the person who uses it (the pages of
+people, teams, processes, variables and settings as `admin`, with their forms), its folded
+<details> opened first, and finds no serious or critical violation; `qa` takes and proceeds an
+approval with the keyboard alone, and `owner` approves a release ahead of time the same way, each
+control showing where the focus is.
 
-This is the module that takes the browser through PostgreSQL as well as SQLite: it opens every
-main page, answers an interruption and approves a release ahead of time on each database, so a
-page whose queries work on one database only fails here. The longer stories (test_web.py and its
+This module (like test_web_admin.py, test_web_authoring.py and test_web_pages.py) takes the
+browser through PostgreSQL as well as SQLite: it opens every main page, answers an
+interruption and approves a release ahead of time on each database, so a page whose queries
+work on one database only fails here. The longer stories (test_web.py and its
 neighbours) stay on SQLite: a second run of them would add about half a minute for the same
 pages. axe itself runs on the SQLite run only (the markup does not depend on the database).
 Screenshots of every page are kept in tests/artifacts/web/access-<database>-*.png.
@@ -96,6 +99,9 @@ projects:
           type: script
           target_roles: [web]
           script: echo shipped
+    variables:
+      - {name: Greeting, value: hello, environments: [Test]}
+      - {name: Token, value: not-shown, sensitive: true}
 """
 
 
@@ -160,28 +166,42 @@ def prepare(server: Server) -> tuple[str, str, dict[str, dict[str, str]]]:
     assert applied.returncode == 0, describe(applied)
 
     def sign_in(user: str) -> dict[str, str]:
-        """A password for ``user``, then the sign-in form posted as a browser would: the five
-        argon2 checks side by side instead of one after the other (test_web.py types into it)."""
-        response = httpx.put(
-            f"{server.url}/api/v1/users/{user}/password",
-            json={"password": password(user)},
-            headers={"X-Api-Key": server.api_key},
-            timeout=30,
-        )
-        assert response.status_code == 204, response.text
+        """A password for ``user``, then the sign-in form posted as a browser would: the
+        argon2 checks side by side instead of one after the other (test_web.py types into it).
+        The administrator signs in with the password `admin init` printed."""
+        secret = server.admin_password if user == "admin" else password(user)
+        if user != "admin":
+            response = httpx.put(
+                f"{server.url}/api/v1/users/{user}/password",
+                json={"password": secret},
+                headers={"X-Api-Key": server.api_key},
+                timeout=30,
+            )
+            assert response.status_code == 204, response.text
         with httpx.Client(base_url=server.url, timeout=30) as client:
             form = client.get("/sign-in")
             token = re.search(r'name="csrf" value="([^"]+)"', form.text)
             assert token, form.text
             signed = client.post(
                 "/sign-in",
-                data={"csrf": token[1], "username": user, "password": password(user), "next": "/"},
+                data={"csrf": token[1], "username": user, "password": secret, "next": "/"},
             )
             assert signed.status_code == 303, signed.text
             return dict(client.cookies)
 
-    with ThreadPoolExecutor(max_workers=len(PEOPLE)) as pool:
-        cookies = dict(zip(PEOPLE, pool.map(sign_in, PEOPLE), strict=True))
+    everyone = (*PEOPLE, "admin")
+    with ThreadPoolExecutor(max_workers=len(everyone)) as pool:
+        cookies = dict(zip(everyone, pool.map(sign_in, everyone), strict=True))
+    # A second version of the process, for its history's comparison.
+    process = server.get("/projects/shop/process").json()
+    process["steps"][-1]["script"] = "echo shipped again"
+    changed = httpx.put(
+        f"{server.url}/api/v1/projects/shop/process",
+        json=process,
+        headers={"X-Api-Key": server.api_key},
+        timeout=30,
+    )
+    assert changed.status_code == 200, changed.text
     ops = server.api_key_for("ops", in_process=True)
 
     def deploy(*args: str) -> str:
@@ -225,6 +245,22 @@ PAGES = [
     ("auditor", "/audit", "audit"),
     ("auditor", "/people", "people"),
     ("auditor", "/permissions/report", "access-report"),
+    # The pages of issue 14 (people, processes and variables, the missing pages), each as the
+    # person who changes things there, so that its forms are checked too.
+    ("ops", "/environments", "environments"),
+    ("ops", "/lifecycles", "lifecycles"),
+    ("ops", "/packages", "packages"),
+    ("ops", "/tasks?project=Shop&state=success", "deployments-filtered"),
+    ("ops", "/projects/shop/releases/new", "new-release"),
+    ("admin", "/projects/shop/settings", "project-settings"),
+    ("admin", "/people", "people-admin"),
+    ("admin", "/people/users/dev", "person-admin"),
+    ("admin", "/people/teams/developer", "team-admin"),
+    ("admin", "/projects/shop/process", "process-edit"),
+    ("admin", "/projects/shop/process/new?type=manual_intervention&at=0", "new-step"),
+    ("admin", "/projects/shop/process/history?from=1&to=2", "process-history-diff"),
+    ("admin", "/projects/shop/variables", "variables-edit"),
+    ("auditor", "/projects/shop/variables", "variables-read"),
 ]
 
 
@@ -248,7 +284,9 @@ def test_main_pages_have_no_serious_or_critical_violation(site: Site) -> None:
         expect(page.get_by_role("heading", level=1)).to_be_visible()
         if name == "task-approval-panel":
             expect(page.get_by_role("button", name="Take responsibility")).to_be_visible()
-        found += violations(page, f"{name} ({user}, {path})") if check else []
+        if check:  # the forms folded away in <details> are checked as well
+            page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+            found += violations(page, f"{name} ({user}, {path})")
         site.shot(page, name)
     for page in tabs.values():
         page.close()

@@ -10,7 +10,14 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from conveyor.api.deps import CallerDep, ServicesDep
 from conveyor.domain.ids import MAX_ROW_ID
-from conveyor.services import deployment_views, deployments, interruptions, releases, tasks
+from conveyor.services import (
+    channels,
+    deployment_views,
+    deployments,
+    interruptions,
+    releases,
+    tasks,
+)
 from conveyor.services.deployments import TERMINAL
 
 router = APIRouter()
@@ -24,6 +31,12 @@ class NewRelease(BaseModel):
     )
     notes: str = ""
     build: dict[str, Any] = Field(default_factory=dict, description="build information")
+    channel: str | None = Field(
+        default=None,
+        max_length=100,
+        description="The project's channel (its version rules are checked); omit for the first "
+        "whose rules the versions satisfy, the default channel first",
+    )
 
 
 @router.post(
@@ -44,6 +57,7 @@ async def create_release(
         children=body.children,
         notes=body.notes,
         build=body.build,
+        channel=body.channel,
     )
     return {**release.as_dict(), "automatic_deployments": automatic}
 
@@ -271,4 +285,7 @@ async def submit(
     summary="The current deployment of each project in each environment",
 )
 async def dashboard(services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
-    return await deployment_views.dashboard(services, caller)
+    found = await deployment_views.dashboard(services, caller)
+    # Projects with several channels: a release line per channel (docs/deployments.md).
+    found["channels"] = await channels.dashboard_lines(services, caller)
+    return found

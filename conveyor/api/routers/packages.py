@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, Body, File, Form, Query, Response, UploadFile
 from fastapi.responses import FileResponse
 
 from conveyor.api.deps import CallerDep, ServicesDep
-from conveyor.services import packages
+from conveyor.services import build_information, packages
 
 router = APIRouter(prefix="/packages", tags=["Packages"])
 
@@ -61,6 +61,59 @@ async def get_package(
     package_id: str, version: str, services: ServicesDep, caller: CallerDep
 ) -> dict[str, Any]:
     return (await packages.get_package(services, caller, package_id, version)).as_dict()
+
+
+@router.get(
+    "/{package_id}/{version}/build-information",
+    summary="The build information pushed for a package version (FeedView)",
+)
+async def get_build_information(
+    package_id: str, version: str, services: ServicesDep, caller: CallerDep
+) -> dict[str, Any]:
+    return (await build_information.get(services, caller, package_id, version)).as_dict()
+
+
+@router.post(
+    "/{package_id}/{version}/build-information",
+    status_code=201,
+    summary="Push build information for a package version (BuildInformationPush)",
+    description="201 when stored (or replaced with `mode=overwrite`), 200 with the one kept "
+    "(`mode=ignore`); 409 when the version has some already and `mode` is `fail` (the default). "
+    "See docs/build-servers.md.",
+)
+async def push_build_information(
+    package_id: str,
+    version: str,
+    services: ServicesDep,
+    caller: CallerDep,
+    response: Response,
+    data: Any = Body(
+        default=None,
+        examples=[
+            {
+                "branch": "main",
+                "build_number": "42",
+                "build_url": "https://ci.example.com/runs/42",
+                "vcs_type": "Git",
+                "vcs_root": "https://github.com/example/shop",
+                "vcs_commit": "3f2a9c1e",
+                "commits": [
+                    {
+                        "id": "3f2a9c1e",
+                        "comment": "Faster checkout",
+                        "author": "Ada",
+                        "timestamp": "2026-11-30T09:15:00Z",
+                    }
+                ],
+            }
+        ],
+    ),
+    mode: str | None = Query(default=None, description="fail (default), overwrite or ignore"),
+) -> dict[str, Any]:
+    pushed = await build_information.push(services, caller, package_id, version, data, mode)
+    if pushed.outcome == "kept":
+        response.status_code = 200
+    return {**pushed.found.as_dict(), "outcome": pushed.outcome}
 
 
 @router.get(

@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, Response
 from conveyor.domain.documents import slugify
 from conveyor.domain.holds import Pin
 from conveyor.domain.release_moves import Move
-from conveyor.services import deployment_views, pins, release_moves
+from conveyor.services import channels, deployment_views, pins, release_moves
 from conveyor.services.core import Caller, Services
 from conveyor.services.deployment_views import BoardCell
 from conveyor.web.pages import (
@@ -44,6 +44,10 @@ async def board(services: Services, caller: Caller) -> dict[str, Any]:
     found = await deployment_views.board(services, caller)
     pinned = await pins.pinned_cells(services)
     moves = await release_moves.for_board(services, caller, found)
+    # Projects with several channels get a release line per channel under their row.
+    by_project: dict[str, list[channels.ChannelLine]] = {}
+    for line in await channels.lines(services, found):
+        by_project.setdefault(line.project, []).append(line)
     now = datetime.now(UTC)
     rows = []
     for group, names in found.groups.items():
@@ -60,7 +64,16 @@ async def board(services: Services, caller: Caller) -> dict[str, Any]:
                 )
                 for env in found.environments
             )
-            projects.append({"name": name, "slug": slug, "cells": cells})
+            lines = [
+                {
+                    "channel": line.channel,
+                    "cells": "".join(
+                        _cell_html(slug, line.cells.get(env), now) for env in found.environments
+                    ),
+                }
+                for line in by_project.get(name, [])
+            ]
+            projects.append({"name": name, "slug": slug, "cells": cells, "channels": lines})
         rows.append({"group": group, "projects": projects})
     return {"environments": found.environments, "groups": rows}
 

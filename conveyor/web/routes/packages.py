@@ -11,7 +11,8 @@ from fastapi.responses import Response
 from conveyor.domain import permissions as perms
 from conveyor.domain.errors import Conflict
 from conveyor.domain.packages import package_key
-from conveyor.services import packages
+from conveyor.services import build_information, packages
+from conveyor.services.build_information import BuildInformation
 from conveyor.services.config import load_outline, project_ref
 from conveyor.services.packages import PackageInfo, Pin
 from conveyor.web.pages import PageCaller, PageRoute, ServicesDep, form_text, redirect, render
@@ -26,6 +27,7 @@ class VersionRow:
     info: PackageInfo
     pinned_by: list[Pin]  # those of projects the reader may view
     hidden: int  # releases of other projects that pinned it
+    build: BuildInformation | None = None  # the build information pushed for it
 
     @property
     def size(self) -> str:
@@ -43,6 +45,9 @@ async def feed_page(request: Request, services: ServicesDep, caller: PageCaller)
     infos = await packages.list_packages(services, caller)
     ids = sorted({i.package_id for i in infos}, key=package_key)
     pins = await packages.package_pins(services, caller, ids)
+    builds = await build_information.for_versions(
+        services, caller, [(i.package_id, i.version) for i in infos]
+    )
     model = (await load_outline(services)).model
     viewable = {
         p.name
@@ -57,7 +62,8 @@ async def feed_page(request: Request, services: ServicesDep, caller: PageCaller)
             rows.append(PackageRow(info.package_id, []))
         pinning = [p for p in pins if p.pins(info.package_id, info.version)]
         shown = [p for p in pinning if p.project in viewable]
-        rows[-1].versions.append(VersionRow(info, shown, len(pinning) - len(shown)))
+        build = builds.get(build_information.key_of(info.package_id, info.version))
+        rows[-1].versions.append(VersionRow(info, shown, len(pinning) - len(shown), build))
     refused = ""
     kept = request.query_params.get("kept", "")
     if ":" in kept:

@@ -111,13 +111,14 @@ async def _change(
     except (Conflict, ValidationFailed, NotFound) as exc:
         status = 422 if isinstance(exc, ValidationFailed) else 409
         editing = index if isinstance(exc, ValidationFailed) else None
+        step_type = str(steps[index].get("type", "")) if 0 <= index < len(steps) else ""
         return await _page(
             request,
             services,
             caller,
             slug,
             status=status,
-            error=sentence(exc.message),
+            error=sentence(stepform.refusal(exc, index, step_type)),
             editing=editing,
         )
     return redirect(f"/projects/{slug}/process", done=done)
@@ -252,7 +253,8 @@ async def add_step(
     at = form_text(form, "at")
     current = await documents.get_process(services, caller, slug)
     steps: list[dict[str, Any]] = list(current["steps"])
-    steps.insert(_position(at, len(steps)), step)
+    position = _position(at, len(steps))
+    steps.insert(position, step)
     try:
         await documents.update_process(
             services, caller, slug, {"version": _version(form), "steps": steps}
@@ -267,7 +269,7 @@ async def add_step(
             step,
             at,
             status=status,
-            error=sentence(exc.message),
+            error=sentence(stepform.refusal(exc, position, step["type"])),
             version=None if isinstance(exc, Conflict) else _int(form_text(form, "version")),
         )
     return redirect(f"/projects/{slug}/process", done="added")

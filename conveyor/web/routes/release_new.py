@@ -88,8 +88,17 @@ async def create(
     posted = await request.form()
     version = form_text(posted, "version").strip()
     notes = form_text(posted, "notes")
-    packages, children = form_list(posted, "package"), form_list(posted, "child")
-    given = {"version": version, "notes": notes, "package": packages, "child": children}
+    channel = form_text(posted, "channel").strip()
+    # An empty choice: the highest the channel allows (projects with channels).
+    packages = [p for p in form_list(posted, "package") if p]
+    children = [c for c in form_list(posted, "child") if c]
+    given = {
+        "version": version,
+        "notes": notes,
+        "package": packages,
+        "child": children,
+        "channel": channel,
+    }
     try:
         release, _ = await deployments.create_release(
             services,
@@ -99,6 +108,7 @@ async def create(
             packages=parse_pairs(packages, "package"),
             children=parse_pairs(children, "child release"),
             notes=notes,
+            channel=channel or None,
         )
     except ValidationFailed as exc:
         said = [sentence(p.message) for p in exc.problems] or [sentence(exc.message)]

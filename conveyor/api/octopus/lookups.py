@@ -1,0 +1,234 @@
+"""Look-ups by name, as the clients make them: a list with ``partialName`` (a case-insensitive
+part of the name), then the exact name picked by the client. Projects, environments (v1 and
+v2), lifecycles, project groups and feeds (the built-in feed, the only one, first)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from conveyor.api.deps import ServicesDep
+from conveyor.api.octopus import shapes
+from conveyor.api.octopus.routing import OctopusCaller, OctopusRoute, Space
+from conveyor.domain import octopus
+from conveyor.domain import permissions as perms
+from conveyor.domain.errors import NotFound
+from conveyor.domain.model import Kind
+from conveyor.services import octopus_reads
+from conveyor.services.core import Caller, Services
+
+router = APIRouter(route_class=OctopusRoute, tags=["Octopus API"])
+
+Shape = Callable[[octopus_reads.Found], dict[str, Any]]
+
+
+async def _list(
+    services: Services,
+    caller: Caller,
+    kind: Kind,
+    shape: Shape,
+    path: str,
+    item_type: str,
+    partial: str | None,
+    ids: list[str],
+    skip: int,
+    take: int | None,
+) -> dict[str, Any]:
+    found = await octopus_reads.documents(
+        services, caller, kind, partial=partial, ids=octopus.split_ids(ids)
+    )
+    return octopus.collection(item_type, [shape(f) for f in found], skip, take, path)
+
+
+async def _one(
+    services: Services, caller: Caller, kind: Kind, shape: Shape, ref: str, noun: str
+) -> dict[str, Any]:
+    found = await octopus_reads.documents(services, caller, kind, ids=[ref])
+    if not found:
+        raise NotFound(f"{noun} {ref} does not exist, or you may not view it")
+    return shape(found[0])
+
+
+PartialName = Query(default=None, alias="partialName")
+Ids = Query(default=[])
+
+
+@router.get("/api/{space}/projects", summary="Projects (partialName, ids)")
+async def projects(
+    space: Space,
+    services: ServicesDep,
+    caller: OctopusCaller,
+    partial: str | None = PartialName,
+    ids: list[str] = Ids,
+    skip: int = 0,
+    take: int | None = None,
+) -> dict[str, Any]:
+    path = f"{shapes.PREFIX}/projects"
+    return await _list(
+        services, caller, "projects", shapes.project, path, "Project", partial, ids, skip, take
+    )
+
+
+@router.get("/api/{space}/projects/{ref}", summary="One project")
+async def project(space: Space, ref: str, services: ServicesDep, caller: OctopusCaller) -> Any:
+    return await _one(services, caller, "projects", shapes.project, ref, "project")
+
+
+def _v1(found: octopus_reads.Found) -> dict[str, Any]:
+    return shapes.environment(found)
+
+
+def _v2(found: octopus_reads.Found) -> dict[str, Any]:
+    return shapes.environment(found, v2=True)
+
+
+@router.get("/api/{space}/environments", summary="Environments, in their order")
+async def environments(
+    space: Space,
+    services: ServicesDep,
+    caller: OctopusCaller,
+    partial: str | None = PartialName,
+    ids: list[str] = Ids,
+    skip: int = 0,
+    take: int | None = None,
+) -> dict[str, Any]:
+    path = f"{shapes.PREFIX}/environments"
+    return await _list(
+        services,
+        caller,
+        "environments",
+        _v1,
+        path,
+        "DeploymentEnvironment",
+        partial,
+        ids,
+        skip,
+        take,
+    )
+
+
+@router.get("/api/{space}/environments/v2", summary="Environments (v2: all are static)")
+async def environments_v2(
+    space: Space,
+    services: ServicesDep,
+    caller: OctopusCaller,
+    partial: str | None = PartialName,
+    ids: list[str] = Ids,
+    kinds: list[str] = Query(default=[], alias="type"),
+    skip: int = 0,
+    take: int | None = None,
+) -> dict[str, Any]:
+    path = f"{shapes.PREFIX}/environments/v2"
+    wanted = {k.lower() for k in octopus.split_ids(kinds)}
+    if wanted and "static" not in wanted:
+        return octopus.collection("Environment", [], skip, take, path)
+    return await _list(
+        services, caller, "environments", _v2, path, "Environment", partial, ids, skip, take
+    )
+
+
+@router.get("/api/{space}/environments/{ref}", summary="One environment")
+async def environment(space: Space, ref: str, services: ServicesDep, caller: OctopusCaller) -> Any:
+    return await _one(services, caller, "environments", _v1, ref, "environment")
+
+
+@router.get("/api/{space}/lifecycles", summary="Lifecycles, their phases by environment id")
+async def lifecycles(
+    space: Space,
+    services: ServicesDep,
+    caller: OctopusCaller,
+    partial: str | None = PartialName,
+    ids: list[str] = Ids,
+    skip: int = 0,
+    take: int | None = None,
+) -> dict[str, Any]:
+    path = f"{shapes.PREFIX}/lifecycles"
+    return await _list(
+        services,
+        caller,
+        "lifecycles",
+        shapes.lifecycle,
+        path,
+        "Lifecycle",
+        partial,
+        ids,
+        skip,
+        take,
+    )
+
+
+@router.get("/api/{space}/lifecycles/{ref}", summary="One lifecycle")
+async def lifecycle(space: Space, ref: str, services: ServicesDep, caller: OctopusCaller) -> Any:
+    return await _one(services, caller, "lifecycles", shapes.lifecycle, ref, "lifecycle")
+
+
+@router.get("/api/{space}/projectgroups", summary="Project groups")
+async def project_groups(
+    space: Space,
+    services: ServicesDep,
+    caller: OctopusCaller,
+    partial: str | None = PartialName,
+    ids: list[str] = Ids,
+    skip: int = 0,
+    take: int | None = None,
+) -> dict[str, Any]:
+    path = f"{shapes.PREFIX}/projectgroups"
+    return await _list(
+        services,
+        caller,
+        "project_groups",
+        shapes.project_group,
+        path,
+        "ProjectGroup",
+        partial,
+        ids,
+        skip,
+        take,
+    )
+
+
+@router.get("/api/{space}/projectgroups/{ref}", summary="One project group")
+async def project_group(
+    space: Space, ref: str, services: ServicesDep, caller: OctopusCaller
+) -> Any:
+    return await _one(services, caller, "project_groups", shapes.project_group, ref, "group")
+
+
+def _feeds(caller: Caller) -> list[dict[str, Any]]:
+    if not perms.authorize(caller.principal, perms.Permission.FeedView).allowed:
+        return []
+    return [shapes.built_in_feed()]
+
+
+@router.get("/api/{space}/feeds", summary="Package feeds: the built-in feed (the only one)")
+async def feeds(
+    space: Space,
+    caller: OctopusCaller,
+    partial: str | None = PartialName,
+    ids: list[str] = Ids,
+    feed_type: str | None = Query(default=None, alias="feedType"),
+    skip: int = 0,
+    take: int | None = None,
+) -> dict[str, Any]:
+    items = _feeds(caller)
+    wanted = octopus.split_ids(ids)
+    items = [
+        f
+        for f in items
+        if (not wanted or f["Id"] in wanted)
+        and octopus.matches_partial(f["Name"], partial)
+        and (not feed_type or feed_type.lower() == f["FeedType"].lower())
+    ]
+    return octopus.collection("Feed", items, skip, take, f"{shapes.PREFIX}/feeds")
+
+
+@router.get("/api/{space}/feeds/{ref}", summary="The built-in feed")
+async def feed(space: Space, ref: str, caller: OctopusCaller) -> dict[str, Any]:
+    found = [f for f in _feeds(caller) if f["Id"].lower() == ref.lower()]
+    if not found:
+        raise NotFound(
+            f"feed {ref} does not exist: the built-in feed is {octopus.BUILT_IN_FEED_ID}"
+        )
+    return found[0]

@@ -1,0 +1,129 @@
+"""Channels as people read them: a project's channels with their rules, and the dashboard's
+release line per channel for the projects that have several (conveyor/domain/channels.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+from sqlalchemy import func, select
+
+from conveyor.domain import channels as ch
+from conveyor.domain.documents import Project, key
+from conveyor.services.config import load, public_id
+from conveyor.services.core import Caller, Services
+from conveyor.services.deployment_views import Board, BoardCell, board
+from conveyor.store import tables as t
+
+D, R = t.deployments.c, t.releases.c
+
+
+@dataclass(frozen=True)
+class ChannelLine:
+    """One channel of a project on the dashboard: the latest deployment of a release of that
+    channel in each environment."""
+
+    project: str
+    channel: str
+    cells: dict[str, BoardCell]  # environment -> cell
+
+
+def describe(project: Project) -> list[dict[str, Any]]:
+    """A project's channels for a page or the API: the implicit default when it has none."""
+    first = ch.default_channel(project)
+    return [
+        {
+            "name": c.name,
+            "default": c is first,
+            "lifecycle": ch.lifecycle_of(project, c.name),
+            "description": c.description,
+            "rules": [
+                {"package": r.package, "step": r.step, "range": r.range, "tag": r.tag}
+                for r in c.rules
+            ],
+        }
+        for c in ch.channels_of(project)
+    ]
+
+
+async def lines(services: Services, found: Board) -> list[ChannelLine]:
+    """For each shown project with several channels, a line per channel (in the order the
+    project lists them), each cell only where the board itself shows one (visibility)."""
+    loaded = await load(services)
+    several = {}
+    for name in found.projects:
+        project = loaded.model.get("projects", name)
+        if isinstance(project, Project) and len(project.channels) > 1:
+            project_id = loaded.id_of("projects", name)
+            if project_id is not None:
+                several[project_id] = project
+    if not several:
+        return []
+    envs = {loaded.id_of("environments", e): e for e in found.environments}
+    latest = (
+        select(func.max(D.id))
+        .select_from(t.deployments.join(t.releases, R.id == D.release_id))
+        .where(D.project_id.in_(list(several)))
+        .group_by(D.project_id, D.environment_id, R.channel)
+    )
+    query = (
+        select(
+            D.id,
+            D.project_id,
+            D.environment_id,
+            D.state,
+            D.task_id,
+            D.completed_at,
+            R.version,
+            R.channel,
+        )
+        .select_from(t.deployments.join(t.releases, R.id == D.release_id))
+        .where(D.id.in_(latest.scalar_subquery()))
+    )
+    async with services.read() as session:
+        rows = (await session.execute(query)).all()
+    cells: dict[tuple[int, str, str], BoardCell] = {}
+    for r in rows:
+        env = envs.get(r.environment_id)
+        project = several[r.project_id]
+        if env is None or (project.name, env) not in found.cells:
+            continue
+        completed = r.completed_at
+        if completed is not None and completed.tzinfo is None:  # SQLite: naive UTC
+            completed = completed.replace(tzinfo=UTC)
+        cells[(r.project_id, key(r.channel), env)] = BoardCell(
+            r.version, r.state, r.task_id, r.id, completed, None
+        )
+    out = []
+    for project_id, project in several.items():
+        for channel in project.channels:
+            mine = {
+                env: cell
+                for env in found.environments
+                if (cell := cells.get((project_id, key(channel.name), env))) is not None
+            }
+            out.append(ChannelLine(project.name, channel.name, mine))
+    return out
+
+
+async def dashboard_lines(services: Services, caller: Caller) -> list[dict[str, Any]]:
+    """The API's form: ``[{"project", "channel", "cells": [{"environment", "release", …}]}]``."""
+    found = await board(services, caller)
+    return [
+        {
+            "project": line.project,
+            "channel": line.channel,
+            "cells": [
+                {
+                    "environment": env,
+                    "release": cell.release,
+                    "state": cell.state,
+                    "task": public_id("tasks", cell.task_id) if cell.task_id else None,
+                    "completed": cell.completed_at.isoformat() if cell.completed_at else None,
+                }
+                for env, cell in line.cells.items()
+            ],
+        }
+        for line in await lines(services, found)
+    ]
