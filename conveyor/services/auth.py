@@ -19,6 +19,20 @@ from conveyor.services.core import Caller, Services
 FAILED = "the username or password is wrong"
 PASSWORDS_OFF = "password sign-in is turned off here: use single sign-on"
 ANONYMOUS = "anonymous"
+
+
+def anonymous(ip_address: str | None, user_agent: str | None) -> Caller:
+    """The actor of what someone not (yet) signed in did: a refused sign-in, token or
+    callback is never attributed to the account it named."""
+    return Caller(
+        user_id=None,
+        username=ANONYMOUS,
+        principal=Principal(ANONYMOUS, False, ()),
+        ip_address=ip_address,
+        user_agent=user_agent,
+    )
+
+
 MAX_USERNAME = 100
 
 
@@ -77,14 +91,7 @@ async def _failed(
 ) -> None:
     # Nobody is authenticated: the actor is "anonymous", so that a failed attempt is never
     # attributed to the account it tried (anyone can type any name).
-    anonymous = Caller(
-        user_id=None,
-        username=ANONYMOUS,
-        principal=Principal(ANONYMOUS, False, ()),
-        ip_address=ip_address,
-        user_agent=user_agent,
-    )
-    async with services.tx(anonymous) as tx:
+    async with services.tx(anonymous(ip_address, user_agent)) as tx:
         await tx.audit(
             Category.LOGIN_FAILED,
             f"A sign-in as {username!r} failed" + (f" from {ip_address}" if ip_address else ""),

@@ -1,14 +1,14 @@
 """Delivery insights: the four DORA keys, deployment durations and approval waits, per project,
 project group and environment over a range of time (the rules: ``conveyor.domain.insights``).
 
-Everything is computed in SQL, in one statement for the sums and one for the approval waits,
-over the deployments that ended in the range (``ix_deployments_completed_at``). Each looks
-up its neighbours in its project and environment (what the environment ran before, the next
-deployment, the next success) by ``ix_deployments_project_env_id``. Lead times read the
-releases' ``first_commit_at`` and ``commit_at`` (``ix_releases_project_id_id``), kept when a
-release is made, never its commit list; a deployment's interruptions
-(``ix_interruptions_deployment_id``) and approvals (``ix_approvals_release_env``) are looked up
-by index. Only sums come back: one row per project and environment, one per day, one per team.
+Everything is computed in SQL (``conveyor.services.insights_sql``), in one statement for the
+sums and one for the approval waits, over the deployments that ended in the range
+(``ix_deployments_completed_at``). Each one's neighbours in its project and environment (what
+the environment ran before, the next deployment, the next success) come from a covering index
+(``ix_deployments_pair_history``) on SQLite and from window functions on PostgreSQL; lead times
+read the releases' ``first_commit_at`` and ``commit_at`` (``ix_releases_project_commit``), kept
+when a release is made, never its commit list. Only sums come back: one row per project and
+environment, one per day, one per team.
 
 Only the deployments the caller may see count (``DeploymentView`` for the project and the
 environment: ``domain.visibility``), as in the deployment list.
@@ -175,6 +175,12 @@ async def report(services: Services, caller: Caller, filters: Filters) -> Report
     params = {"since": since, "until": until}
     typed = [bindparam(n, type_=DateTime(timezone=True)) for n in params]
     async with services.read() as session:
+        if not services.is_sqlite:
+            # For this read's transaction only: compiling the statement (JIT) cost PostgreSQL
+            # seconds and saved nothing, and a plan cached for any range (the driver prepares
+            # statements it runs often) may suit a day but not a year.
+            await session.execute(text("SET LOCAL jit = off"))
+            await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
         sums = (
             await session.execute(text(sums_sql(dialect, where)).bindparams(*typed), params)
         ).all()

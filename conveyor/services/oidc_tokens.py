@@ -19,16 +19,15 @@ from conveyor.domain import oidc
 from conveyor.domain.audit import Category
 from conveyor.domain.documents import key
 from conveyor.domain.errors import PermissionDenied, Unauthenticated
-from conveyor.domain.permissions import Principal
 from conveyor.services import model_cache
 from conveyor.services.access import caller_for_user, find_user
+from conveyor.services.auth import anonymous
 from conveyor.services.config import public_id
-from conveyor.services.core import Caller, Services, iso
+from conveyor.services.core import Services, iso
 from conveyor.services.credentials import hash_api_key, new_api_key
 from conveyor.services.oidc_jwks import TokenRejected, unverified, verify
 from conveyor.store import tables as t
 
-ANONYMOUS = "anonymous"
 METHOD = "oidc_token"
 # Expired short-lived keys are deleted this long after they expired (they hold nothing).
 KEEP_EXPIRED = timedelta(days=1)
@@ -160,15 +159,8 @@ async def _refused(
     ip_address: str | None,
     user_agent: str | None,
 ) -> None:
-    anonymous = Caller(
-        user_id=None,
-        username=ANONYMOUS,
-        principal=Principal(ANONYMOUS, False, ()),
-        ip_address=ip_address,
-        user_agent=user_agent,
-    )
     where = f" from {ip_address}" if ip_address else ""
-    async with services.tx(anonymous) as tx:
+    async with services.tx(anonymous(ip_address, user_agent)) as tx:
         await tx.audit(
             Category.LOGIN_FAILED,
             f"An OIDC token exchange was refused{where}: {refusal.message}",

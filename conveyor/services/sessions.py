@@ -19,11 +19,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain import throttling
 from conveyor.domain.audit import Category
 from conveyor.domain.documents import key
-from conveyor.domain.permissions import Principal
 from conveyor.services import auth, throttle
 from conveyor.services.access import UserRow, caller_for_user
 from conveyor.services.config import public_id
@@ -88,22 +88,35 @@ async def sign_in(
         )
     # A wrong password leaves the attempt charged.
     caller = await auth.sign_in(services, username, password, ip_address, user_agent)
-    token = secrets.token_urlsafe(32)
-    expires = now + timedelta(hours=services.settings.session_hours)
     async with services.write() as session:
         await throttle.refund(session, attempt)
-        await session.execute(delete(t.web_sessions).where(t.web_sessions.c.expires_at <= now))
-        await session.execute(
-            insert(t.web_sessions).values(
-                token_hash=token_hash(token),
-                user_id=caller.user_id,
-                created_at=now,
-                expires_at=expires,
-                last_seen_at=now,
-                ip_address=ip_address[:64] if ip_address else None,
-                user_agent=user_agent[:400] if user_agent else None,
-            )
+        return await open_session(session, services, caller, ip_address, user_agent)
+
+
+async def open_session(
+    session: AsyncSession,
+    services: Services,
+    caller: Caller,
+    ip_address: str | None,
+    user_agent: str | None,
+) -> Session:
+    """A new web session for someone whose sign-in (password or single sign-on) succeeded,
+    written in the caller's transaction; expired sessions are cleared on the way."""
+    now = services.clock()
+    token = secrets.token_urlsafe(32)
+    expires = now + timedelta(hours=services.settings.session_hours)
+    await session.execute(delete(t.web_sessions).where(t.web_sessions.c.expires_at <= now))
+    await session.execute(
+        insert(t.web_sessions).values(
+            token_hash=token_hash(token),
+            user_id=caller.user_id,
+            created_at=now,
+            expires_at=expires,
+            last_seen_at=now,
+            ip_address=ip_address[:64] if ip_address else None,
+            user_agent=user_agent[:400] if user_agent else None,
         )
+    )
     return Session(token, caller, expires)
 
 
@@ -114,14 +127,7 @@ async def _audit_throttled(
     user_agent: str | None,
     wait: int,
 ) -> None:
-    anonymous = Caller(
-        user_id=None,
-        username=auth.ANONYMOUS,
-        principal=Principal(auth.ANONYMOUS, False, ()),
-        ip_address=ip_address,
-        user_agent=user_agent,
-    )
-    async with services.tx(anonymous) as tx:
+    async with services.tx(auth.anonymous(ip_address, user_agent)) as tx:
         await tx.audit(
             Category.LOGIN_FAILED,
             f"A sign-in as {username[:100]!r} was refused without checking the password: "

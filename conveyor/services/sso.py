@@ -32,19 +32,18 @@ from conveyor.domain.audit import Category
 from conveyor.domain.documents import Team, User, key
 from conveyor.domain.errors import ValidationFailed
 from conveyor.domain.model import Model
-from conveyor.domain.permissions import Principal
 from conveyor.services.access import UserRow, caller_for_user
+from conveyor.services.auth import anonymous
 from conveyor.services.config import change_config, public_id
 from conveyor.services.core import Caller, Services, system_caller
 from conveyor.services.oidc_jwks import TokenRejected, discovery, verify
-from conveyor.services.sessions import Session, token_hash
+from conveyor.services.sessions import Session, open_session
 from conveyor.settings import Settings
 from conveyor.store import tables as t
 
 CALLBACK_PATH = "/sso/callback"
 STATE_MINUTES = 10
 METHOD = "oidc"
-ANONYMOUS = "anonymous"
 
 
 class SsoRefused(Exception):
@@ -442,23 +441,8 @@ def _membership(team: Team, username: str, member: bool) -> Team:
 async def _open_session(
     services: Services, caller: Caller, ip_address: str | None, user_agent: str | None
 ) -> Session:
-    now = services.clock()
-    token = secrets.token_urlsafe(32)
-    expires = now + timedelta(hours=services.settings.session_hours)
     async with services.write() as session:
-        await session.execute(delete(t.web_sessions).where(t.web_sessions.c.expires_at <= now))
-        await session.execute(
-            insert(t.web_sessions).values(
-                token_hash=token_hash(token),
-                user_id=caller.user_id,
-                created_at=now,
-                expires_at=expires,
-                last_seen_at=now,
-                ip_address=ip_address[:64] if ip_address else None,
-                user_agent=user_agent[:400] if user_agent else None,
-            )
-        )
-    return Session(token, caller, expires)
+        return await open_session(session, services, caller, ip_address, user_agent)
 
 
 def _user(row: Any) -> UserRow:
@@ -480,14 +464,7 @@ async def _refused(
     ip_address: str | None,
     user_agent: str | None,
 ) -> None:
-    anonymous = Caller(
-        user_id=None,
-        username=ANONYMOUS,
-        principal=Principal(ANONYMOUS, False, ()),
-        ip_address=ip_address,
-        user_agent=user_agent,
-    )
-    async with services.tx(anonymous) as tx:
+    async with services.tx(anonymous(ip_address, user_agent)) as tx:
         await tx.audit(
             Category.LOGIN_FAILED,
             "A single sign-on was refused" + (f" from {ip_address}" if ip_address else ""),

@@ -8,11 +8,11 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import DateTime, bindparam, insert, text
 
 from conveyor.domain import insights as ins
 from conveyor.domain.errors import NotFound, PermissionDenied, ValidationFailed
-from conveyor.services import insights
+from conveyor.services import insights, insights_sql
 from conveyor.services.config import load
 from conveyor.services.configfile import apply_text
 from conveyor.services.core import Caller, Services
@@ -259,6 +259,24 @@ async def test_the_numbers_of_the_constructed_history(services: Services, admin:
     csv_text = insights.as_csv(body)
     assert csv_text.splitlines()[0].startswith("scope,name,group,deployments")
     assert len(csv_text.splitlines()) == 1 + 1 + 2 + 2 + 2
+
+    if services.is_sqlite:
+        # PostgreSQL's way (window functions and joins) gives what SQLite's (probes) gives.
+        q = insights_sql.Dialect(sqlite=True)
+        probes = insights_sql.sums_sql(q, "")
+        sets = probes.replace(insights_sql._facts_by_probes(q), insights_sql._facts_by_sets(q))
+        assert sets != probes
+        params = {"since": SINCE, "until": UNTIL}
+        typed = [bindparam(n, type_=DateTime(timezone=True)) for n in params]
+        async with services.read() as session:
+            found = [
+                sorted(
+                    map(tuple, (await session.execute(text(sql).bindparams(*typed), params))),
+                    key=repr,
+                )
+                for sql in (probes, sets)
+            ]
+        assert found[0] == found[1] and found[0]
 
     # Only what the caller may see counts (one history for both checks: it is slow to build).
     devs = await caller_of(services, "devs-only")
