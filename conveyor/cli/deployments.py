@@ -93,20 +93,21 @@ def dashboard(
 
     board = run(output, work)
     if output == Format.JSON:
-        emit_json(
-            {
-                "environments": board["environments"],
-                "projects": board["projects"],
-                "cells": [
-                    {
-                        f: c.get(f)
-                        for f in ("project", "environment", "release", "state", "task", "completed")
-                    }
-                    for c in board["cells"]
-                ],
-                "channels": board.get("channels", []),
-            }
-        )
+        data: dict[str, Any] = {
+            "environments": board["environments"],
+            "projects": board["projects"],
+            "cells": [
+                {
+                    f: c.get(f)
+                    for f in ("project", "environment", "release", "state", "task", "completed")
+                }
+                for c in board["cells"]
+            ],
+        }
+        # CLI.md's shape; a line per channel only where a project has several (docs/deployments.md).
+        if board.get("channels"):
+            data["channels"] = board["channels"]
+        emit_json(data)
         return
     if not board["projects"]:
         say("No projects.")

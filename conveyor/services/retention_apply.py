@@ -33,6 +33,7 @@ from conveyor.services.config import public_id
 from conveyor.services.core import Caller, Services, Tx, system_caller
 from conveyor.services.packages import feed_root, pins_of
 from conveyor.services.retention import FINISHED, LEASE, current_plan
+from conveyor.store import runs
 from conveyor.store import tables as t
 
 log = logging.getLogger("conveyor.retention")
@@ -223,10 +224,7 @@ async def _batch(
             ids = await _deployments_still_unused(tx, [x.id for x in task_logs])
             spared += len(task_logs) - len(ids)
             tasks = [task for task in (await _tasks_of(tx, ids)).values() if task is not None]
-            await tx.session.execute(delete(t.task_logs).where(t.task_logs.c.task_id.in_(tasks)))
-            await tx.session.execute(
-                update(t.tasks).where(t.tasks.c.id.in_(tasks)).values(log_removed_at=tx.now)
-            )
+            await runs.forget_logs(tx.session, tasks, tx.now)
             done["task_logs"] = sorted(tasks)
         if packages:
             rows = await _packages_still_unpinned(tx, [x.id for x in packages])
@@ -325,18 +323,8 @@ async def _tasks_of(tx: Tx, deployment_ids: list[int]) -> dict[int, int | None]:
 
 
 async def _delete_deployments(tx: Tx, deployments: dict[int, int | None]) -> None:
-    """The deployments, their tasks and everything of the tasks (steps, logs, interruptions,
-    agent jobs), the logs first and explicitly: they are most of the rows."""
-    tasks = [task for task in deployments.values() if task is not None]
-    s = tx.session
-    if tasks:
-        await s.execute(delete(t.task_logs).where(t.task_logs.c.task_id.in_(tasks)))
-        await s.execute(delete(t.interruptions).where(t.interruptions.c.task_id.in_(tasks)))
-        await s.execute(delete(t.task_steps).where(t.task_steps.c.task_id.in_(tasks)))
-        await s.execute(delete(t.agent_jobs).where(t.agent_jobs.c.task_id.in_(tasks)))
-        await s.execute(delete(t.tasks).where(t.tasks.c.id.in_(tasks)))
-    if deployments:
-        await s.execute(delete(t.deployments).where(t.deployments.c.id.in_(list(deployments))))
+    # The run store writes the runtime tables (tests/integration/test_run_writer.py).
+    await runs.forget(tx.session, deployments)
 
 
 async def _packages_still_unpinned(tx: Tx, ids: list[int]) -> list[Any]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -863,3 +863,29 @@ async def unstarted_in_pair(
     if before_task is not None:
         query = query.where(t.tasks.c.id < before_task)
     return [(int(r.id), int(r.deployment_id), r.description) for r in await session.execute(query)]
+
+
+# ---------------------------------------------------------------- retention
+
+
+async def forget(session: AsyncSession, deployments: Mapping[int, int | None]) -> None:
+    """Retention: finished deployments (id -> task id) with their tasks and everything of the
+    tasks (steps, questions, agent jobs, logs); the logs first: they are most of the rows. The
+    caller has checked that none of them runs or waits."""
+    tasks = [task for task in deployments.values() if task is not None]
+    if tasks:
+        await session.execute(delete(t.task_logs).where(t.task_logs.c.task_id.in_(tasks)))
+        await session.execute(delete(t.interruptions).where(t.interruptions.c.task_id.in_(tasks)))
+        await session.execute(delete(t.task_steps).where(t.task_steps.c.task_id.in_(tasks)))
+        await session.execute(delete(t.agent_jobs).where(t.agent_jobs.c.task_id.in_(tasks)))
+        await session.execute(delete(t.tasks).where(t.tasks.c.id.in_(tasks)))
+    if deployments:
+        await session.execute(
+            delete(t.deployments).where(t.deployments.c.id.in_(list(deployments)))
+        )
+
+
+async def forget_logs(session: AsyncSession, tasks: Sequence[int], now: datetime) -> None:
+    """Retention: the log lines of finished tasks; the tasks stay and say when it went."""
+    await session.execute(delete(t.task_logs).where(t.task_logs.c.task_id.in_(tasks)))
+    await session.execute(update(t.tasks).where(t.tasks.c.id.in_(tasks)).values(log_removed_at=now))

@@ -103,7 +103,7 @@ class Web:
 
 def shot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), animations="disabled")  # the window
 
 
 def release_components(server: Server, build_key: str, out: Path) -> None:

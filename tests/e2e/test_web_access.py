@@ -6,13 +6,15 @@ people, teams, processes, variables and settings as `admin`, with their forms), 
 approval with the keyboard alone, and `owner` approves a release ahead of time the same way, each
 control showing where the focus is.
 
-This module (like test_web_admin.py, test_web_authoring.py and test_web_pages.py) takes the
+This module (like test_web_manage.py, for people, processes and the new pages) takes the
 browser through PostgreSQL as well as SQLite: it opens every main page, answers an
 interruption and approves a release ahead of time on each database, so a page whose queries
 work on one database only fails here. The longer stories (test_web.py and its
 neighbours) stay on SQLite: a second run of them would add about half a minute for the same
 pages. axe itself runs on the SQLite run only (the markup does not depend on the database).
-Screenshots of every page are kept in tests/artifacts/web/access-<database>-*.png.
+Screenshots of every page (the visible part of the window) are kept from the SQLite run in
+tests/artifacts/web/access-sqlite-*.png. axe.min.js is given to each person's browser once, as
+a script every page of it runs first (tests/e2e/axe.py), not sent again for each page.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
 
-from tests.e2e.axe import Violation, violations
+from tests.e2e.axe import Violation, add_axe, violations
 from tests.e2e.conftest import Server, describe
 from tests.e2e.test_web import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, password
 
@@ -126,6 +128,8 @@ class Site:
                 base_url=self.server.url, viewport={"width": 1280, "height": 860}
             )
             context.set_default_timeout(15_000)
+            if self.database == "sqlite":  # where axe runs (see the module's docstring)
+                add_axe(context)
             context.add_cookies(
                 [
                     {"name": k, "value": v, "url": self.server.url}
@@ -139,9 +143,12 @@ class Site:
         return context.new_page()
 
     def shot(self, page: Page, name: str) -> None:
+        """The window as ``page`` shows it, on the SQLite run (the same markup on both)."""
+        if self.database != "sqlite":
+            return
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"access-{self.database}-{name}.png"
-        page.screenshot(path=str(path), full_page=True)
+        page.screenshot(path=str(path), animations="disabled")
 
 
 @pytest.fixture(scope="module")
@@ -190,8 +197,20 @@ def prepare(server: Server) -> tuple[str, str, dict[str, dict[str, str]]]:
             return dict(client.cookies)
 
     everyone = (*PEOPLE, "admin")
-    with ThreadPoolExecutor(max_workers=len(everyone)) as pool:
-        cookies = dict(zip(everyone, pool.map(sign_in, everyone), strict=True))
+    # Everyone signs in in other threads while the process is changed and the release made
+    # and deployed here (the argon2 work on the server overlaps the deployments' waits).
+    pool = ThreadPoolExecutor(max_workers=len(everyone))
+    sessions = [pool.submit(sign_in, user) for user in everyone]
+    try:
+        tested, waiting = _deployments(server)
+    finally:
+        pool.shutdown(wait=True)
+    cookies = dict(zip(everyone, (s.result() for s in sessions), strict=True))
+    return tested, waiting, cookies
+
+
+def _deployments(server: Server) -> tuple[str, str]:
+    """A second version of the process; 1.0.0 deployed to Test (waited for) and to Staging."""
     # A second version of the process, for its history's comparison.
     process = server.get("/projects/shop/process").json()
     process["steps"][-1]["script"] = "echo shipped again"
@@ -214,7 +233,7 @@ def prepare(server: Server) -> tuple[str, str, dict[str, dict[str, str]]]:
 
     made = server.cli_in_process("release", "create", "--project", "Shop", "--version", "1.0.0")
     assert made.returncode == 0, describe(made)
-    return deploy("--to", "Test", "--wait"), deploy("--to", "Staging"), cookies
+    return deploy("--to", "Test", "--wait"), deploy("--to", "Staging")
 
 
 @pytest.fixture(scope="module")

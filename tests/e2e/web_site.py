@@ -1,10 +1,14 @@
-"""What the browser tests of issue 14 share (tests/e2e/test_web_admin.py, test_web_authoring.py,
-test_web_pages.py): one chromium per module, a server per module and database (the conftest's
-``server``), each person a browser context of their own holding the session the sign-in form
-gave, and screenshots kept in tests/artifacts/web/<module>-<database>-<name>.png.
+"""What the browser tests of issue 14 share (tests/e2e/test_web_manage.py, which collects the
+tests of web_manage_people.py, web_manage_processes.py and web_manage_pages.py): one chromium per
+module, a server per module and database (the conftest's ``server``), each person a browser
+context of their own holding the session the sign-in form gave, and screenshots kept in
+tests/artifacts/web/<module>-sqlite-<name>.png (the visible part of the window, taken on the
+SQLite run only: the markup is the same on PostgreSQL, whose run checks the same things without
+paying for a second picture of each page).
 
-Everyone signs in through the real form, but over HTTP and side by side (the argon2 checks of
-five people in parallel instead of one after the other); test_web.py types into the form."""
+Everyone signs in through the real form, but over HTTP and side by side (each person's password
+set, then checked by the sign-in, in parallel with the others' instead of one after the other);
+test_web.py types into the form."""
 
 from __future__ import annotations
 
@@ -85,11 +89,15 @@ def sign_in(server: Server, user: str, secret: str | None = None) -> dict[str, s
         return dict(client.cookies)
 
 
-def sign_in_all(server: Server, users: tuple[str, ...]) -> dict[str, dict[str, str]]:
-    """Each of ``users`` (``admin`` with the installation's password) signed in, side by side."""
+def passwords_and_sessions(server: Server, users: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """Each of ``users`` given their password, then signed in through the form (``admin`` with
+    the installation's password), each person's two argon2 steps in parallel with the others'."""
 
     def one(user: str) -> dict[str, str]:
-        return sign_in(server, user, server.admin_password if user == "admin" else None)
+        if user == "admin":
+            return sign_in(server, user, server.admin_password)
+        set_passwords(server, (user,))
+        return sign_in(server, user)
 
     with ThreadPoolExecutor(max_workers=len(users)) as pool:
         return dict(zip(users, pool.map(one, users), strict=True))
@@ -134,9 +142,13 @@ class Site:
         return context.pages[0] if context.pages else context.new_page()
 
     def shot(self, page: Page, name: str) -> None:
+        """The window as ``page`` shows it now, kept as an artifact (on the SQLite run: the
+        PostgreSQL run shows the same markup; a picture costs a render of the page)."""
+        if self.database != "sqlite":
+            return
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{self.module}-{self.database}-{name}.png"
-        page.screenshot(path=str(path), full_page=True)
+        page.screenshot(path=str(path), animations="disabled")
 
     def post(self, user: str, path: str, form: dict[str, str]) -> APIResponse:
         """A form posted straight to ``path`` with ``user``'s session and form token, as a

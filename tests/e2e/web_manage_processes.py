@@ -1,69 +1,25 @@
-"""Processes and variables edited in a real browser (issue 14, item 3), on SQLite and PostgreSQL.
+"""Processes and variables edited in a real browser (issue 14, item 3), on SQLite and PostgreSQL
+(these tests are collected, with their server and set-up, in tests/e2e/test_web_manage.py).
 
 `dev` adds a step of each of the five types to a process they may edit, edits a variable scoped
 to an environment and sets a sensitive value (write-only: the page says "set", never shows it),
 reads the process's history, compares two versions and reverts to an earlier one. `ops` (who
 may view that project but edit only another) and `auditor` read the same pages without any of
 those controls, and what they post by hand is refused (403) before the form is looked at. The
-in-process tests (tests/api/test_web_process_edit.py) cover each field and refusal; this module
-proves the forms work in a browser on both databases. Screenshots:
-tests/artifacts/web/authoring-<database>-*.png.
+in-process tests (tests/api/test_web_process_edit.py) cover each field and refusal; these prove
+the forms work in a browser on both databases.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import Server
-from tests.e2e.web_site import Site, apply, chromium, off_the_loop, set_passwords, sign_in_all
+from tests.e2e.web_site import Site
 
-pytestmark = pytest.mark.e2e
-
-PEOPLE = ("dev", "ops", "auditor")
 SECRET = "s3cret-never-shown"
-CONFIG = """
-environments: [{name: Test}, {name: Staging}, {name: Production}]
-lifecycles:
-  - name: Path
-    phases:
-      - {name: Test, environments: [Test]}
-      - {name: Staging, environments: [Staging]}
-      - {name: Production, environments: [Production]}
-project_groups: [{name: Shop}, {name: Orchestration}]
-users: [{username: dev}, {username: ops}, {username: auditor}]
-teams:
-  - name: Developer
-    members: [dev]
-    roles: [{role: Project Viewer}, {role: Project Contributor, project_groups: [Shop]}]
-  - name: QA
-  - name: Operations
-    members: [ops]
-    roles: [{role: Project Viewer}, {role: Project Contributor, projects: [Train]}]
-  - name: Auditor
-    members: [auditor]
-    roles: [{role: Auditor}]
-projects:
-  - name: Web
-    group: Shop
-    lifecycle: Path
-    process:
-      steps:
-        - {name: Build site, type: script, script: echo built}
-    variables:
-      - {name: Greeting, value: hello}
-  - name: Api
-    group: Shop
-    lifecycle: Path
-    process: {steps: [{name: Start, type: script, script: echo started}]}
-  - name: Train
-    group: Orchestration
-    lifecycle: Path
-    process: {steps: []}
-"""
 # Each type's form as dev fills it in: (type as the list names it, {label: value}).
 STEPS = [
     ("Script", {"Name": "Smoke test", "Script": "echo smoke"}),
@@ -78,24 +34,6 @@ STEPS = [
     ),
     ("Deploy a release", {"Name": "Deploy the API", "Project": "Api"}),
 ]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture(scope="module")
-def site(server: Server, browser: Browser) -> Iterator[Site]:
-    def prepare() -> dict[str, dict[str, str]]:
-        apply(server, CONFIG, "authoring")
-        set_passwords(server, PEOPLE)
-        return sign_in_all(server, PEOPLE)
-
-    site = Site("authoring", server, browser, off_the_loop(prepare))
-    yield site
-    site.close()
 
 
 def process_version(site: Site) -> int:

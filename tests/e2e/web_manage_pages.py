@@ -1,4 +1,5 @@
-"""The pages of issue 14, item 4, in a real browser, on SQLite and PostgreSQL: environments (what
+"""The pages of issue 14, item 4, in a real browser, on SQLite and PostgreSQL (collected, with
+their server and set-up, in tests/e2e/test_web_manage.py): environments (what
 each project has in each), lifecycles (phases, what each environment holds; linked from the
 navigation), targets of an environment, the package feed (versions, the releases that pinned
 each; a pinned version is kept, an unpinned one deleted), project settings (edited by `dev`, read
@@ -6,89 +7,30 @@ only for `qa`, refused when posted by hand), the deployments list's filters (pro
 environment, state, who) with durations, the audit log (a readable before/after diff, times to
 the second, older and newer pages) and the navigation's count of what waits for `qa`.
 
-The set-up deploys for real: Shop 1.0.0 (pinning Shop.Web 1.0.0) succeeds in Test and waits for
-QA in Staging, Broken fails in Test. The in-process tests (tests/api/test_pages_web.py) cover the
-wording and the queries; this module proves the pages work in a browser on both databases.
-Screenshots: tests/artifacts/web/pages-<database>-*.png.
+The set-up deploys for real (``deployments``): Shop 1.0.0 (pinning Shop.Web 1.0.0) succeeds in
+Test and waits for QA in Staging, Broken fails in Test. The in-process tests
+(tests/api/test_pages_web.py) cover the wording and the queries; these prove the pages work in a
+browser on both databases.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from typing import Any
 
 import httpx
-import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import expect
 
 from tests.api.test_packages_api import zip_bytes
 from tests.e2e.conftest import Server, describe
-from tests.e2e.web_site import Site, apply, chromium, off_the_loop, set_passwords, sign_in_all
+from tests.e2e.web_site import Site
 
-pytestmark = pytest.mark.e2e
-
-PEOPLE = ("dev", "ops", "qa", "auditor")
-CONFIG = """
-environments: [{name: Test}, {name: Staging}]
-lifecycles:
-  - name: Path
-    description: Test first, then Staging.
-    phases: [{name: Test, environments: [Test]}, {name: Staging, environments: [Staging]}]
-project_groups: [{name: Shop}]
-users: [{username: dev}, {username: ops}, {username: qa}, {username: auditor}]
-teams:
-  - name: Developer
-    members: [dev]
-    roles:
-      - {role: Project Viewer}
-      - {role: Project Contributor, project_groups: [Shop]}
-      - {role: Project Deployer, environments: [Test]}
-  - name: Operations
-    members: [ops]
-    roles:
-      - {role: Project Viewer}
-      - {role: Release Creator}
-      - {role: Project Deployer}
-      - {role: Environment Viewer}
-  - name: QA
-    members: [qa]
-    roles: [{role: Project Viewer}, {role: Approver, environments: [Staging]}]
-  - name: Auditor
-    members: [auditor]
-    roles: [{role: Auditor}]
-targets:
-  - {name: web-1, environments: [Test, Staging], roles: [web]}
-projects:
-  - name: Shop
-    group: Shop
-    lifecycle: Path
-    description: The shop.
-    process:
-      steps:
-        - {name: Ship, type: package, package: Shop.Web, target_roles: [web]}
-        - name: QA approval
-          type: manual_intervention
-          instructions: Check the shop.
-          responsible_teams: [QA]
-          environments: [Staging]
-  - name: Broken
-    group: Shop
-    lifecycle: Path
-    process: {steps: [{name: Fail, type: script, script: exit 3}]}
-"""
 PACKAGE = zip_bytes({"index.html": b"<h1>Shop</h1>"})
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
-
-
-def prepare(server: Server) -> dict[str, dict[str, str]]:
-    """The shop applied, packages pushed, a release pinned, deployments made: one succeeded,
-    one failed, one waiting for QA; then everyone signed in."""
-    apply(server, CONFIG, "pages")
+def deployments(server: Server) -> None:
+    """Packages pushed, a release pinned, deployments made: Shop 1.0.0 succeeded in Test and
+    waits for QA in Staging, Broken failed in Test."""
     admin = {"X-Api-Key": server.api_key}
 
     def push(version: str) -> None:
@@ -104,33 +46,33 @@ def prepare(server: Server) -> dict[str, dict[str, str]]:
         done = server.cli_in_process(*args, api_key=api_key)
         assert done.returncode == 0, describe(done)
 
-    push("1.0.0")
-    ok("release", "create", "--project", "Shop", "--version", "1.0.0")
-    ok("release", "create", "--project", "Broken", "--version", "1.0.0")
-    push("1.0.1")  # pinned by no release
-    set_passwords(server, PEOPLE)
-    ops = server.api_key_for("ops", in_process=True)
-    deploy = ("release", "deploy", "--version", "1.0.0", "--to")
-    ok(*deploy, "Test", "--project", "Broken", api_key=ops)
-    ok(*deploy, "Test", "--project", "Shop", api_key=ops)
-    cookies = sign_in_all(server, ("admin", *PEOPLE))  # while the two deploy
-    for row in server.get("/deployments?environment=Test").json():
+    def ended(project: str) -> dict[str, Any]:
+        """The deployment of ``project`` to Test once it ended (the server waits for it)."""
+        row = next(
+            r for r in server.get("/deployments?environment=Test").json() if r["project"] == project
+        )
         waited = httpx.get(
             f"{server.url}/api/v1/tasks/{row['task']}/wait",
             params={"timeout": 60},
             headers=admin,
             timeout=70,
         ).json()
-        assert waited["state"] == ("failed" if row["project"] == "Broken" else "success"), waited
+        assert isinstance(waited, dict), waited
+        return waited
+
+    push("1.0.0")
+    ok("release", "create", "--project", "Shop", "--version", "1.0.0")
+    ok("release", "create", "--project", "Broken", "--version", "1.0.0")
+    push("1.0.1")  # pinned by no release
+    ops = server.api_key_for("ops", in_process=True)
+    deploy = ("release", "deploy", "--version", "1.0.0", "--to")
+    ok(*deploy, "Test", "--project", "Broken", api_key=ops)
+    ok(*deploy, "Test", "--project", "Shop", api_key=ops)
+    shop = ended("Shop")
+    assert shop["state"] == "success", shop
     ok(*deploy, "Staging", "--project", "Shop", api_key=ops)
-    return cookies
-
-
-@pytest.fixture(scope="module")
-def site(server: Server, browser: Browser) -> Iterator[Site]:
-    site = Site("pages", server, browser, off_the_loop(lambda: prepare(server)))
-    yield site
-    site.close()
+    broken = ended("Broken")
+    assert broken["state"] == "failed", broken
 
 
 def test_environments_lifecycles_and_targets(site: Site) -> None:

@@ -1,4 +1,5 @@
-"""People and access administered in a real browser (issue 14, item 2), on SQLite and PostgreSQL.
+"""People and access administered in a real browser (issue 14, item 2), on SQLite and PostgreSQL
+(these tests are collected, with their server and set-up, in tests/e2e/test_web_manage.py).
 
 `admin` adds a person (the password shown once; the person must choose their own at their first
 sign-in, and is made to) and a service account (its API key shown once, and working), sets a
@@ -6,75 +7,19 @@ password again, deactivates and reactivates the person (their session ends; sign
 between), adds them to a team and removes them from it, and changes the scope of a team's role.
 `dev`, `qa`, `ops` and `auditor` are offered none of these controls, and each form posted by hand
 is refused (403); `auditor` reads all of it in the audit log. The in-process page tests
-(tests/api/test_people_web.py) cover each refusal's wording; this module proves the pages work in
-a browser on both databases. Screenshots: tests/artifacts/web/admin-<database>-*.png.
+(tests/api/test_people_web.py) cover each refusal's wording; these prove the pages work in a
+browser on both databases.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import Server
-from tests.e2e.web_site import (
-    Site,
-    apply,
-    chromium,
-    off_the_loop,
-    set_passwords,
-    sign_in,
-    sign_in_all,
-)
-
-pytestmark = pytest.mark.e2e
+from tests.e2e.web_site import Site, sign_in
 
 OTHERS = ("dev", "qa", "ops", "auditor")
-CONFIG = """
-environments: [{name: Test}, {name: Staging}]
-lifecycles:
-  - name: Path
-    phases: [{name: Test, environments: [Test]}, {name: Staging, environments: [Staging]}]
-project_groups: [{name: Shop}]
-users: [{username: dev}, {username: qa}, {username: ops}, {username: auditor}]
-teams:
-  - name: Developer
-    members: [dev]
-    roles:
-      - {role: Project Viewer}
-      - {role: Project Deployer, environments: [Test]}
-  - name: QA
-    members: [qa]
-    roles: [{role: Project Viewer}, {role: Approver, environments: [Staging]}]
-  - name: Operations
-    members: [ops]
-    roles: [{role: Project Viewer}, {role: Project Deployer}, {role: Environment Viewer}]
-  - name: Auditor
-    members: [auditor]
-    roles: [{role: Auditor}]
-projects:
-  - {name: Shop, group: Shop, lifecycle: Path, process: {steps: []}}
-"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture(scope="module")
-def site(server: Server, browser: Browser) -> Iterator[Site]:
-    def prepare() -> dict[str, dict[str, str]]:
-        apply(server, CONFIG, "admin")
-        set_passwords(server, OTHERS)
-        return sign_in_all(server, ("admin", *OTHERS))
-
-    site = Site("admin", server, browser, off_the_loop(prepare))
-    yield site
-    site.close()
 
 
 def signed_out(page: Page) -> None:
