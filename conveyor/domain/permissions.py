@@ -544,6 +544,13 @@ def authorize(
     return Decision(False, perm, f"{user} may not {perm}{where}: {detail}.")
 
 
+def unscoped(principal: Principal, permission: Permission) -> bool:
+    """Held through a grant scoped to no project, group or environment: everywhere, including
+    projects and environments that no longer exist. No scope list can name the empty string,
+    so only unscoped grants match it."""
+    return authorize(principal, permission, project=ProjectRef("", ""), environment="").allowed
+
+
 def allows(
     principal: Principal,
     permission: Permission,

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from conveyor.domain import permissions as perms
 from conveyor.domain.codec_retention import describe
 from conveyor.domain.documents import Lifecycle, Phase, RetentionPolicy, RetentionUnit, key
 from conveyor.domain.packages import package_key
@@ -130,6 +131,18 @@ class Plan:
             "task_logs": len(self.task_logs),
             "packages": len(self.packages),
         }
+
+
+# Reading the plan without AdministerSystem: these, unscoped (the Auditor role has them).
+READ_PERMISSIONS = (perms.Permission.ReleaseView, perms.Permission.DeploymentView)
+
+
+def may_read_plan(principal: perms.Principal) -> bool:
+    """The plan names releases and deployments of every project and environment: it is for
+    administrators and for those who may read all of those anyway."""
+    if perms.authorize(principal, perms.Permission.AdministerSystem).allowed:
+        return True
+    return all(perms.unscoped(principal, p) for p in READ_PERMISSIONS)
 
 
 def has_policy(lifecycle: Lifecycle) -> bool:

@@ -30,23 +30,11 @@ P = perms.Permission
 # The name of the lease row of the retention job (``singleton_leases``).
 LEASE = "retention"
 FINISHED = frozenset({"success", "failed", "canceled", "timed_out"})
-# Reading the plan without AdministerSystem: these, for every project and environment.
-READ_PERMISSIONS = (P.ReleaseView, P.DeploymentView)
 
 
 def may_read(caller: Caller | None) -> bool:
     """Whether ``caller`` may see the plan (the navigation asks this too)."""
-    if caller is None:
-        return False
-    principal = caller.principal
-    if perms.authorize(principal, P.AdministerSystem).allowed:
-        return True
-    # A scope list cannot name the empty string: only grants without scope match.
-    anywhere = perms.ProjectRef("", "")
-    return all(
-        perms.authorize(principal, p, project=anywhere, environment="").allowed
-        for p in READ_PERMISSIONS
-    )
+    return caller is not None and rules.may_read_plan(caller.principal)
 
 
 def require_read(caller: Caller) -> None:

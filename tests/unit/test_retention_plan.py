@@ -225,3 +225,23 @@ def test_policies_round_trip_through_config_as_code_and_bad_ones_are_explained()
     assert ("keep", "must be at least 1") in said
     assert ("unit", '"weeks" is not one of: items, days') in said
     assert any(p.path[-1] == "package_retention" for p in problems)
+
+
+def test_the_plan_is_for_administrators_and_those_who_read_everything() -> None:
+    from conveyor.domain import permissions as perms
+    from conveyor.domain.retention import may_read_plan
+
+    P = perms.Permission
+    reads = frozenset({P.ReleaseView, P.DeploymentView})
+
+    def holding(*grants: perms.Grant) -> perms.Principal:
+        return perms.Principal("someone", True, grants)
+
+    assert may_read_plan(holding(perms.Grant("Ops", "Admin", frozenset({P.AdministerSystem}))))
+    assert may_read_plan(holding(perms.Grant("Audit", "Auditor", reads)))
+    # Held in a scope only: the plan would show what is outside it.
+    assert not may_read_plan(holding(perms.Grant("Dev", "V", reads, projects=frozenset({"web"}))))
+    assert not may_read_plan(
+        holding(perms.Grant("Dev", "V", reads, environments=frozenset({"Test"})))
+    )
+    assert not may_read_plan(holding(perms.Grant("Audit", "R", frozenset({P.ReleaseView}))))
