@@ -5,9 +5,9 @@ v2), lifecycles, project groups and feeds (the built-in feed, the only one, firs
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from conveyor.api.deps import ServicesDep
 from conveyor.api.octopus import shapes
@@ -24,22 +24,37 @@ router = APIRouter(route_class=OctopusRoute, tags=["Octopus API"])
 Shape = Callable[[octopus_reads.Found], dict[str, Any]]
 
 
+class Lookup:
+    """What every list of the clients' look-ups takes: ``partialName``, ``ids`` (comma-joined
+    or repeated), ``skip`` and ``take``."""
+
+    def __init__(
+        self,
+        partial: str | None = Query(default=None, alias="partialName"),
+        ids: list[str] = Query(default=[]),
+        skip: int = 0,
+        take: int | None = None,
+    ) -> None:
+        self.partial, self.ids, self.skip, self.take = partial, ids, skip, take
+
+
+LookupDep = Annotated[Lookup, Depends()]
+
+
 async def _list(
     services: Services,
     caller: Caller,
     kind: Kind,
     shape: Shape,
-    path: str,
     item_type: str,
-    partial: str | None,
-    ids: list[str],
-    skip: int,
-    take: int | None,
+    path: str,
+    q: Lookup,
 ) -> dict[str, Any]:
     found = await octopus_reads.documents(
-        services, caller, kind, partial=partial, ids=octopus.split_ids(ids)
+        services, caller, kind, partial=q.partial, ids=octopus.split_ids(q.ids)
     )
-    return octopus.collection(item_type, [shape(f) for f in found], skip, take, path)
+    items = [shape(f) for f in found]
+    return octopus.collection(item_type, items, q.skip, q.take, f"{shapes.PREFIX}/{path}")
 
 
 async def _one(
@@ -51,24 +66,11 @@ async def _one(
     return shape(found[0])
 
 
-PartialName = Query(default=None, alias="partialName")
-Ids = Query(default=[])
-
-
 @router.get("/api/{space}/projects", summary="Projects (partialName, ids)")
 async def projects(
-    space: Space,
-    services: ServicesDep,
-    caller: OctopusCaller,
-    partial: str | None = PartialName,
-    ids: list[str] = Ids,
-    skip: int = 0,
-    take: int | None = None,
+    space: Space, services: ServicesDep, caller: OctopusCaller, q: LookupDep
 ) -> dict[str, Any]:
-    path = f"{shapes.PREFIX}/projects"
-    return await _list(
-        services, caller, "projects", shapes.project, path, "Project", partial, ids, skip, take
-    )
+    return await _list(services, caller, "projects", shapes.project, "Project", "projects", q)
 
 
 @router.get("/api/{space}/projects/{ref}", summary="One project")
@@ -86,26 +88,10 @@ def _v2(found: octopus_reads.Found) -> dict[str, Any]:
 
 @router.get("/api/{space}/environments", summary="Environments, in their order")
 async def environments(
-    space: Space,
-    services: ServicesDep,
-    caller: OctopusCaller,
-    partial: str | None = PartialName,
-    ids: list[str] = Ids,
-    skip: int = 0,
-    take: int | None = None,
+    space: Space, services: ServicesDep, caller: OctopusCaller, q: LookupDep
 ) -> dict[str, Any]:
-    path = f"{shapes.PREFIX}/environments"
     return await _list(
-        services,
-        caller,
-        "environments",
-        _v1,
-        path,
-        "DeploymentEnvironment",
-        partial,
-        ids,
-        skip,
-        take,
+        services, caller, "environments", _v1, "DeploymentEnvironment", "environments", q
     )
 
 
@@ -114,19 +100,14 @@ async def environments_v2(
     space: Space,
     services: ServicesDep,
     caller: OctopusCaller,
-    partial: str | None = PartialName,
-    ids: list[str] = Ids,
+    q: LookupDep,
     kinds: list[str] = Query(default=[], alias="type"),
-    skip: int = 0,
-    take: int | None = None,
 ) -> dict[str, Any]:
-    path = f"{shapes.PREFIX}/environments/v2"
     wanted = {k.lower() for k in octopus.split_ids(kinds)}
     if wanted and "static" not in wanted:
-        return octopus.collection("Environment", [], skip, take, path)
-    return await _list(
-        services, caller, "environments", _v2, path, "Environment", partial, ids, skip, take
-    )
+        path = f"{shapes.PREFIX}/environments/v2"
+        return octopus.collection("Environment", [], q.skip, q.take, path)
+    return await _list(services, caller, "environments", _v2, "Environment", "environments/v2", q)
 
 
 @router.get("/api/{space}/environments/{ref}", summary="One environment")
@@ -136,26 +117,10 @@ async def environment(space: Space, ref: str, services: ServicesDep, caller: Oct
 
 @router.get("/api/{space}/lifecycles", summary="Lifecycles, their phases by environment id")
 async def lifecycles(
-    space: Space,
-    services: ServicesDep,
-    caller: OctopusCaller,
-    partial: str | None = PartialName,
-    ids: list[str] = Ids,
-    skip: int = 0,
-    take: int | None = None,
+    space: Space, services: ServicesDep, caller: OctopusCaller, q: LookupDep
 ) -> dict[str, Any]:
-    path = f"{shapes.PREFIX}/lifecycles"
     return await _list(
-        services,
-        caller,
-        "lifecycles",
-        shapes.lifecycle,
-        path,
-        "Lifecycle",
-        partial,
-        ids,
-        skip,
-        take,
+        services, caller, "lifecycles", shapes.lifecycle, "Lifecycle", "lifecycles", q
     )
 
 
@@ -166,26 +131,11 @@ async def lifecycle(space: Space, ref: str, services: ServicesDep, caller: Octop
 
 @router.get("/api/{space}/projectgroups", summary="Project groups")
 async def project_groups(
-    space: Space,
-    services: ServicesDep,
-    caller: OctopusCaller,
-    partial: str | None = PartialName,
-    ids: list[str] = Ids,
-    skip: int = 0,
-    take: int | None = None,
+    space: Space, services: ServicesDep, caller: OctopusCaller, q: LookupDep
 ) -> dict[str, Any]:
-    path = f"{shapes.PREFIX}/projectgroups"
+    shape = shapes.project_group
     return await _list(
-        services,
-        caller,
-        "project_groups",
-        shapes.project_group,
-        path,
-        "ProjectGroup",
-        partial,
-        ids,
-        skip,
-        take,
+        services, caller, "project_groups", shape, "ProjectGroup", "projectgroups", q
     )
 
 
@@ -206,22 +156,18 @@ def _feeds(caller: Caller) -> list[dict[str, Any]]:
 async def feeds(
     space: Space,
     caller: OctopusCaller,
-    partial: str | None = PartialName,
-    ids: list[str] = Ids,
+    q: LookupDep,
     feed_type: str | None = Query(default=None, alias="feedType"),
-    skip: int = 0,
-    take: int | None = None,
 ) -> dict[str, Any]:
-    items = _feeds(caller)
-    wanted = octopus.split_ids(ids)
+    wanted = octopus.split_ids(q.ids)
     items = [
         f
-        for f in items
+        for f in _feeds(caller)
         if (not wanted or f["Id"] in wanted)
-        and octopus.matches_partial(f["Name"], partial)
+        and octopus.matches_partial(f["Name"], q.partial)
         and (not feed_type or feed_type.lower() == f["FeedType"].lower())
     ]
-    return octopus.collection("Feed", items, skip, take, f"{shapes.PREFIX}/feeds")
+    return octopus.collection("Feed", items, q.skip, q.take, f"{shapes.PREFIX}/feeds")
 
 
 @router.get("/api/{space}/feeds/{ref}", summary="The built-in feed")
