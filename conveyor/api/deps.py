@@ -46,3 +46,14 @@ async def get_caller(
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+CSV_MEDIA = "text/csv; charset=utf-8"
+
+
+def wants_csv(request: Request, format: str | None) -> bool:
+    """CSV when ``?format=csv``, or when the client asks for CSV and not JSON (JSON otherwise)."""
+    if format is not None:
+        return format == "csv"
+    accept = request.headers.get("accept", "")
+    return "text/csv" in accept and "application/json" not in accept

@@ -7,19 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from conveyor.api.deps import CallerDep, ServicesDep
+from conveyor.api.deps import CSV_MEDIA, CallerDep, ServicesDep, wants_csv
 from conveyor.services import access_report
 
 router = APIRouter(tags=["Permissions"])
-
-CSV_MEDIA = "text/csv; charset=utf-8"
-
-
-def _wants_csv(request: Request, format: str | None) -> bool:
-    if format is not None:
-        return format == "csv"
-    accept = request.headers.get("accept", "")
-    return "text/csv" in accept and "application/json" not in accept
 
 
 @router.get(
@@ -38,7 +29,7 @@ async def permissions_report(
     format: Annotated[str | None, Query(pattern="^(json|csv)$")] = None,
 ) -> Response:
     found = await access_report.report(services, caller, project=project, environment=environment)
-    if _wants_csv(request, format):
+    if wants_csv(request, format):
         return Response(
             access_report.as_csv(found.rows),
             media_type=CSV_MEDIA,

@@ -8,19 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from conveyor.api.deps import CallerDep, ServicesDep
+from conveyor.api.deps import CSV_MEDIA, CallerDep, ServicesDep, wants_csv
 from conveyor.services import insights
 
 router = APIRouter(tags=["Insights"])
-
-CSV_MEDIA = "text/csv; charset=utf-8"
-
-
-def _wants_csv(request: Request, format: str | None) -> bool:
-    if format is not None:
-        return format == "csv"
-    accept = request.headers.get("accept", "")
-    return "text/csv" in accept and "application/json" not in accept
 
 
 @router.get(
@@ -52,7 +43,7 @@ async def get_insights(
         ),
     )
     body = insights.as_json(found)
-    if _wants_csv(request, format):
+    if wants_csv(request, format):
         return Response(
             insights.as_csv(body),
             media_type=CSV_MEDIA,
