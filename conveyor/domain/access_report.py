@@ -1,10 +1,10 @@
 """Who can deploy where, and who can approve: the report auditors ask for.
 
-For each project and each environment of its lifecycle: the people who may deploy it there and
-the people who may approve a deployment there, each with the team and role that grants it. It
-is computed by the functions that enforce (``permissions.authorize``, ``governance.may_approve``,
-``interruptions.may_act``), never by a copy of their rules, so it cannot drift from what the
-server allows.
+For each project and each environment a release of it may reach (its lifecycle's, and its
+channels' lifecycles'): the people who may deploy it there and the people who may approve a
+deployment there, each with the team and role that grants it. It is computed by the functions
+that enforce (``permissions.authorize``, ``governance.may_approve``, ``interruptions.may_act``),
+never by a copy of their rules, so it cannot drift from what the server allows.
 
 An approver is someone who may approve one of the gates a deployment passes there: an approval
 check of the environment (a member of one of its teams), or a manual intervention step of the
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, TypeVar
 
+from conveyor.domain import channels as ch
 from conveyor.domain import governance
 from conveyor.domain import interruptions as rules
 from conveyor.domain import permissions as perms
@@ -264,7 +265,7 @@ def report(
     environments: Collection[str] | None = None,
     principal_of: Callable[[User], perms.Principal] | None = None,
 ) -> list[Row]:
-    """A row per project (``projects``, default all) and environment of its lifecycle (only
+    """A row per project (``projects``, default all) and environment of its lifecycles (only
     ``environments`` when given), in the global environment order. ``principal_of`` builds a
     user's principal (the services pass their cached one); by default from the model."""
     # By username, so that each cell's lists come out in order, person by person.
@@ -277,7 +278,8 @@ def report(
     rows = []
     for project in model.projects if projects is None else projects:
         ref = perms.ProjectRef(project.name, project.group)
-        lifecycle = {key(e) for e in model.lifecycle_environments(project.lifecycle)}
+        # A release may reach the environments of its channel's lifecycle too.
+        lifecycle = {key(e) for e in ch.reachable(project, model.lifecycle_environments)}
         for env in model.environments:
             if key(env.name) not in lifecycle or (only is not None and key(env.name) not in only):
                 continue

@@ -14,7 +14,7 @@ Pure: no I/O. ``conveyor.services.releases`` gathers the versions and asks ``cho
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -194,10 +194,51 @@ def lifecycles_of(project: Project) -> tuple[str, ...]:
     return tuple(out)
 
 
+def reachable(project: Project, environments_of: Callable[[str], Iterable[str]]) -> list[str]:
+    """The environments a release of the project may reach: those of its lifecycle and of its
+    channels' (``environments_of`` a lifecycle's), each once, the project's lifecycle's first."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for lifecycle in lifecycles_of(project):
+        for env in environments_of(lifecycle):
+            if _key(env) not in seen:
+                seen.add(_key(env))
+                out.append(env)
+    return out
+
+
+def channels_by_lifecycle(project: Project) -> dict[str, tuple[str, ...]]:
+    """The channels with a lifecycle of their own other than the project's, by that lifecycle
+    (as first written): what a message names beside the project's lifecycle."""
+    out: dict[str, list[str]] = {}
+    names: dict[str, str] = {}
+    for c in channels_of(project):
+        if c.lifecycle and _key(c.lifecycle) != _key(project.lifecycle):
+            name = names.setdefault(_key(c.lifecycle), c.lifecycle)
+            out.setdefault(name, []).append(c.name)
+    return {lifecycle: tuple(channels) for lifecycle, channels in out.items()}
+
+
 def in_order(project: Project) -> tuple[Channel, ...]:
     """The order ``choose`` tries them: the default, then the rest as written."""
     first = default_channel(project)
     return (first, *(c for c in channels_of(project) if c is not first))
+
+
+def rule_steps(project: Project, rule: VersionRule) -> tuple[str, ...]:
+    """The steps a rule constrains: its ``step``, or each step that ships its ``package`` (a
+    package step of that package, a ``deploy_release`` step of that child project)."""
+    from conveyor.domain.documents import DeployReleaseAction, PackageAction
+
+    if rule.step:
+        return (rule.step,)
+    wanted = _key(rule.package)
+    return tuple(
+        s.name
+        for s in project.process.steps
+        if (isinstance(s.action, PackageAction) and _key(s.action.package) == wanted)
+        or (isinstance(s.action, DeployReleaseAction) and _key(s.action.project) == wanted)
+    )
 
 
 # ---------------------------------------------------------------- choosing

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from conveyor.domain import channels as ch
 from conveyor.domain.codec import encode, encode_step
 from conveyor.domain.documents import Project, Step, Variable, key
 from conveyor.domain.model import KIND_LABELS, KINDS, Document, Kind, Model, doc_name
@@ -302,7 +303,9 @@ def needs(change: Change, current: Model, desired: Model) -> list[Need]:
         return [Need("ProcessEdit", project=doc.name)]
     if change.aspect == "variables":
         model = desired if change.after is not None else current
-        every_env = model.lifecycle_environments(doc.lifecycle) or model.environment_names()
+        # An unscoped variable reaches every environment of the project's lifecycles (its
+        # channels' too: a release of a channel may go where only that channel's lifecycle goes).
+        every_env = ch.reachable(doc, model.lifecycle_environments) or model.environment_names()
         out: list[Need] = []
         for var in changed_variables(change):
             for env in var.environments or every_env:

@@ -1,9 +1,10 @@
 """Delivery insights (the four DORA keys and a few more): what each number means, as pure formulas.
 
-The service (``conveyor.services.insights``) computes the per-deployment facts and their sums
-in SQL; this module holds the rules those sums follow and turns them into the figures people
-read. ``facts`` is the same rule over a constructed history, in Python: it is what the tests
-check against known answers, and what the SQL is checked against.
+The store (``conveyor.store.facts``) computes each deployment's facts in SQL when it ends, and
+the service (``conveyor.services.insights``) sums them; this module holds the rules those facts
+and sums follow and turns them into the figures people read. ``facts`` is the same rule over
+a constructed history, in Python: it is what the tests check against known answers, and what
+the SQL is checked against; ``refreshed_span``, which facts a deployment's end rewrites.
 
 The rules, for the deployments that ended (success, failed or timed out; a canceled deployment
 changed nothing and counts nowhere) within the range ``[since, until)``:
@@ -230,6 +231,19 @@ def is_change_failure(state: str, guided_failure_ignored: bool, rolled_back: boo
 
 def is_rollback(release: int, environment_had: int | None) -> bool:
     return environment_had is not None and release < environment_had
+
+
+def refreshed_span(
+    ended: int, succeeded: bool, success_before: int | None, success_after: int | None
+) -> tuple[int, int]:
+    """The deployments (first and last number, in the same project and environment) whose
+    facts a deployment's end changes: itself; those after the success before it, which it may
+    roll back (that success) or restore (the failures since); and, when it succeeded, those up
+    to the next success, whose lead time starts from it now (when deployments end out of
+    order). Everything else, it cannot change."""
+    low = success_before if success_before is not None else 0
+    high = success_after if succeeded and success_after is not None else ended
+    return low, high
 
 
 def metrics(totals: Totals, window: Window) -> Metrics:

@@ -10,6 +10,7 @@ information. Everything else (permissions, lifecycles, the audit log) stays Conv
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -28,8 +29,9 @@ SPACE_ID = "Spaces-1"
 SPACE_NAME = "Default"
 BUILT_IN_FEED_ID = "feeds-builtin"
 BUILT_IN_FEED_NAME = "Octopus Server (built-in)"
-# Every project has one channel until Conveyor has channels: this one.
+# The channel every project without channels has (conveyor.domain.channels).
 DEFAULT_CHANNEL = "Default"
+CHANNEL_ID = re.compile(r"Channels-(\d+)(?:-([a-z0-9]+(?:-[a-z0-9]+)*))?", re.IGNORECASE)
 # What the clients send for "all of them", and the page size when they send nothing.
 TAKE_ALL = 2_147_483_647
 DEFAULT_TAKE = 30
@@ -59,9 +61,25 @@ STATE_FILTERS: Mapping[str, tuple[str, ...]] = {
 OVERWRITE_MODES = ("FailIfExists", "OverwriteExisting", "IgnoreIfExists")
 
 
-def channel_id(project_id: int) -> str:
-    """A project's one channel (Conveyor has no channels yet): ``Channels-<project number>``."""
-    return f"Channels-{project_id}"
+def channel_id(project_id: int, channel: str = DEFAULT_CHANNEL) -> str:
+    """A channel's id: ``Channels-<project number>`` for a channel named "Default" (every
+    project without channels has one), ``Channels-<project number>-<its name's slug>`` for
+    another. Stable while the channel keeps its name, which is how a release names it."""
+    slug = key(channel)
+    return (
+        f"Channels-{project_id}"
+        if slug == key(DEFAULT_CHANNEL)
+        else f"Channels-{project_id}-{slug}"
+    )
+
+
+def split_channel_id(ref: str) -> tuple[int, str] | None:
+    """``Channels-3-hotfix`` -> ``(3, "hotfix")``, ``Channels-3`` -> ``(3, "default")``: the
+    project's number and the channel's key; None if ``ref`` is not a channel id."""
+    found = CHANNEL_ID.fullmatch(ref.strip())
+    if found is None:
+        return None
+    return int(found[1]), (found[2] or key(DEFAULT_CHANNEL)).lower()
 
 
 def task_state(state: str, cancel_requested: bool = False) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 import pathspec
 
+from conveyor.domain import channels as ch
 from conveyor.domain import targets
 from conveyor.domain.codec_channels import channel_problems
 from conveyor.domain.documents import (
@@ -178,19 +179,33 @@ def _project(model: Model, project: Project, problems: list[Problem]) -> None:
             problems.append(
                 Problem((*path, "watch_paths", i), f'"{pattern}" is not a valid pattern: {exc}')
             )
-    lifecycle_envs = model.lifecycle_environments(project.lifecycle)
-    _process(model, project, lifecycle_envs, problems)
+    _process(model, project, problems)
     _variables(model, project, problems)
     known = {key(lc.name) for lc in model.lifecycles}
     problems.extend(channel_problems(project, known, path))
 
 
-def _process(
-    model: Model, project: Project, lifecycle_envs: list[str], problems: list[Problem]
-) -> None:
+def _reachable(model: Model, project: Project) -> tuple[list[str] | None, str]:
+    """Where a step may be scoped: an environment the project's lifecycle or one of its
+    channels' reaches (a release of that channel may go there); and how to say it is not.
+    None when the project's lifecycle is missing (reported on its own)."""
+    if not model.has("lifecycles", project.lifecycle):
+        return None, ""
+    label = f'in lifecycle "{project.lifecycle}" of this project'
+    others = ch.channels_by_lifecycle(project)
+    if others:
+        label += ", nor in " + ", nor in ".join(
+            f'lifecycle "{lifecycle}" of its channel{"s" if len(names) > 1 else ""} '
+            + ", ".join(f'"{n}"' for n in names)
+            for lifecycle, names in others.items()
+        )
+    return ch.reachable(project, model.lifecycle_environments), label
+
+
+def _process(model: Model, project: Project, problems: list[Problem]) -> None:
     steps = project.process.steps
     counts = Counter(key(s.name) for s in steps)
-    lc_label = f'in lifecycle "{project.lifecycle}" of this project'
+    lifecycle_envs, lc_label = _reachable(model, project)
     for i, step in enumerate(steps):
         s_path: Path = ("projects", project.name, "process", "steps", step.name)
         if not step.name.strip():
@@ -215,7 +230,7 @@ def _process(
                 getattr(step, field),
                 (*s_path, field),
                 problems,
-                within=lifecycle_envs if model.has("lifecycles", project.lifecycle) else None,
+                within=lifecycle_envs,
                 within_what=lc_label,
             )
         if step.condition == RunCondition.VARIABLE and not step.condition_expression.strip():

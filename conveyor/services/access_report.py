@@ -54,7 +54,7 @@ async def report(
     project: str | None = None,
     environment: str | None = None,
 ) -> Report:
-    """Every visible project (or ``project``) by the environments of its lifecycle (or only
+    """Every visible project (or ``project``) by the environments of its lifecycles (or only
     ``environment``): who may deploy, who may approve, through which team and role."""
     _authorise(caller)
     snapshot = await model_cache.snapshot(services)

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from conveyor.domain import channels as ch
 from conveyor.domain import governance as gov
 from conveyor.domain import inputs
 from conveyor.domain import permissions as perms
@@ -207,19 +208,22 @@ async def form(
 async def release_panel(
     services: Services, caller: Caller, project_ref: str, version: str
 ) -> dict[str, Any]:
-    """For the release page: the environments of the project's lifecycle whose checks ask
-    for approvals, and the approvals given for this release."""
+    """For the release page: the environments of the release's lifecycle (its channel's, by
+    default the project's) whose checks ask for approvals, and the approvals given for it."""
     from conveyor.services.documents import resolve
+    from conveyor.services.releases import find_release
 
     loaded = await load(services)
     project = resolve(loaded, "projects", project_ref)
+    given = await list_approvals(services, caller, project_ref=project.name, version=version)
+    release = await find_release(services, loaded.id_of("projects", project.name) or 0, version)
+    channel = release.channel if release is not None else ""
     asking = [
         name
-        for name in loaded.model.lifecycle_environments(project.lifecycle)
+        for name in loaded.model.lifecycle_environments(ch.lifecycle_of(project, channel))
         if (env := loaded.model.get("environments", name)) is not None
         and gov.approval_checks(gov.applicable(env, project.group))
     ]
-    given = await list_approvals(services, caller, project_ref=project.name, version=version)
     return {"environments": asking, "approvals": given}
 
 

@@ -81,8 +81,27 @@ async def lines(services: Services, found: Board) -> list[ChannelLine]:
         .select_from(t.deployments.join(t.releases, R.id == D.release_id))
         .where(D.id.in_(latest.scalar_subquery()))
     )
+    # The release of the channel that last succeeded in each environment: the line's "current"
+    # (what its promote and redeploy moves start from).
+    succeeded = (
+        select(D.project_id, D.environment_id, R.channel, R.version)
+        .select_from(t.deployments.join(t.releases, R.id == D.release_id))
+        .where(
+            D.id.in_(
+                select(func.max(D.id))
+                .select_from(t.deployments.join(t.releases, R.id == D.release_id))
+                .where(D.project_id.in_(list(several)), D.state == "success")
+                .group_by(D.project_id, D.environment_id, R.channel)
+                .scalar_subquery()
+            )
+        )
+    )
     async with services.read() as session:
         rows = (await session.execute(query)).all()
+        current = {
+            (r.project_id, key(r.channel), r.environment_id): r.version
+            for r in (await session.execute(succeeded)).all()
+        }
     cells: dict[tuple[int, str, str], BoardCell] = {}
     for r in rows:
         env = envs.get(r.environment_id)
@@ -92,8 +111,9 @@ async def lines(services: Services, found: Board) -> list[ChannelLine]:
         completed = r.completed_at
         if completed is not None and completed.tzinfo is None:  # SQLite: naive UTC
             completed = completed.replace(tzinfo=UTC)
+        success = current.get((r.project_id, key(r.channel), r.environment_id))
         cells[(r.project_id, key(r.channel), env)] = BoardCell(
-            r.version, r.state, r.task_id, r.id, completed, None
+            r.version, r.state, r.task_id, r.id, completed, success
         )
     out = []
     for project_id, project in several.items():

@@ -1,14 +1,10 @@
 """Delivery insights: the four DORA keys, deployment durations and approval waits, per project,
 project group and environment over a range of time (the rules: ``conveyor.domain.insights``).
 
-Everything is computed in SQL (``conveyor.services.insights_sql``), in one statement for the
-sums and one for the approval waits, over the deployments that ended in the range
-(``ix_deployments_completed_at``). Each one's neighbours in its project and environment (what
-the environment ran before, the next deployment, the next success) come from a covering index
-(``ix_deployments_pair_history``) on SQLite and from window functions on PostgreSQL; lead times
-read the releases' ``first_commit_at`` and ``commit_at`` (``ix_releases_project_commit``), kept
-when a release is made, never its commit list. Only sums come back: one row per project and
-environment, one per day, one per team.
+Each deployment's facts (whether it was a failure, its lead time, duration, approval waits,
+when it was restored) are written when it ends (``conveyor.store.facts``), so that a report is
+a plain aggregate over covering indexes (``conveyor.services.insights_sql``): one row per
+project and environment, one per day, one per restore incident's pair, one per team.
 
 Only the deployments the caller may see count (``DeploymentView`` for the project and the
 environment: ``domain.visibility``), as in the deployment list.
@@ -98,6 +94,10 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def _day(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d")
+
+
 def _where(
     loaded: Loaded, scope: DeploymentScope, projects: set[str] | None, environment: str | None
 ) -> str:
@@ -176,17 +176,20 @@ async def report(services: Services, caller: Caller, filters: Filters) -> Report
     typed = [bindparam(n, type_=DateTime(timezone=True)) for n in params]
     async with services.read() as session:
         if not services.is_sqlite:
-            # For this read's transaction only: compiling the statement (JIT) cost PostgreSQL
-            # seconds and saved nothing, and a plan cached for any range (the driver prepares
+            # For this read's transaction only: compiling the statement (JIT) costs more than
+            # it saves on these sums, and a plan cached for any range (the driver prepares
             # statements it runs often) may suit a day but not a year.
             await session.execute(text("SET LOCAL jit = off"))
             await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        days = {"since_day": _day(since), "until_day": _day(until)}
         sums = (
-            await session.execute(text(sums_sql(dialect, where)).bindparams(*typed), params)
+            await session.execute(
+                text(sums_sql(dialect, where)).bindparams(*typed), {**params, **days}
+            )
         ).all()
         waits = (
             await session.execute(
-                text(waits_sql(dialect, where)).bindparams(*typed),
+                text(waits_sql(where)).bindparams(*typed),
                 {**params, "no_team": ins.NO_TEAM},
             )
         ).all()

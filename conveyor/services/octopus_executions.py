@@ -36,6 +36,8 @@ class ReleaseCommand:
     project: str
     version: str | None = None
     channel: str | None = None
+    # ``ChannelId`` (``Channels-3-hotfix``), sent by clients that look the channel up first.
+    channel_id: str | None = None
     package_version: str | None = None
     packages: tuple[str, ...] = ()
     notes: str = ""
@@ -105,6 +107,15 @@ async def create_release(
     if command.unsupported:
         raise ValidationFailed(list(command.unsupported))
     channel = _channel(project, project_id, command.channel)
+    by_id = _channel(project, project_id, command.channel_id, "ChannelId")
+    if channel is not None and by_id is not None and key(channel) != key(by_id):
+        raise ValidationFailed(
+            Problem(
+                ("ChannelId",),
+                f'names channel "{by_id}" but ChannelName names "{channel}": give one of them',
+            )
+        )
+    channel = channel or by_id
     if command.version and command.ignore_if_exists:
         existing = await find_release(services, project_id, command.version)
         if existing is not None:
@@ -128,21 +139,30 @@ async def create_release(
     return CreatedRelease(release.id, release.version, created=True)
 
 
-def _channel(project: Project, project_id: int, given: str | None) -> str | None:
-    """``ChannelName``: one of the project's channels by name (the default one also by the id
-    the Octopus API shows for it); None: the first whose rules the versions satisfy."""
+def _channel(
+    project: Project, project_id: int, given: str | None, field: str = "ChannelName"
+) -> str | None:
+    """``ChannelName`` or ``ChannelId``: one of the project's channels by name or by the id the
+    Octopus API shows for it (``Channels-3`` also names the default channel of a project with
+    no channel called "Default"); None: the first whose rules the versions satisfy."""
     if not given:
         return None
-    if key(given) == key(octopus.channel_id(project_id)):
-        return ch.default_channel(project).name
     found = ch.find_channel(project, given)
+    by_id = octopus.split_channel_id(given)
+    if found is None and by_id is not None and by_id[0] == project_id:
+        found = ch.find_channel(project, by_id[1])
+        if found is None and by_id[1] == key(octopus.DEFAULT_CHANNEL):
+            found = ch.default_channel(project)
     if found is None:
-        names = ", ".join(f'"{c.name}"' for c in ch.channels_of(project))
+        names = ", ".join(
+            f'"{c.name}" ({octopus.channel_id(project_id, c.name)})'
+            for c in ch.channels_of(project)
+        )
         raise ValidationFailed(
             Problem(
-                ("ChannelName",),
+                (field,),
                 f'channel "{given}" does not exist: {project.name} has {names} '
-                "(or leave ChannelName out to pick by the version rules)",
+                f"(or leave {field} out to pick by the version rules)",
             )
         )
     return found.name

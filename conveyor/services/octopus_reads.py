@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from conveyor.domain import channels as ch
 from conveyor.domain import octopus
 from conveyor.domain import permissions as perms
 from conveyor.domain.codec import decode_process
@@ -80,6 +81,7 @@ class DeploymentFacts:
     created_at: datetime
     created_by: str
     names: Names
+    channel: str = ch.DEFAULT_CHANNEL
 
 
 def _names(loaded: Loaded, project_id: int | None, environment_id: int | None) -> Names:
@@ -175,6 +177,7 @@ def _deployment(loaded: Loaded, row: Any) -> DeploymentFacts:
         created_at=_utc(row.created_at) or datetime.now(UTC),
         created_by=row.created_by,
         names=_names(loaded, row.project_id, row.environment_id),
+        channel=row.channel or ch.DEFAULT_CHANNEL,
     )
 
 
@@ -187,7 +190,7 @@ async def _deployment_rows(
     states: Sequence[str],
 ) -> list[DeploymentFacts]:
     d = t.deployments.c
-    query = select(t.deployments, t.releases.c.version).join(
+    query = select(t.deployments, t.releases.c.version, t.releases.c.channel).join(
         t.releases, t.releases.c.id == d.release_id
     )
     if ids:
@@ -213,11 +216,22 @@ async def deployments(
     projects: Sequence[str] = (),
     environments: Sequence[str] = (),
     states: Sequence[str] = (),
+    channel_ids: Sequence[str] = (),
 ) -> list[DeploymentFacts]:
-    """The deployments named, or the newest; filtered by project and environment ids and by
-    state; only those the caller may view (DeploymentView); newest first."""
+    """The deployments named, or the newest; filtered by project, environment and channel ids
+    (a deployment's channel: its release's) and by state; only those the caller may view
+    (DeploymentView); newest first."""
+    wanted = None
+    if channel_ids:
+        named = await channels(services, caller, ids=channel_ids)
+        if not named:
+            return []
+        wanted = {(c.project_id, key(c.channel.name)) for c in named}
+        projects = projects or [public_id("projects", c.project_id) for c in named]
     loaded = await load_outline(services)
     found = await _deployment_rows(services, loaded, ids, projects, environments, states)
+    if wanted is not None:
+        found = [f for f in found if (f.names.project_id, key(f.channel)) in wanted]
     visible = [f for f in found if _decision(loaded, caller, P.DeploymentView, f.names).allowed]
     return sorted(visible, key=lambda f: f.id, reverse=True)
 
@@ -341,6 +355,89 @@ def _refs(loaded: Loaded, kind: Kind, doc: Any) -> dict[str, str]:
             env: id_of("environments", env) for phase in doc.phases for env in phase.environments
         }
     return {}
+
+
+@dataclass(frozen=True)
+class ChannelFacts:
+    """One channel of a project the caller may view (a project without channels has one,
+    "Default"), with the ids the Octopus shapes name."""
+
+    id: str
+    project_id: int
+    project: Project
+    channel: ch.Channel
+    default: bool
+    # None: the project's lifecycle (Octopus: inherited).
+    lifecycle_id: str | None
+
+
+async def channels(
+    services: Services,
+    caller: Caller,
+    *,
+    project_id: int | None = None,
+    partial: str | None = None,
+    ids: Sequence[str] = (),
+) -> list[ChannelFacts]:
+    """The channels of the projects the caller may view (ProjectView: channels are part of
+    the project), of one project or of all, in the projects' order, each project's as listed;
+    filtered by ``partialName`` and by ids."""
+    loaded = await load(services)
+    wanted = {i.casefold() for i in ids}
+    out = []
+    for project in loaded.model.projects:
+        number = loaded.id_of("projects", project.name)
+        if number is None or (project_id is not None and number != project_id):
+            continue
+        if not may_view(caller, loaded.model, "projects", project):
+            continue
+        first = ch.default_channel(project)
+        # Before channels, a project's one channel was Channels-<number>: still its default's.
+        named_default = ch.find_channel(project, octopus.DEFAULT_CHANNEL) is not None
+        for channel in ch.channels_of(project):
+            ident = octopus.channel_id(number, channel.name)
+            aliases = {ident.casefold()}
+            if channel is first and not named_default:
+                aliases.add(octopus.channel_id(number).casefold())
+            if wanted and not aliases & wanted:
+                continue
+            if not octopus.matches_partial(channel.name, partial):
+                continue
+            lifecycle = loaded.id_of("lifecycles", channel.lifecycle) if channel.lifecycle else None
+            out.append(
+                ChannelFacts(
+                    ident,
+                    number,
+                    project,
+                    channel,
+                    channel is first,
+                    public_id("lifecycles", lifecycle) if lifecycle is not None else None,
+                )
+            )
+    return out
+
+
+async def channel_releases(services: Services, caller: Caller, ref: str) -> list[ReleaseFacts]:
+    """The releases of one channel (by its id), newest first; NotFound for an unknown id."""
+    found = await channels(services, caller, ids=[ref])
+    if not found:
+        raise NotFound(
+            f"channel {ref} does not exist, or you may not view it (channel ids look like "
+            "Channels-3 for a project's Default channel, Channels-3-hotfix for another)"
+        )
+    mine = key(found[0].channel.name)
+    every = await releases(services, caller, found[0].project_id)
+    return [r for r in every if key(r.view.channel) == mine]
+
+
+async def visible_project(services: Services, caller: Caller, ref: str) -> int:
+    """The number of a project by its id (``Projects-3``) that the caller may view, or
+    NotFound (as the look-ups say it)."""
+    found = await documents(services, caller, "projects", ids=[ref])
+    number = parse_public_id("projects", found[0].id) if found else None
+    if number is None:
+        raise NotFound(f"project {ref} does not exist, or you may not view it")
+    return number
 
 
 async def me(services: Services, caller: Caller) -> UserRow:

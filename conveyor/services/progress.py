@@ -131,9 +131,12 @@ async def project_progress(
     found = await list_releases(services, caller, project_ref, limit=offset + limit + 1)
     page = found[offset : offset + limit]
     loaded = await load(services)
-    project, ref, lifecycle = _project(loaded, project_ref)
+    project, ref, _ = _project(loaded, project_ref)
     names = env_names(loaded)
-    environments = _lifecycle_environments(lifecycle)
+    # Every environment a release may reach: the project's lifecycle's and its channels'.
+    environments = ch.reachable(
+        project, lambda name: _lifecycle_environments(loaded.model.get("lifecycles", name))
+    )
     visible = {key(env): env for env in environments if sees_deployment(caller.principal, ref, env)}
     latest: dict[tuple[int, str], dict[str, Any]] = {}
     if page:
@@ -160,6 +163,7 @@ async def project_progress(
                 "created_by": r.created_by,
                 "notes": r.notes,
                 "cells": {env: latest.get((r.id, env)) for env in environments},
+                **({"channel": r.channel} if project.channels else {}),
             }
             for r in page
         ],

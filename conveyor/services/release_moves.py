@@ -5,7 +5,7 @@ choice from ``domain/release_moves.py``, and only the moves the reader may make 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import func, select
@@ -15,6 +15,7 @@ from conveyor.domain import lifecycle as lc
 from conveyor.domain import permissions as perms
 from conveyor.domain import release_moves as rm
 from conveyor.domain.documents import Project, key
+from conveyor.services.channels import ChannelLine
 from conveyor.services.config import load, parse_public_id
 from conveyor.services.core import Caller, Services
 from conveyor.services.deployment_views import Board
@@ -145,6 +146,7 @@ async def for_deployment(services: Services, caller: Caller, deployment: str) ->
                     D.state,
                     D.release_id,
                     t.releases.c.version,
+                    t.releases.c.channel,
                 )
                 .join(t.releases, t.releases.c.id == D.release_id)
                 .where(D.id == number)
@@ -159,9 +161,41 @@ async def for_deployment(services: Services, caller: Caller, deployment: str) ->
     project = loaded.model.get("projects", name) if name else None
     if not isinstance(project, Project) or env is None:
         return []
-    order = rm.lifecycle_order(loaded.model.get("lifecycles", project.lifecycle))
+    lifecycle = ch.lifecycle_of(project, row.channel)  # the release's channel's
+    order = rm.lifecycle_order(loaded.model.get("lifecycles", lifecycle))
     moves = rm.after_deployment(row.version, env, row.state, row.id, places, order)
-    return _allowed(caller, loaded, project, moves, row.version, attempts)
+    return _allowed(caller, loaded, project, moves, row.version, attempts, lifecycle)
+
+
+async def _cell_channels(
+    services: Services, loaded: Loaded, by_project: Mapping[str, Mapping[str, rm.Place]]
+) -> dict[tuple[str, str], str]:
+    """(project, environment key) -> the channel of the cell's release, for the projects with
+    a channel of another lifecycle than theirs (read only for those: most have none)."""
+    ids: dict[int, str] = {}
+    for name in by_project:
+        project = loaded.model.get("projects", name)
+        if isinstance(project, Project) and ch.channels_by_lifecycle(project):
+            project_id = loaded.id_of("projects", name)
+            if project_id is not None:
+                ids[project_id] = name
+    if not ids:
+        return {}
+    B = t.dashboard.c
+    async with services.read() as session:
+        rows = (
+            await session.execute(
+                select(B.project_id, B.environment_id, t.releases.c.channel)
+                .join(t.releases, t.releases.c.id == B.release_id)
+                .where(B.project_id.in_(list(ids)))
+            )
+        ).all()
+    out = {}
+    for row in rows:
+        env = loaded.name_of("environments", row.environment_id)
+        if env is not None:
+            out[(ids[row.project_id], key(env))] = row.channel
+    return out
 
 
 # The dashboard offers the two moves a cell asks for; the release and task pages offer all.
@@ -174,45 +208,99 @@ async def for_board(
     """Per (project, environment) cell: promote a success, retry a failure. From the cells the
     board already read (the projection): no history is read, so no rollback is offered here."""
     loaded = await load(services)
-    principal = caller.principal
     env_keys = {env: key(env) for env in board.environments}
     by_project: dict[str, dict[str, rm.Place]] = {}
     for (name, env), cell in board.cells.items():
         by_project.setdefault(name, {})[env_keys[env]] = rm.Place(
             env, cell.deployment_id, cell.release, cell.state, cell.success_version
         )
-    orders: dict[str, tuple[str, ...]] = {}
-    may: dict[tuple[str, str], bool] = {}
+    channel_of = await _cell_channels(services, loaded, by_project)
+    orders = _Orders(loaded)
+    may = _May(caller)
     out: dict[tuple[str, str], list[rm.Move]] = {}
     for name, places in by_project.items():
         project = loaded.model.get("projects", name)
         if not isinstance(project, Project) or project.disabled:
             continue
-        ref = perms.ProjectRef(project.name, project.group)
-        order = orders.get(project.lifecycle)
-        if order is None:
-            lifecycle = loaded.model.get("lifecycles", project.lifecycle)
-            order = orders[project.lifecycle] = rm.lifecycle_order(lifecycle)
-        for place in places.values():
-            kept = []
-            for move in rm.after_deployment(
-                place.latest_version or "",
-                place.environment,
-                place.latest_state or "",
-                place.latest_deployment,
-                places,
-                order,
-            ):
-                if move.kind not in ON_THE_BOARD:
-                    continue
-                where = (name, move.environment)
-                allowed = may.get(where)
-                if allowed is None:
-                    allowed = may[where] = perms.allows(
-                        principal, P.DeploymentCreate, project=ref, environment=move.environment
-                    )
-                if allowed:
-                    kept.append(move)
+        for env_key, place in places.items():
+            # The cell's release follows its channel's lifecycle (by default the project's).
+            order = orders(ch.lifecycle_of(project, channel_of.get((name, env_key), "")))
+            kept = _on_board(project, place, places, order, may)
             if kept:
                 out[(name, place.environment)] = kept
     return out
+
+
+async def for_lines(
+    services: Services, caller: Caller, lines: Iterable[ChannelLine]
+) -> Mapping[tuple[str, str, str], list[rm.Move]]:
+    """Per (project, channel, environment) cell of the dashboard's channel lines: promote and
+    retry as on the board, from that channel's releases, in that channel's lifecycle."""
+    loaded = await load(services)
+    orders = _Orders(loaded)
+    may = _May(caller)
+    out: dict[tuple[str, str, str], list[rm.Move]] = {}
+    for line in lines:
+        project = loaded.model.get("projects", line.project)
+        if not isinstance(project, Project) or project.disabled:
+            continue
+        places = {
+            key(env): rm.Place(env, c.deployment_id, c.release, c.state, c.success_version)
+            for env, c in line.cells.items()
+        }
+        order = orders(ch.lifecycle_of(project, line.channel))
+        for place in places.values():
+            kept = _on_board(project, place, places, order, may)
+            if kept:
+                out[(line.project, line.channel, place.environment)] = kept
+    return out
+
+
+class _Orders:
+    """Each lifecycle's order once: the dashboard asks for a few lifecycles thousands of times."""
+
+    def __init__(self, loaded: Loaded) -> None:
+        self.loaded = loaded
+        self.known: dict[str, tuple[str, ...]] = {}
+
+    def __call__(self, lifecycle: str) -> tuple[str, ...]:
+        order = self.known.get(key(lifecycle))
+        if order is None:
+            found = self.loaded.model.get("lifecycles", lifecycle)
+            order = self.known[key(lifecycle)] = rm.lifecycle_order(found)
+        return order
+
+
+class _May:
+    """DeploymentCreate for a project and environment, asked once per pair."""
+
+    def __init__(self, caller: Caller) -> None:
+        self.principal = caller.principal
+        self.known: dict[tuple[str, str], bool] = {}
+
+    def __call__(self, project: Project, environment: str) -> bool:
+        allowed = self.known.get((project.name, environment))
+        if allowed is None:
+            ref = perms.ProjectRef(project.name, project.group)
+            allowed = self.known[(project.name, environment)] = perms.allows(
+                self.principal, P.DeploymentCreate, project=ref, environment=environment
+            )
+        return allowed
+
+
+def _on_board(
+    project: Project,
+    place: rm.Place,
+    places: Mapping[str, rm.Place],
+    order: tuple[str, ...],
+    may: _May,
+) -> list[rm.Move]:
+    moves = rm.after_deployment(
+        place.latest_version or "",
+        place.environment,
+        place.latest_state or "",
+        place.latest_deployment,
+        places,
+        order,
+    )
+    return [m for m in moves if m.kind in ON_THE_BOARD and may(project, m.environment)]

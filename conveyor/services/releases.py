@@ -407,7 +407,11 @@ async def create_release(
                 created_at=tx.now,
                 created_by_id=caller.user_id,
                 created_by=caller.on_behalf_of or caller.username,
-                snapshot={**_write_snapshot(services, project), "channel": fit.channel.name},
+                snapshot={
+                    **_write_snapshot(services, project),
+                    "channel": fit.channel.name,
+                    "lifecycle": ch.lifecycle_of(project, fit.channel.name),
+                },
                 packages=chosen_packages,
                 children=chosen_children,
                 build=build,

@@ -21,7 +21,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain import runtime as rt
+from conveyor.domain.insights import ENDED_STATES
 from conveyor.domain.runtime import Lease, StepRun, StepState, TaskRun, TaskState, WaitingOn
+from conveyor.store import facts
 from conveyor.store import tables as t
 from conveyor.store.logs import insert_lines
 from conveyor.store.run_records import (
@@ -290,6 +292,15 @@ async def write_task(
         key.deployment_id, key.release_id, key.release_version, key.task_id, state
     )
     await project(session, now, key.project_id, key.environment_id, change, sqlite=sqlite)
+    if state.value in ENDED_STATES:  # a canceled deployment changed nothing: no facts
+        await facts.record(
+            session,
+            key.deployment_id,
+            key.project_id,
+            key.environment_id,
+            state is TaskState.SUCCESS,
+            sqlite=sqlite,
+        )
     if key.parent_task_id is None:
         return False
     return await _roll_up(session, key.parent_task_id, state)
@@ -870,8 +881,8 @@ async def unstarted_in_pair(
 
 async def forget(session: AsyncSession, deployments: Mapping[int, int | None]) -> None:
     """Retention: finished deployments (id -> task id) with their tasks and everything of the
-    tasks (steps, questions, agent jobs, logs); the logs first: they are most of the rows. The
-    caller has checked that none of them runs or waits."""
+    tasks (steps, questions, agent jobs, logs) and their insights' facts; the logs first:
+    they are most of the rows. The caller has checked that none of them runs or waits."""
     tasks = [task for task in deployments.values() if task is not None]
     if tasks:
         await session.execute(delete(t.task_logs).where(t.task_logs.c.task_id.in_(tasks)))
@@ -880,6 +891,7 @@ async def forget(session: AsyncSession, deployments: Mapping[int, int | None]) -
         await session.execute(delete(t.agent_jobs).where(t.agent_jobs.c.task_id.in_(tasks)))
         await session.execute(delete(t.tasks).where(t.tasks.c.id.in_(tasks)))
     if deployments:
+        await facts.forget(session, list(deployments))
         await session.execute(
             delete(t.deployments).where(t.deployments.c.id.in_(list(deployments)))
         )

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    text,
     true,
 )
 
@@ -770,4 +772,74 @@ singleton_leases = Table(
     Column("finished_at", DateTime(timezone=True), nullable=True),
     # What the last run did: {"node", "counts", "error"}.
     Column("outcome", JSON, nullable=True),
+)
+
+# ---------------------------------------------------------------- insights (docs/insights.md)
+
+# What each ended deployment adds to the delivery insights, written when it ends (and when a
+# later one changes it: a rollback, a restore), so that a report is an indexed aggregate
+# (store/facts.py). ``day``: the UTC day of its end, 'YYYY-MM-DD' on both databases.
+deployment_facts = Table(
+    "deployment_facts",
+    metadata,
+    Column("deployment_id", Id, primary_key=True, autoincrement=False),
+    Column("project_id", Id, nullable=False),
+    Column("environment_id", Id, nullable=False),
+    Column("release_id", Id, nullable=False),
+    Column("completed_at", DateTime(timezone=True), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("success", Integer, nullable=False),
+    Column("failure", Integer, nullable=False),
+    Column("took", Float, nullable=True),  # seconds from start to end
+    Column("lead", Float, nullable=True),  # seconds: successes only
+    Column("waited", Float, nullable=False),  # seconds waiting for approvals
+    Column("restored_at", DateTime(timezone=True), nullable=True),  # failures: the next success
+    # Covering, so that each of the report's sums reads one index in its grouping's order:
+    # per project and environment, per day, per restore incident (the failures only).
+    Index(
+        "ix_deployment_facts_pair",
+        "project_id",
+        "environment_id",
+        "completed_at",
+        "success",
+        "failure",
+        "took",
+        "lead",
+        "waited",
+    ),
+    Index(
+        "ix_deployment_facts_day",
+        "day",
+        "completed_at",
+        "project_id",
+        "environment_id",
+        "success",
+        "failure",
+        "lead",
+    ),
+    Index(
+        "ix_deployment_facts_failures",
+        "project_id",
+        "environment_id",
+        "restored_at",
+        "completed_at",
+        sqlite_where=text("failure = 1"),
+        postgresql_where=text("failure = 1"),
+    ),
+)
+
+# Each approval wait of an ended deployment, once per team (NULL: no team), with what the
+# report's filters need.
+deployment_waits = Table(
+    "deployment_waits",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("deployment_id", Id, nullable=False),
+    Column("project_id", Id, nullable=False),
+    Column("environment_id", Id, nullable=False),
+    Column("completed_at", DateTime(timezone=True), nullable=False),
+    Column("team", String(200), nullable=True),
+    Column("seconds", Float, nullable=False),
+    Index("ix_deployment_waits_deployment_id", "deployment_id"),
+    Index("ix_deployment_waits_completed_at", "completed_at"),
 )

@@ -8,14 +8,15 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import DateTime, bindparam, insert, text
+from sqlalchemy import delete, insert, select, text
 
 from conveyor.domain import insights as ins
 from conveyor.domain.errors import NotFound, PermissionDenied, ValidationFailed
-from conveyor.services import insights, insights_sql
+from conveyor.services import insights
 from conveyor.services.config import load
 from conveyor.services.configfile import apply_text
 from conveyor.services.core import Caller, Services
+from conveyor.store import facts as stored
 from conveyor.store import tables as t
 from tests.conftest import caller_of
 from tests.unit.test_insights import HISTORY, RELEASES, SINCE, UNTIL, WEB_PROD_LEADS
@@ -59,8 +60,9 @@ def _stamp(moment: datetime | None, sqlite: bool) -> datetime | None:
     return moment.replace(tzinfo=None) if sqlite else moment
 
 
-async def put_history(services: Services, admin: Caller) -> None:
-    """HISTORY and RELEASES as rows (commit times written in two spellings of UTC)."""
+async def put_history(services: Services, admin: Caller, *, with_facts: bool = True) -> None:
+    """HISTORY and RELEASES as rows (commit times written in two spellings of UTC), and their
+    facts as the bulk rebuild computes them (what the server writes as each one ends)."""
     await apply_text(services, admin, CONFIG)
     loaded = await load(services)
     sqlite = services.is_sqlite
@@ -186,6 +188,9 @@ async def put_history(services: Services, admin: Caller) -> None:
                     environment_id=env["Prod"],
                 )
             )
+    if with_facts:
+        async with services.tx(admin) as tx:
+            await stored.rebuild(tx.session, sqlite=sqlite)
 
 
 def _seconds(seconds: float) -> Any:
@@ -261,21 +266,18 @@ async def test_the_numbers_of_the_constructed_history(services: Services, admin:
     assert len(csv_text.splitlines()) == 1 + 1 + 2 + 2 + 2
 
     if services.is_sqlite:
-        # PostgreSQL's way (window functions and joins) gives what SQLite's (probes) gives.
-        q = insights_sql.Dialect(sqlite=True)
-        probes = insights_sql.sums_sql(q, "")
-        sets = probes.replace(insights_sql._facts_by_probes(q), insights_sql._facts_by_sets(q))
+        # PostgreSQL's way (window functions and joins) gives the facts SQLite's (probes) gives.
+        q = stored.Dialect(sqlite=True)
+        probes = stored._facts_sql(q, "")
+        sets = probes.replace(stored._facts_by_probes(q), stored._facts_by_sets(q))
         assert sets != probes
-        params = {"since": SINCE, "until": UNTIL}
-        typed = [bindparam(n, type_=DateTime(timezone=True)) for n in params]
-        async with services.read() as session:
-            found = [
-                sorted(
-                    map(tuple, (await session.execute(text(sql).bindparams(*typed), params))),
-                    key=repr,
-                )
-                for sql in (probes, sets)
-            ]
+        found = []
+        for sql in (probes, sets):
+            async with services.tx(admin) as tx:
+                await tx.session.execute(delete(t.deployment_facts))
+                await tx.session.execute(text(sql))
+                rows = await tx.session.execute(select(t.deployment_facts))
+                found.append(sorted(map(tuple, rows), key=repr))
         assert found[0] == found[1] and found[0]
 
     # Only what the caller may see counts (one history for both checks: it is slow to build).

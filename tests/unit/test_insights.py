@@ -219,3 +219,15 @@ def test_what_a_release_keeps_of_its_commits_for_lead_times() -> None:
     assert ins.commit_columns({**build, "commit": None})["commit_at"] == T0 + 13 * H
     assert ins.commit_columns({}) == {"first_commit_at": None, "commit_at": None}
     assert ins.commit_columns(None) == {"first_commit_at": None, "commit_at": None}
+
+
+def test_which_facts_a_deployments_end_rewrites() -> None:
+    # The success before it (a rollback makes it a failure) and the failures since (restored).
+    assert ins.refreshed_span(9, True, 4, None) == (4, 9)
+    assert ins.refreshed_span(9, False, 4, None) == (4, 9)
+    # No success before: every earlier one of the pair may be a failure it restores.
+    assert ins.refreshed_span(9, True, None, None) == (0, 9)
+    # Ending after a later success: that one's lead time now starts from this one.
+    assert ins.refreshed_span(9, True, 4, 12) == (4, 12)
+    # A failure changes nothing after it.
+    assert ins.refreshed_span(9, False, 4, 12) == (4, 9)

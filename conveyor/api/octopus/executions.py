@@ -26,6 +26,8 @@ class CreateRelease(BaseModel):
     ProjectName: str = Field(min_length=1, max_length=200)
     ReleaseVersion: str | None = Field(default=None, max_length=100)
     ChannelName: str | None = Field(default=None, max_length=200)
+    # Not in CreateReleaseCommandV1: what a client that looked the channel up may send.
+    ChannelId: str | None = Field(default=None, max_length=300)
     PackageVersion: str | None = Field(default=None, max_length=100)
     Packages: list[str] = Field(default_factory=list, max_length=1000)
     GitResources: list[str] = Field(default_factory=list)
@@ -73,6 +75,7 @@ async def create_release(
             project=body.ProjectName,
             version=body.ReleaseVersion or None,
             channel=body.ChannelName or None,
+            channel_id=body.ChannelId or None,
             package_version=body.PackageVersion or None,
             packages=tuple(body.Packages),
             notes=body.ReleaseNotes or "",
@@ -117,6 +120,24 @@ async def project_releases(
         shapes.release(r) for r in found if not search or search.lower() in r.view.version.lower()
     ]
     path = f"{shapes.PREFIX}/projects/{project}/releases"
+    return octopus.collection("Release", items, skip, take, path)
+
+
+@router.get("/api/{space}/channels/{ref}/releases", summary="A channel's releases")
+async def channel_releases(
+    space: Space,
+    ref: str,
+    services: ServicesDep,
+    caller: OctopusCaller,
+    search: str | None = Query(default=None, alias="searchByVersion"),
+    skip: int = 0,
+    take: int | None = None,
+) -> dict[str, Any]:
+    found = await octopus_reads.channel_releases(services, caller, ref)
+    items = [
+        shapes.release(r) for r in found if not search or search.lower() in r.view.version.lower()
+    ]
+    path = f"{shapes.PREFIX}/channels/{ref}/releases"
     return octopus.collection("Release", items, skip, take, path)
 
 
@@ -203,6 +224,7 @@ async def deployments(
     ids: list[str] = Query(default=[]),
     projects: list[str] = Query(default=[]),
     environments: list[str] = Query(default=[]),
+    channels: list[str] = Query(default=[]),
     task_state: str | None = Query(default=None, alias="taskState"),
     skip: int = 0,
     take: int | None = None,
@@ -214,6 +236,7 @@ async def deployments(
         wanted,
         projects=octopus.split_ids(projects),
         environments=octopus.split_ids(environments),
+        channel_ids=octopus.split_ids(channels),
         states=octopus.state_filter(task_state) if task_state else (),
     )
     items = [shapes.deployment(d) for d in found]

@@ -1,6 +1,7 @@
 """Look-ups by name, as the clients make them: a list with ``partialName`` (a case-insensitive
-part of the name), then the exact name picked by the client. Projects, environments (v1 and
-v2), lifecycles, project groups and feeds (the built-in feed, the only one, first)."""
+part of the name), then the exact name picked by the client. Projects, their channels,
+environments (v1 and v2), lifecycles, project groups and feeds (the built-in feed, the only
+one, first)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,41 @@ async def projects(
 @router.get("/api/{space}/projects/{ref}", summary="One project")
 async def project(space: Space, ref: str, services: ServicesDep, caller: OctopusCaller) -> Any:
     return await _one(services, caller, "projects", shapes.project, ref, "project")
+
+
+@router.get("/api/{space}/projects/{ref}/channels", summary="A project's channels")
+async def project_channels(
+    space: Space, ref: str, services: ServicesDep, caller: OctopusCaller, q: LookupDep
+) -> dict[str, Any]:
+    number = await octopus_reads.visible_project(services, caller, ref)
+    found = await octopus_reads.channels(
+        services, caller, project_id=number, partial=q.partial, ids=octopus.split_ids(q.ids)
+    )
+    items = [shapes.channel(c) for c in found]
+    path = f"{shapes.PREFIX}/projects/{ref}/channels"
+    return octopus.collection("Channel", items, q.skip, q.take, path)
+
+
+@router.get("/api/{space}/channels", summary="Channels of the projects you may view")
+async def channels(
+    space: Space, services: ServicesDep, caller: OctopusCaller, q: LookupDep
+) -> dict[str, Any]:
+    found = await octopus_reads.channels(
+        services, caller, partial=q.partial, ids=octopus.split_ids(q.ids)
+    )
+    items = [shapes.channel(c) for c in found]
+    return octopus.collection("Channel", items, q.skip, q.take, f"{shapes.PREFIX}/channels")
+
+
+@router.get("/api/{space}/channels/{ref}", summary="One channel (Channels-3, Channels-3-hotfix)")
+async def channel(space: Space, ref: str, services: ServicesDep, caller: OctopusCaller) -> Any:
+    found = await octopus_reads.channels(services, caller, ids=[ref])
+    if not found:
+        raise NotFound(
+            f"channel {ref} does not exist, or you may not view it (channel ids look like "
+            "Channels-3 for a project's Default channel, Channels-3-hotfix for another)"
+        )
+    return shapes.channel(found[0])
 
 
 def _v1(found: octopus_reads.Found) -> dict[str, Any]:

@@ -5,12 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from conveyor.domain import channels as ch
 from conveyor.domain import octopus
 from conveyor.domain.documents import Environment, Lifecycle, Project, ProjectGroup, slugify
 from conveyor.services.access import UserRow
 from conveyor.services.core import iso
 from conveyor.services.octopus_builds import BuildInformation
-from conveyor.services.octopus_reads import DeploymentFacts, Found, ReleaseFacts, TaskFacts
+from conveyor.services.octopus_reads import (
+    ChannelFacts,
+    DeploymentFacts,
+    Found,
+    ReleaseFacts,
+    TaskFacts,
+)
 from conveyor.services.packages import PackageInfo
 
 SPACE = octopus.SPACE_ID
@@ -21,8 +28,46 @@ def _time(value: datetime | None) -> str | None:
     return iso(value)
 
 
-def channel_id(project_id: int | None) -> str | None:
-    return octopus.channel_id(project_id) if project_id else None
+def channel_id(project_id: int | None, channel: str) -> str | None:
+    return octopus.channel_id(project_id, channel) if project_id else None
+
+
+def channel(facts: ChannelFacts) -> dict[str, Any]:
+    """``ChannelResource``: a rule's ``ActionPackages`` are the steps it constrains."""
+    c, project = facts.channel, facts.project
+    ident = facts.id
+    rules = []
+    for i, rule in enumerate(c.rules):
+        steps = ch.rule_steps(project, rule)
+        rules.append(
+            {
+                "Id": f"{ident}-rule-{i + 1}",
+                "VersionRange": rule.range,
+                "Tag": rule.tag,
+                "ActionPackages": [
+                    {"DeploymentAction": step, "PackageReference": ""} for step in steps
+                ],
+                "Links": {},
+            }
+        )
+    project_path = f"{PREFIX}/projects/Projects-{facts.project_id}"
+    return {
+        "Id": ident,
+        "SpaceId": SPACE,
+        "ProjectId": f"Projects-{facts.project_id}",
+        "Name": c.name,
+        "Slug": slugify(c.name),
+        "Description": c.description,
+        "LifecycleId": facts.lifecycle_id,
+        "IsDefault": facts.default,
+        "Rules": rules,
+        "TenantTags": [],
+        "Links": {
+            "Self": f"{PREFIX}/channels/{ident}",
+            "Project": project_path,
+            "Releases": f"{PREFIX}/channels/{ident}/releases",
+        },
+    }
 
 
 def space() -> dict[str, Any]:
@@ -85,6 +130,10 @@ def project(found: Found) -> dict[str, Any]:
         "DiscreteChannelRelease": False,
         "PersistenceSettings": {"Type": "Database"},
         "IncludedLibraryVariableSetIds": [],
+        "Links": {
+            **_named(found, "projects")["Links"],
+            "Channels": f"{PREFIX}/projects/{found.id}/channels{{?skip,take,partialName}}",
+        },
     }
 
 
@@ -173,7 +222,7 @@ def release(facts: ReleaseFacts) -> dict[str, Any]:
         "Id": ident,
         "SpaceId": SPACE,
         "ProjectId": f"Projects-{r.project_id}",
-        "ChannelId": channel_id(r.project_id),
+        "ChannelId": channel_id(r.project_id, r.channel),
         "Version": r.version,
         "ReleaseNotes": r.notes,
         "Assembled": _time(r.created_at),
@@ -221,7 +270,7 @@ def deployment(facts: DeploymentFacts) -> dict[str, Any]:
         "ReleaseVersion": facts.release_version,
         "EnvironmentId": f"Environments-{names.environment_id}",
         "ProjectId": f"Projects-{names.project_id}",
-        "ChannelId": channel_id(names.project_id),
+        "ChannelId": channel_id(names.project_id, facts.channel),
         "TenantId": None,
         "TaskId": f"ServerTasks-{facts.task_id}" if facts.task_id else None,
         "Created": _time(facts.created_at),

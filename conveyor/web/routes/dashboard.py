@@ -46,8 +46,11 @@ async def board(services: Services, caller: Caller) -> dict[str, Any]:
     moves = await release_moves.for_board(services, caller, found)
     # Projects with several channels get a release line per channel under their row.
     by_project: dict[str, list[channels.ChannelLine]] = {}
-    for line in await channels.lines(services, found):
+    all_lines = await channels.lines(services, found)
+    for line in all_lines:
         by_project.setdefault(line.project, []).append(line)
+    # A channel line's moves follow that channel's lifecycle.
+    line_moves = await release_moves.for_lines(services, caller, all_lines) if all_lines else {}
     now = datetime.now(UTC)
     rows = []
     for group, names in found.groups.items():
@@ -68,7 +71,13 @@ async def board(services: Services, caller: Caller) -> dict[str, Any]:
                 {
                     "channel": line.channel,
                     "cells": "".join(
-                        _cell_html(slug, line.cells.get(env), now) for env in found.environments
+                        _cell_html(
+                            slug,
+                            line.cells.get(env),
+                            now,
+                            moves=line_moves.get((name, line.channel, env), ()),
+                        )
+                        for env in found.environments
                     ),
                 }
                 for line in by_project.get(name, [])

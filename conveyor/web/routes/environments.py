@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from conveyor.domain import channels as ch
 from conveyor.domain import permissions as perms
-from conveyor.domain.documents import Environment, EnvironmentChecks, Lifecycle, Phase
+from conveyor.domain.documents import Environment, EnvironmentChecks, Lifecycle, Phase, key
 from conveyor.domain.errors import PermissionDenied
 from conveyor.services import deployment_views
 from conveyor.services.config import load
@@ -145,8 +146,11 @@ async def lifecycles_page(request: Request, services: ServicesDep, caller: PageC
     visible = set(board.projects)
     rows = []
     for lifecycle in shown:
+        # A project uses it as its own lifecycle or as one of its channels'.
         projects = [
-            p.name for p in model.projects if p.lifecycle == lifecycle.name and p.name in visible
+            p.name
+            for p in model.projects
+            if p.name in visible and key(lifecycle.name) in {key(n) for n in ch.lifecycles_of(p)}
         ]
         phases = [
             PhaseRow(phase, [(env, _holds(board, env, projects)) for env in phase.environments])
