@@ -3,13 +3,15 @@
 ```yaml
 lifecycles:
   - name: Default
-    release_retention: {keep: 10, unit: items}   # the default of every phase
+    release_retention: {keep: 10, unit: items}   # phases with none (nor an earlier one's)
     task_log_retention: {keep: 30, unit: days}
     package_retention: {keep: 5, unit: items}    # lifecycle only: the feed has no phases
     phases:
       - name: Development
         environments: [Development]
         release_retention: {keep: 2}             # unit: items unless said
+      - name: Production                         # takes Development's: the last 2
+        environments: [Production]
 ```
 """
 

@@ -171,7 +171,8 @@ class Phase:
     optional: bool = False
     # 0 means every environment of the phase must be reached before promotion.
     minimum_environments: int = 0
-    # Retention in this phase (None: the lifecycle's; docs/retention.md).
+    # Retention in this phase (None: the nearest earlier phase's, else the lifecycle's;
+    # docs/retention.md).
     release_retention: RetentionPolicy | None = None
     task_log_retention: RetentionPolicy | None = None
 

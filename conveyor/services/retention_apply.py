@@ -4,7 +4,9 @@ The job holds the ``retention`` row of ``singleton_leases``: a node claims it wh
 (or its holder's lease ran out) and the last run is older than the interval, which bumps the
 row's epoch. Every batch checks, in its own transaction, that this node still holds the lease
 with that epoch (fencing: a node frozen past its lease and then continuing is refused) and that
-nothing it is about to delete became current, pinned or active since the plan was made. Each
+nothing it is about to delete became current, pinned or active since the plan was made, nor is
+a child release that a release staying chose (Deploy All; releases go newest first). The plan
+is made and applied a chunk of projects at a time (`conveyor.services.retention.plans`). Each
 batch records what it deleted as one ``RetentionApplied`` event; audit events are never
 deleted, so the hash chain still verifies. Package files go after their batch commits.
 """
@@ -19,7 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import String, cast, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -32,7 +34,7 @@ from conveyor.domain.versions import Version
 from conveyor.services.config import public_id
 from conveyor.services.core import Caller, Services, Tx, system_caller
 from conveyor.services.packages import feed_root, pins_of
-from conveyor.services.retention import FINISHED, LEASE, current_plan
+from conveyor.services.retention import FINISHED, LEASE, plans
 from conveyor.store import runs
 from conveyor.store import tables as t
 
@@ -154,8 +156,9 @@ async def _run(services: Services, caller: Caller, lease: Lease) -> Applied:
     applied = Applied()
     outcome: dict[str, Any] = {"node": lease.node}
     try:
-        plan = await current_plan(services)
-        await apply_plan(services, caller, lease, plan, applied)
+        # A chunk of projects at a time: each part is planned once the one before is applied.
+        async for plan in plans(services):
+            await apply_plan(services, caller, lease, plan, applied)
     except Exception as exc:
         outcome["error"] = str(exc) if isinstance(exc, Conflict) else type(exc).__name__
         raise
@@ -177,8 +180,13 @@ async def apply_plan(
     """Delete what ``plan`` lets go, ``retention_batch`` things per transaction."""
     size = services.settings.retention_batch
     gone_releases = {x.id for x in plan.releases}
-    for chunk in _chunks(plan.releases, size):
-        await _batch(services, caller, lease, applied, releases=chunk)
+    # The releases the plan lets go and no batch spared yet: a child release stays while a
+    # parent outside this set (kept, spared, or made since the plan) chose it. Newest first:
+    # a parent is newer than the releases it chose, so it is spared (or not) before them.
+    doomed = set(gone_releases)
+    newest_first = sorted(plan.releases, key=lambda x: x.id, reverse=True)
+    for chunk in _chunks(newest_first, size):
+        await _batch(services, caller, lease, applied, releases=chunk, doomed=doomed)
     alone = [x for x in plan.deployments if x.release not in gone_releases]
     for chunk in _chunks(alone, size):
         await _batch(services, caller, lease, applied, deployments=chunk)
@@ -198,6 +206,7 @@ async def _batch(
     deployments: Sequence[rules.Removal] = (),
     task_logs: Sequence[rules.Removal] = (),
     packages: Sequence[rules.Removal] = (),
+    doomed: set[int] | None = None,
 ) -> None:
     files: list[Path] = []
     async with services.tx(caller) as tx:
@@ -207,8 +216,10 @@ async def _batch(
         done: dict[str, list[int]] = {kind: [] for kind in KINDS}
         spared = 0
         if releases:
-            ids = await _releases_still_unused(tx, [x.id for x in releases])
+            ids = await _releases_still_unused(tx, [x.id for x in releases], doomed or set())
             spared += len(releases) - len(ids)
+            if doomed is not None:
+                doomed.difference_update(x.id for x in releases if x.id not in ids)
             deps = await _deployments_of(tx, ids)
             await _delete_deployments(tx, deps)
             await tx.session.execute(delete(t.releases).where(t.releases.c.id.in_(ids)))
@@ -282,9 +293,35 @@ async def _protected_releases(tx: Tx, ids: list[int]) -> set[int]:
     return {int(i) for i in out}
 
 
-async def _releases_still_unused(tx: Tx, ids: list[int]) -> list[int]:
+async def _releases_still_unused(tx: Tx, ids: list[int], doomed: set[int]) -> list[int]:
     protected = await _protected_releases(tx, ids)
+    protected |= await _chosen_by_staying(tx, set(ids) - protected, doomed - protected)
     return [i for i in ids if i not in protected]
+
+
+async def _chosen_by_staying(tx: Tx, ids: set[int], doomed: set[int]) -> set[int]:
+    """Of ``ids``: the child releases that a release staying chose (Deploy All), however deep;
+    a parent may have become pinned or current since the plan, or have been made since."""
+    r = t.releases.c
+    text = cast(r.children, String)
+    rows = await tx.session.execute(
+        select(r.id, r.children).where(text.not_in(["[]", "{}", "null"]), r.children.is_not(None))
+    )
+    chose: dict[int, set[int]] = {}
+    for row in rows:
+        for child in row.children if isinstance(row.children, list) else []:
+            if isinstance(child, dict) and child.get("release_id") is not None:
+                chose.setdefault(int(child["release_id"]), set()).add(int(row.id))
+    out: set[int] = set()
+    todo = [i for i in ids if chose.get(i, set()) - doomed]
+    while todo:
+        child = todo.pop()
+        if child in out:
+            continue
+        out.add(child)
+        # What this child chose stays too: its parent stays now.
+        todo.extend(i for i, parents in chose.items() if child in parents and i in ids)
+    return out
 
 
 async def _deployments_still_unused(tx: Tx, ids: list[int]) -> list[int]:

@@ -104,3 +104,36 @@ async def test_the_plan_for_administrators_and_auditors_and_applying_it_by_api_a
 
         assert 'href="/retention"' not in (await viewer.get("/")).text
         assert (await viewer.get("/retention")).status_code == 403
+
+
+INHERITED = """
+environments:
+  - name: Dev
+  - name: Prod
+lifecycles:
+  - name: Two
+    release_retention: {keep: 10}
+    task_log_retention: {keep: 5}
+    phases:
+      - name: Development
+        environments: [Dev]
+        release_retention: {keep: 2}
+      - name: Production
+        environments: [Prod]
+"""
+
+
+async def test_the_page_says_where_each_phases_policy_comes_from(
+    app: FastAPI, services: Services, admin: Caller, user_with: UserFactory
+) -> None:
+    await apply_text(services, admin, INHERITED)
+    await user_with("boss", [{"role": "System Administrator"}])
+    await set_password(services, system_caller(), "boss", PASSWORD)
+    async with browser(app) as boss:
+        assert (await sign_in(boss, "boss")).status_code == 303
+        page = await boss.get("/retention")
+        assert page.status_code == 200, page.text
+        rows = page.text.split("<td>Production</td>", 1)[1].split("</tr>", 1)[0]
+        # Production has no policy of its own: Development's releases, the lifecycle's logs.
+        assert 'the last 2 releases <span class="muted">(Development\'s)</span>' in rows, rows
+        assert 'the last 5 deployments <span class="muted">(the lifecycle\'s)</span>' in rows

@@ -245,3 +245,128 @@ def test_the_plan_is_for_administrators_and_those_who_read_everything() -> None:
         holding(perms.Grant("Dev", "V", reads, environments=frozenset({"Test"})))
     )
     assert not may_read_plan(holding(perms.Grant("Audit", "R", frozenset({P.ReleaseView}))))
+
+
+# ---------------------------------------------------------------- channels (issue 16, item 2)
+
+
+def channel_release(i: int, channel: str, days_ago: float = 0) -> ReleaseFact:
+    return ReleaseFact(i, "Web", f"{i}.0.0", NOW - timedelta(days=days_ago), channel=channel)
+
+
+def test_each_channel_keeps_its_own_last_n_releases() -> None:
+    # Main 1, 2, 4, 6 and Hotfix 3, 5 all reach Dev, interleaved; Dev keeps the last 2.
+    lines = {1: "Default", 2: "Default", 3: "Hotfix", 4: "Default", 5: "Hotfix", 6: "default"}
+    facts = Facts(
+        NOW,
+        {"Web": lifecycle()},
+        releases=[channel_release(i, ch) for i, ch in lines.items()],
+        deployments=deployed([1, 2, 3, 4, 5, 6]),
+    )
+    p = plan(facts)
+    # Counted together, 5 and 6 would push out the main line's 4 and the hotfixes' 3.
+    assert sorted(r.id for r in p.releases) == [1, 2]
+    assert p.releases[0].reason == "Development keeps the last 2 releases in channel Default"
+    # A new hotfix pushes out only the oldest hotfix.
+    more = Facts(
+        NOW,
+        facts.lifecycles,
+        releases=[*facts.releases, channel_release(7, "Hotfix")],
+        deployments=[*facts.deployments, *deployed([7], start=200)],
+    )
+    assert sorted(r.id for r in plan(more).releases) == [1, 2, 3]
+
+
+def test_a_channel_with_its_own_lifecycle_follows_that_lifecycle() -> None:
+    hotfix = Lifecycle(
+        "Hotfix",
+        (Phase("Development", ("Dev",)), Phase("Production", ("Prod",))),
+        release_retention=RetentionPolicy(1),
+    )
+    facts = Facts(
+        NOW,
+        {"Web": lifecycle(dev=RetentionPolicy(3))},
+        releases=[channel_release(i, "Hotfix" if i % 2 else "Default") for i in range(1, 9)],
+        deployments=deployed(list(range(1, 9))),
+        channel_lifecycles={("Web", "hotfix"): hotfix},
+    )
+    p = plan(facts)
+    # Hotfix 1, 3, 5, 7 keeps only 7, and 5 before it in Dev (its dashboard line's rollback);
+    # the main line 2, 4, 6, 8 keeps its last 3.
+    assert sorted(r.id for r in p.releases) == [1, 2, 3]
+    reason = next(r.reason for r in p.releases if r.id == 3)
+    assert reason == "Development keeps the last 1 releases in channel Hotfix"
+
+
+def test_what_each_channels_dashboard_line_shows_stays_under_a_days_policy() -> None:
+    days = RetentionPolicy(1, RetentionUnit.DAYS)
+    old = NOW - timedelta(days=10)
+    facts = Facts(
+        NOW,
+        {"Web": lifecycle(dev=days, prod=days)},
+        releases=[
+            channel_release(1, "Hotfix", 30),
+            channel_release(2, "Hotfix", 20),
+            channel_release(3, "Default", 12),
+            channel_release(4, "Default", 11),
+            channel_release(5, "Default", 10),
+        ],
+        deployments=[
+            DeploymentFact(10, 1, "Web", "Prod", old - timedelta(days=5), task=10),
+            DeploymentFact(11, 2, "Web", "Prod", old - timedelta(days=4), task=11),
+            DeploymentFact(12, 3, "Web", "Prod", old, task=12),
+            DeploymentFact(13, 4, "Web", "Prod", old, task=13),
+            DeploymentFact(14, 5, "Web", "Prod", old, task=14, succeeded=False),
+        ],
+        # The dashboard's one cell for Prod: 5 (failed) now, 4 before it.
+        current_deployments=frozenset({14, 13}),
+        current_releases=frozenset({5, 4}),
+    )
+    p = plan(facts)
+    # The Hotfix line shows 2 in Prod (1 before it); the main line's last success is 4. Only 3,
+    # neither current, previous nor last success anywhere, goes.
+    assert [r.id for r in p.releases] == [3]
+    assert (
+        p.releases[0].reason
+        == "Production keeps those deployed in the last 1 day in channel Default"
+    )
+
+
+# ---------------------------------------------------------------- inheritance (as Octopus)
+
+
+def test_a_phase_without_a_policy_takes_the_nearest_earlier_phases() -> None:
+    from conveyor.domain.retention import policy_source, release_policy, task_log_policy
+
+    lc = Lifecycle(
+        "Three",
+        (
+            Phase("Development", ("Dev",), release_retention=RetentionPolicy(1)),
+            Phase("Test", ("Test",), release_retention=RetentionPolicy(3)),
+            Phase("Production", ("Prod",), task_log_retention=RetentionPolicy(4)),
+            Phase("Archive", ("Archive",)),
+        ),
+        release_retention=RetentionPolicy(10),
+        task_log_retention=RetentionPolicy(20),
+    )
+    dev, test, prod, archive = lc.phases
+    assert release_policy(lc, prod) == RetentionPolicy(3)  # Test's, not the lifecycle's 10
+    assert release_policy(lc, archive) == RetentionPolicy(3)
+    assert release_policy(lc, dev) == RetentionPolicy(1)
+    assert task_log_policy(lc, dev) == RetentionPolicy(20)  # no earlier phase: the lifecycle's
+    assert task_log_policy(lc, archive) == RetentionPolicy(4)
+    assert release_policy(lc, None) == RetentionPolicy(10)
+    assert policy_source(lc, prod, "release_retention") == "Test"
+    assert policy_source(lc, test, "release_retention") == "own"
+    assert policy_source(lc, dev, "task_log_retention") == "lifecycle"
+
+    # Production, with no policy of its own, keeps Development's last 2 (not forever).
+    facts = Facts(
+        NOW,
+        {"Web": lifecycle(dev=RetentionPolicy(2), prod=None)},
+        releases=releases(5),
+        deployments=deployed([1, 2, 3, 4, 5]) + deployed([1, 2, 3, 4, 5], "Prod", start=200),
+    )
+    p = plan(facts)
+    assert sorted(r.id for r in p.releases) == [1, 2, 3]
+    assert "Production keeps the last 2 releases" in p.releases[0].reason
