@@ -17,6 +17,7 @@ import httpx
 
 from conveyor.domain import webhook_targets as targets
 from conveyor.domain.subscriptions import SIGNATURE_HEADER, sign
+from conveyor.services import tls
 from conveyor.settings import Settings
 
 SMTP_TIMEOUT = 30.0
@@ -130,7 +131,10 @@ async def post_webhook(
             sent.update(host_header)
         # No proxies from the environment: the connection goes to the address checked above.
         async with httpx.AsyncClient(
-            timeout=WEBHOOK_TIMEOUT, follow_redirects=False, trust_env=allow_private
+            verify=tls.client_context(),
+            timeout=WEBHOOK_TIMEOUT,
+            follow_redirects=False,
+            trust_env=allow_private,
         ) as client:
             request = client.build_request(
                 "POST", target, content=body, headers=sent, extensions=extensions

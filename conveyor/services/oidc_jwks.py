@@ -23,6 +23,7 @@ from joserfc.jwk import KeySet
 from joserfc.jws import extract_compact
 
 from conveyor.domain.oidc import issuer_url_problem
+from conveyor.services import tls
 from conveyor.services.core import Services
 
 # Asymmetric signatures only: never "none", never HMAC with a public key as the secret.
@@ -85,7 +86,9 @@ async def _get_json(url: str) -> Any:
     if problem:
         raise TokenRejected(f"refused URL {url!r}: {problem}", "the issuer's address is refused")
     try:
-        async with httpx.AsyncClient(timeout=FETCH_SECONDS, follow_redirects=False) as client:
+        async with httpx.AsyncClient(
+            verify=tls.client_context(), timeout=FETCH_SECONDS, follow_redirects=False
+        ) as client:
             response = await client.get(url, headers={"Accept": "application/json"})
     except httpx.HTTPError as exc:
         raise TokenRejected(

@@ -32,6 +32,7 @@ from conveyor.domain.audit import Category
 from conveyor.domain.documents import Team, User, key
 from conveyor.domain.errors import ValidationFailed
 from conveyor.domain.model import Model
+from conveyor.services import tls
 from conveyor.services.access import UserRow, caller_for_user
 from conveyor.services.auth import anonymous
 from conveyor.services.config import change_config, public_id
@@ -272,7 +273,9 @@ async def _fetch_tokens(
         body,
     )
     try:
-        async with httpx.AsyncClient(timeout=15.0, follow_redirects=False) as client:
+        async with httpx.AsyncClient(
+            verify=tls.client_context(), timeout=15.0, follow_redirects=False
+        ) as client:
             response = await client.post(token_endpoint, content=body, headers=headers)
         answer = response.json()
     except (httpx.HTTPError, ValueError) as exc:

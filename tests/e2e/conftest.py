@@ -36,6 +36,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from conveyor.store.db import sqlite_file
+from tests import loopback
 from tests.conftest import (
     NO_WAITING_FOR_THE_DISK,
     POSTGRES_URL,
@@ -135,7 +136,7 @@ def wait_for_api(
                 f"the server exited with {proc.returncode} before answering:\n{read_log(log)}"
             )
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/api/v1", timeout=2).status_code == 200:
+            if loopback.get(f"{url}/api/v1", timeout=2).status_code == 200:
                 return
         time.sleep(0.02)  # a start is waited for many times: each poll late is time lost
     pytest.fail(f"the server did not answer {url}/api/v1 within {timeout:.0f} s:\n{read_log(log)}")
@@ -215,7 +216,7 @@ class Server:
     def get(self, path: str, api_key: str | None = None) -> httpx.Response:
         """GET /api/v1{path} straight from the test: to look at the server's state."""
         headers = {"X-Api-Key": api_key or self.api_key}
-        response = httpx.get(f"{self.url}/api/v1{path}", headers=headers, timeout=30)
+        response = loopback.get(f"{self.url}/api/v1{path}", headers=headers, timeout=30)
         response.raise_for_status()
         return response
 

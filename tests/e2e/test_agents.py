@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests import loopback
 from tests.e2e.conftest import (
     CONVEYOR,
     clean_env,
@@ -253,7 +253,7 @@ def server(
         applied = running.cli_in_process("apply", "-f", str(tmp / "config.yaml"))
         assert applied.returncode == 0, describe(applied)
         for version in ("1.0.0", "1.1.0"):
-            response = httpx.post(
+            response = loopback.post(
                 f"{running.url}/api/v1/packages",
                 headers={"X-Api-Key": running.api_key},
                 files={"file": (f"Shop.{version}.zip", package_zip(version))},
@@ -484,7 +484,7 @@ def test_a_token_is_single_use_and_a_revoked_agent_is_refused_at_once(
         assert "revoked" in first.output()
         # Its credential opens nothing any more.
         credential = json.loads((tmp_path / "db-agent" / "agent.json").read_text())["credential"]
-        refused = httpx.post(
+        refused = loopback.post(
             f"{server.url}/api/v1/agent/poll",
             headers={"X-Agent-Credential": credential},
             json={"wait": 0},

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import loopback
 from tests.e2e.conftest import Server, describe
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +30,7 @@ def make_site(root: Path, text: str = "<h1>Pet shop</h1>") -> Path:
 def build_key(server: Server) -> str:
     """A service account holding the Build Server role: may push, may not replace."""
     server.ok("admin", "user", "add", "build", "--service-account")
-    response = httpx.post(
+    response = loopback.post(
         f"{server.url}/api/v1/teams",
         headers={"X-Api-Key": server.api_key},
         json={"name": "Build", "members": ["build"], "roles": [{"role": "Build Server"}]},

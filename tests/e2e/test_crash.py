@@ -10,9 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests import loopback
 from tests.e2e.conftest import (
     START_TIMEOUT,
     describe,
@@ -119,7 +119,7 @@ class Restartable:
         self.proc.wait(timeout=10)
 
     def api(self, method: str, path: str, **kw: Any) -> Any:
-        response = httpx.request(
+        response = loopback.request(
             method,
             f"{self.url}/api/v1{path}",
             headers={"X-Api-Key": self.api_key},

@@ -7,9 +7,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests import loopback
 from tests.e2e.conftest import (
     CONVEYOR,
     clean_env,
@@ -64,11 +64,11 @@ def test_demo_prints_users_and_serves(tmp_path: Path) -> None:
         passwords = printed_passwords(log)
         assert set(passwords) == set(DEMO_USERS), read_log(log)
         assert url in read_log(log)
-        assert httpx.get(f"{url}/api/v1", timeout=5).json()["application"] == "Conveyor"
+        assert loopback.get(f"{url}/api/v1", timeout=5).json()["application"] == "Conveyor"
         # The admin's key for the command line is printed too, and the example is there.
         match = re.search(rf"CONVEYOR_SERVER={url} CONVEYOR_API_KEY=(\S+)", read_log(log))
         assert match, read_log(log)
-        exported = httpx.get(f"{url}/api/v1/config/export", headers={"X-Api-Key": match[1]})
+        exported = loopback.get(f"{url}/api/v1/config/export", headers={"X-Api-Key": match[1]})
         assert exported.status_code == 200, exported.text
         assert "Deploy All" in exported.text and "QA approval" in exported.text
         for user in DEMO_USERS:

@@ -11,12 +11,12 @@ import json
 import re
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from conveyor.services.access import caller_for_user, get_user
 from conveyor.services.core import bootstrap
 from conveyor.settings import Settings
+from tests import loopback
 from tests.e2e.conftest import Server, describe
 from tests.integration.test_insights_sql import put_history
 
@@ -89,7 +89,7 @@ def test_errors_have_their_exit_codes(history: Server) -> None:
 
 
 def test_the_page_draws_charts_with_their_numbers(history: Server) -> None:
-    with httpx.Client(base_url=history.url, timeout=30) as browser:
+    with loopback.client(base_url=history.url, timeout=30) as browser:
         page = browser.get("/sign-in")
         found = re.search(r'name="csrf" value="([^"]+)"', page.text)
         assert found, page.text

@@ -9,10 +9,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests import loopback
 from tests.e2e.conftest import (
     START_TIMEOUT,
     Server,
@@ -112,7 +112,7 @@ def _check_json_log(log: Path, secrets: dict[str, str]) -> None:
 def scrape(server: Server, token: str | None = TOKEN) -> dict[str, float]:
     """Every sample as ``name{label="v",…}`` -> value (labels sorted)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    response = httpx.get(f"{server.url}/metrics", headers=headers, timeout=10)
+    response = loopback.get(f"{server.url}/metrics", headers=headers, timeout=10)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     out: dict[str, float] = {}
@@ -128,7 +128,7 @@ def total(samples: dict[str, float], prefix: str) -> float:
 
 
 def test_a_deployment_moves_the_metrics(server: Server) -> None:
-    api = httpx.Client(
+    api = loopback.client(
         base_url=f"{server.url}/api/v1", headers={"X-Api-Key": server.api_key}, timeout=30
     )
     applied = api.post("/config/apply", json={"text": CONFIG})
@@ -171,17 +171,17 @@ def test_a_deployment_moves_the_metrics(server: Server) -> None:
 
 
 def test_metrics_need_the_token_when_not_on_a_listed_network(server: Server) -> None:
-    anonymous = httpx.get(f"{server.url}/metrics", timeout=10)
+    anonymous = loopback.get(f"{server.url}/metrics", timeout=10)
     assert anonymous.status_code == 403
     assert "CONVEYOR_METRICS_NETWORKS" in anonymous.json()["message"]
-    wrong = httpx.get(f"{server.url}/metrics", headers={"Authorization": "Bearer nope"})
+    wrong = loopback.get(f"{server.url}/metrics", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
 
 
 def test_health_and_readiness(server: Server) -> None:
-    health = httpx.get(f"{server.url}/healthz", timeout=10)
+    health = loopback.get(f"{server.url}/healthz", timeout=10)
     assert health.status_code == 200 and health.json()["status"] == "ok"
-    ready = httpx.get(f"{server.url}/readyz", timeout=10)
+    ready = loopback.get(f"{server.url}/readyz", timeout=10)
     assert ready.status_code == 200, ready.text
     assert ready.json()["status"] == "ready"
     assert ready.json()["schema"] == ready.json()["expected_schema"]

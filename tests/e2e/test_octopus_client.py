@@ -20,9 +20,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests import loopback
 from tests.e2e.axe import INSTALL, MANIFEST, NPM_DIR
 from tests.e2e.conftest import Server, describe
 
@@ -214,5 +214,5 @@ def test_cancel_on_timeout(flow: dict[str, Any], server: Server) -> None:
     )
     assert ok(flow, "after_cancel") == [{"state": "Canceled", "completed": True}]
     # The unauthenticated client gets the Octopus error shape too.
-    anonymous = httpx.get(f"{server.url}/api/Spaces-1/projects", timeout=10)
+    anonymous = loopback.get(f"{server.url}/api/Spaces-1/projects", timeout=10)
     assert anonymous.status_code == 401 and "ErrorMessage" in anonymous.json()

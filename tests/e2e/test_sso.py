@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import loopback
 from tests.e2e.axe import NPM_DIR
 from tests.e2e.conftest import (
     START_TIMEOUT,
@@ -110,7 +111,9 @@ def setup(e2e_database: str | None, tmp_path_factory: pytest.TempPathFactory) ->
 
 def api(setup: Setup, method: str, path: str, **kwargs: Any) -> httpx.Response:
     headers = {"X-Api-Key": setup.api_key}
-    return httpx.request(method, f"{setup.url}/api/v1{path}", headers=headers, timeout=30, **kwargs)
+    return loopback.request(
+        method, f"{setup.url}/api/v1{path}", headers=headers, timeout=30, **kwargs
+    )
 
 
 def events(setup: Setup, category: str) -> list[dict[str, Any]]:
@@ -136,7 +139,7 @@ def sign_in(browser: httpx.Client, setup: Setup, login: str) -> httpx.Response:
 
 
 def tamper(setup: Setup, claim: str) -> None:
-    answer = httpx.post(f"{setup.provider}/__test/tamper", params={"claim": claim}, timeout=10)
+    answer = loopback.post(f"{setup.provider}/__test/tamper", params={"claim": claim}, timeout=10)
     assert answer.status_code == 200
 
 
@@ -153,7 +156,7 @@ def test_single_sign_on_with_a_real_provider(setup: Setup) -> None:
     )
     assert made.status_code == 201, made.text
 
-    with httpx.Client(follow_redirects=True, timeout=30) as browser:
+    with loopback.client(follow_redirects=True, timeout=30) as browser:
         # Password sign-in is off: the page offers the provider only.
         page = browser.get(f"{setup.url}/sign-in")
         assert "Sign in with Test IdP" in page.text
@@ -183,7 +186,7 @@ def test_single_sign_on_with_a_real_provider(setup: Setup) -> None:
     try:
         for claim, words in refusals.items():
             tamper(setup, claim)
-            with httpx.Client(follow_redirects=True, timeout=30) as browser:
+            with loopback.client(follow_redirects=True, timeout=30) as browser:
                 refused = sign_in(browser, setup, "alice")
             assert refused.status_code == 401, (claim, refused.text)
             assert words in refused.text, claim
@@ -195,7 +198,7 @@ def test_single_sign_on_with_a_real_provider(setup: Setup) -> None:
         assert any(words in r for r in reasons), (words, reasons)
 
     # Password sign-in is refused (and audited); API keys keep working.
-    with httpx.Client(timeout=30) as browser:
+    with loopback.client(timeout=30) as browser:
         browser.get(f"{setup.url}/sign-in")
         form = {"username": "admin", "password": setup.admin_password}
         form["csrf"] = browser.cookies["conveyor_form"]
@@ -236,7 +239,7 @@ def test_conveyor_login_exchanges_a_ci_token(setup: Setup) -> None:
     assert good.returncode == 0, describe(good)
     answer = json.loads(good.stdout)
     assert set(answer) == {"token", "expires"}
-    me = httpx.get(f"{setup.url}/api/v1/me", headers={"X-Api-Key": answer["token"]}, timeout=30)
+    me = loopback.get(f"{setup.url}/api/v1/me", headers={"X-Api-Key": answer["token"]}, timeout=30)
     assert me.json()["username"] == "github-deploy"
 
     # Text output is the key alone, for CONVEYOR_API_KEY=$(conveyor login …); the token may come

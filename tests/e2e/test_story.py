@@ -25,6 +25,7 @@ import httpx
 import pytest
 import yaml
 
+from tests import loopback
 from tests.e2e.conftest import EXAMPLE, Server, describe
 
 pytestmark = pytest.mark.e2e
@@ -75,7 +76,7 @@ class Story:
     # ------------------------------------------------------------ waiting (test plumbing)
 
     def api(self, user: str) -> httpx.Client:
-        return httpx.Client(
+        return loopback.client(
             base_url=f"{self.server.url}/api/v1",
             headers={"X-Api-Key": self.keys[user]},
             timeout=30,

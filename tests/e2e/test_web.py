@@ -28,6 +28,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
+from tests import loopback
 from tests.e2e.conftest import EXAMPLE, Server, describe
 
 pytestmark = pytest.mark.e2e
@@ -125,7 +126,7 @@ def release_components(server: Server, build_key: str, out: Path) -> None:
         ok("release", "create", "--project", project, "--version", "1.0.0")
     admin = {"X-Api-Key": server.api_key}
     for row in server.get("/deployments?environment=Development").json():
-        waited = httpx.get(
+        waited = loopback.get(
             f"{server.url}/api/v1/tasks/{row['task']}/wait",
             params={"timeout": 60},
             headers=admin,

@@ -28,6 +28,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
 
+from tests import loopback
 from tests.e2e.axe import Violation, add_axe, violations
 from tests.e2e.conftest import Server, describe
 from tests.e2e.test_web import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, password
@@ -185,7 +186,7 @@ def prepare(server: Server) -> tuple[str, str, dict[str, dict[str, str]]]:
                 timeout=30,
             )
             assert response.status_code == 204, response.text
-        with httpx.Client(base_url=server.url, timeout=30) as client:
+        with loopback.client(base_url=server.url, timeout=30) as client:
             form = client.get("/sign-in")
             token = re.search(r'name="csrf" value="([^"]+)"', form.text)
             assert token, form.text
@@ -348,7 +349,7 @@ def test_qa_takes_and_proceeds_an_approval_with_the_keyboard_alone(site: Site) -
     site.shot(page, "keyboard-proceed-focused")
     page.keyboard.press("Space")
     expect(page.get_by_role("button", name="Proceed")).to_have_count(0)
-    waited = httpx.get(
+    waited = loopback.get(
         f"{site.server.url}/api/v1{site.waiting}/wait",
         params={"timeout": 60},
         headers={"X-Api-Key": site.server.api_key},

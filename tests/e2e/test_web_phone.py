@@ -13,10 +13,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from tests import loopback
 from tests.e2e.conftest import (
     START_TIMEOUT,
     free_port,
@@ -90,7 +90,7 @@ def wait_for_components(url: str, api_key: str) -> None:
     headers = {"X-Api-Key": api_key}
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        rows = httpx.get(f"{url}/api/v1/deployments", headers=headers, timeout=10).json()
+        rows = loopback.get(f"{url}/api/v1/deployments", headers=headers, timeout=10).json()
         if len(rows) >= 4 and all(r["state"] in ("success", "failed") for r in rows):
             return
         time.sleep(0.3)

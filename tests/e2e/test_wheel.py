@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import loopback
 from tests.e2e.conftest import REPO, clean_env, free_port, read_log, stop
 
 pytestmark = pytest.mark.e2e
@@ -212,7 +213,7 @@ def wait_for_demo(url: str, proc: subprocess.Popen[bytes], log: Path) -> str:
         if proc.poll() is not None:
             pytest.fail(f"the demo exited with {proc.returncode}:\n{read_log(log)}")
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/api/v1", timeout=2).status_code == 200:
+            if loopback.get(f"{url}/api/v1", timeout=2).status_code == 200:
                 key = re.search(r"CONVEYOR_API_KEY=(\S+)", read_log(log))
                 assert key, read_log(log)
                 return key[1]
@@ -226,7 +227,7 @@ def wait_for_first_deployments(
     """The demo deploys the four components to Development as it starts: until they ended."""
     deadline = time.monotonic() + DEMO_TIMEOUT
     while time.monotonic() < deadline:
-        rows = httpx.get(f"{url}/api/v1/deployments", headers={"X-Api-Key": key}, timeout=10)
+        rows = loopback.get(f"{url}/api/v1/deployments", headers={"X-Api-Key": key}, timeout=10)
         done = [r for r in rows.json() if r["state"] not in ("queued", "executing")]
         if len(done) >= len(COMPONENTS):
             return

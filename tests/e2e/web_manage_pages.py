@@ -18,9 +18,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import httpx
 from playwright.sync_api import expect
 
+from tests import loopback
 from tests.api.test_packages_api import zip_bytes
 from tests.e2e.conftest import Server, describe
 from tests.e2e.web_site import Site
@@ -34,7 +34,7 @@ def deployments(server: Server) -> None:
     admin = {"X-Api-Key": server.api_key}
 
     def push(version: str) -> None:
-        pushed = httpx.post(
+        pushed = loopback.post(
             f"{server.url}/api/v1/packages",
             files={"file": (f"Shop.Web.{version}.zip", PACKAGE, "application/zip")},
             headers=admin,
@@ -51,7 +51,7 @@ def deployments(server: Server) -> None:
         row = next(
             r for r in server.get("/deployments?environment=Test").json() if r["project"] == project
         )
-        waited = httpx.get(
+        waited = loopback.get(
             f"{server.url}/api/v1/tasks/{row['task']}/wait",
             params={"timeout": 60},
             headers=admin,

@@ -13,10 +13,10 @@ browser on both databases.
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests import loopback
 from tests.e2e.web_site import Site, sign_in
 
 OTHERS = ("dev", "qa", "ops", "auditor")
@@ -73,7 +73,7 @@ def test_admin_adds_a_service_account_whose_key_is_shown_once_and_works(site: Si
     site.shot(page, "service-account-added")
     page.reload()
     expect(page.locator("code.secret")).to_have_count(0)
-    me = httpx.get(f"{site.server.url}/api/v1/me", headers={"X-Api-Key": api_key}, timeout=30)
+    me = loopback.get(f"{site.server.url}/api/v1/me", headers={"X-Api-Key": api_key}, timeout=30)
     assert me.status_code == 200 and me.json()["username"] == "robot", me.text
 
 
@@ -96,7 +96,7 @@ def test_admin_resets_a_password_then_deactivates_and_reactivates(site: Site) ->
     page.get_by_role("button", name="Deactivate erin").click()
     expect(page.get_by_text("Inactive: refused everything")).to_be_visible()
     site.shot(page, "deactivated")
-    with httpx.Client(base_url=site.server.url, timeout=30) as client:
+    with loopback.client(base_url=site.server.url, timeout=30) as client:
         form = client.get("/sign-in")
         token = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
         refused = client.post(

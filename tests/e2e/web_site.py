@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import httpx
 from playwright.sync_api import APIResponse, Browser, BrowserContext, Page, sync_playwright
 
+from tests import loopback
 from tests.e2e.conftest import Server, describe
 from tests.e2e.test_web import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, password
 
@@ -72,7 +73,7 @@ def set_passwords(server: Server, users: tuple[str, ...]) -> None:
 
 def sign_in(server: Server, user: str, secret: str | None = None) -> dict[str, str]:
     """The sign-in form posted as a browser would; the session's cookies."""
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with loopback.client(base_url=server.url, timeout=30) as client:
         form = client.get("/sign-in")
         token = TOKEN.search(form.text)
         assert token, form.text

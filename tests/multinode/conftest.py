@@ -22,9 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests import loopback
 from tests.conftest import _fresh_pg_database, drop_pg_database_soon
 from tests.e2e.conftest import describe, install, read_log, run_conveyor, stop
 from tests.e2e.test_crash import Restartable
@@ -137,7 +137,7 @@ class Cluster:
         """Audit events of these categories, oldest first (the streamed JSON Lines export)."""
         query = "&".join(f"category={c}" for c in categories)
         node = self.any
-        response = httpx.get(
+        response = loopback.get(
             f"{node.url}/api/v1/events/export?format=jsonl&{query}",
             headers={"X-Api-Key": node.api_key},
             timeout=60,

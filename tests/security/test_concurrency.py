@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import loopback
 from tests.e2e import conftest as e2e
 from tests.e2e.conftest import Server
 
@@ -85,7 +86,7 @@ def events(server: Server, category: str, document: str) -> list[dict[str, Any]]
 
 
 def api(server: Server, method: str, path: str, **kw: Any) -> Any:
-    response = httpx.request(
+    response = loopback.request(
         method,
         f"{server.url}/api/v1{path}",
         headers={"X-Api-Key": server.api_key},

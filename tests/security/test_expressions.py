@@ -18,6 +18,7 @@ import pytest
 
 from conveyor.domain.expressions import MAX_INT_BITS, ExpressionLimit
 from conveyor.domain.variables import substitute
+from tests import loopback
 from tests.e2e import conftest as e2e
 from tests.e2e.conftest import Server
 from tests.security.latency import attack_for, probing
@@ -160,7 +161,7 @@ projects:
 
 
 def _api(server: Server) -> httpx.Client:
-    return httpx.Client(
+    return loopback.client(
         base_url=f"{server.url}/api/v1", headers={"X-Api-Key": server.api_key}, timeout=120
     )
 

@@ -21,6 +21,7 @@ import pytest
 
 from conveyor.domain.ids import MAX_ROW_ID, parse_public_id
 from conveyor.web.pages import SECURITY_HEADERS
+from tests import loopback
 from tests.e2e import conftest as e2e
 from tests.e2e.conftest import Server, free_port, run_conveyor
 
@@ -53,7 +54,7 @@ projects:
 
 def call(server: Server, method: str, path: str, **kw: Any) -> httpx.Response:
     headers = {"X-Api-Key": server.api_key, **kw.pop("headers", {})}
-    return httpx.request(method, f"{server.url}/api/v1{path}", headers=headers, timeout=60, **kw)
+    return loopback.request(method, f"{server.url}/api/v1{path}", headers=headers, timeout=60, **kw)
 
 
 def refused(response: httpx.Response, status: int, *words: str) -> dict[str, Any]:
@@ -273,7 +274,7 @@ def test_text_that_only_looks_like_a_nul_is_accepted(
 
 def test_a_nul_in_a_form_is_refused(server: Server) -> None:
     # Before: the sign-in's failure counter stored "user:ad\0min": 500 on PostgreSQL.
-    with httpx.Client(base_url=server.url, timeout=60) as browser:
+    with loopback.client(base_url=server.url, timeout=60) as browser:
         page = browser.get("/sign-in")
         found = re.search(r'name="csrf" value="([^"]+)"', page.text)
         assert found, page.text
@@ -289,12 +290,12 @@ def test_every_api_and_error_response_carries_the_security_headers(
     server: Server, waiting: dict[str, str]
 ) -> None:
     responses = {
-        "api root": httpx.get(f"{server.url}/api/v1/", timeout=30),
+        "api root": loopback.get(f"{server.url}/api/v1/", timeout=30),
         "json": call(server, "GET", "/dashboard"),
         "problem 404": call(server, "GET", "/tasks/ServerTasks-0"),
         "unknown route 404": call(server, "GET", "/no/such/route"),
         "405": call(server, "DELETE", "/dashboard"),
-        "401": httpx.get(f"{server.url}/api/v1/dashboard", timeout=30),
+        "401": loopback.get(f"{server.url}/api/v1/dashboard", timeout=30),
         "422": call(server, "POST", "/deployments", json={}),
         "400": call(server, "GET", "/events?user=%00"),
         "413": call(
@@ -304,7 +305,7 @@ def test_every_api_and_error_response_carries_the_security_headers(
             content=b"{" + b" " * (5 * 1024 * 1024) + b"}",
             headers={"content-type": "application/json"},
         ),
-        "page": httpx.get(f"{server.url}/sign-in", timeout=30),
+        "page": loopback.get(f"{server.url}/sign-in", timeout=30),
     }
     assert responses["413"].status_code in (413, 422), responses["413"].text
     for what, response in responses.items():

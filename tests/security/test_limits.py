@@ -24,6 +24,7 @@ import pytest
 
 from conveyor.domain.errors import ValidationFailed
 from conveyor.services.archives import ArchiveLimits, extract, inspect_archive
+from tests import loopback
 from tests.e2e import conftest as e2e
 from tests.e2e.conftest import EXAMPLE, Server
 from tests.security.latency import attack_for, probing
@@ -40,7 +41,7 @@ DEFAULT_REQUEST_LIMIT = 4 * MB
 
 @pytest.fixture(scope="module")
 def api(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(
+    with loopback.client(
         base_url=f"{server.url}/api/v1", headers={"X-Api-Key": server.api_key}, timeout=120
     ) as client:
         yield client
@@ -156,7 +157,7 @@ def test_the_auditors_large_dry_run_does_not_stop_the_server(
     text = _big_config(int(1.9 * MB))
     with probing(server.url) as probe:
         started = time.perf_counter()
-        answer = httpx.post(
+        answer = loopback.post(
             f"{server.url}/api/v1/config/apply",
             json={"text": text, "dry_run": True},
             headers={"X-Api-Key": auditor},
@@ -255,17 +256,19 @@ def test_a_multipart_form_without_a_boundary_is_a_400(server: Server, api: httpx
     headers = {"Content-Type": "multipart/form-data"}
     body = _problem(api.post("/packages", content=b"abc", headers=headers), 400)
     assert "boundary" in body["message"]
-    page = httpx.post(f"{server.url}/sign-in", content=b"abc", headers=headers)
+    page = loopback.post(f"{server.url}/sign-in", content=b"abc", headers=headers)
     assert page.status_code == 400, page.text[-500:]
     assert "boundary" in page.text
 
 
 def test_a_form_field_over_1_mb_is_refused_not_a_500(server: Server) -> None:
     fields = {"csrf": "x", "username": "a" * (MB + 10), "password": "p"}
-    urlencoded = httpx.post(f"{server.url}/sign-in", data=fields)
+    urlencoded = loopback.post(f"{server.url}/sign-in", data=fields)
     assert urlencoded.status_code == 400, urlencoded.text[-500:]
     assert "exceeded maximum size of 1024KB" in urlencoded.text
-    multipart = httpx.post(f"{server.url}/sign-in", files={k: (None, v) for k, v in fields.items()})
+    multipart = loopback.post(
+        f"{server.url}/sign-in", files={k: (None, v) for k, v in fields.items()}
+    )
     assert multipart.status_code == 400, multipart.text[-500:]
 
 

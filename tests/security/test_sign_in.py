@@ -22,6 +22,7 @@ from conveyor.domain.forwarding import client_address, trusted_networks
 from conveyor.services import sessions
 from conveyor.services.core import Services, system_caller
 from conveyor.services.users import add_user
+from tests import loopback
 from tests.conftest import _fresh_pg_database, drop_pg_database_soon
 from tests.e2e import conftest as e2e
 from tests.e2e.conftest import (
@@ -101,7 +102,7 @@ def proxied(
 
 def add_person(server: Server, username: str, password: str = PASSWORD) -> None:
     headers = {"X-Api-Key": server.api_key}
-    made = httpx.post(
+    made = loopback.post(
         f"{server.url}/api/v1/users", json={"username": username}, headers=headers, timeout=30
     )
     assert made.status_code == 201, made.text
@@ -123,7 +124,7 @@ def form_token(page: httpx.Response) -> str:
 
 def sign_in_form(server: Server) -> tuple[str, str]:
     """The sign-in page's form token and the cookie it belongs to."""
-    page = httpx.get(f"{server.url}/sign-in", timeout=30)
+    page = loopback.get(f"{server.url}/sign-in", timeout=30)
     return form_token(page), page.cookies["conveyor_form"]
 
 
@@ -155,7 +156,7 @@ def codes(responses: list[httpx.Response]) -> Counter[int]:
 
 
 def login_failures(server: Server, username: str) -> Counter[str]:
-    page = httpx.get(
+    page = loopback.get(
         f"{server.url}/api/v1/events?category=LoginFailed&limit=500",
         headers={"X-Api-Key": server.api_key},
         timeout=30,
@@ -166,7 +167,7 @@ def login_failures(server: Server, username: str) -> Counter[str]:
 
 
 def signed_in_client(server: Server, username: str, password: str = PASSWORD) -> httpx.Client:
-    client = httpx.Client(base_url=server.url, timeout=30)
+    client = loopback.client(base_url=server.url, timeout=30)
     token = form_token(client.get("/sign-in"))
     done = client.post("/sign-in", data={"csrf": token, "username": username, "password": password})
     assert done.status_code == 303, done.text
@@ -282,12 +283,12 @@ def put_password(server: Server, username: str, api_key: str, **body: Any) -> ht
 
 
 def password_events(server: Server, username: str) -> list[dict[str, Any]]:
-    user = httpx.get(
+    user = loopback.get(
         f"{server.url}/api/v1/users/{username}",
         headers={"X-Api-Key": server.api_key},
         timeout=30,
     ).json()["id"]
-    found: list[dict[str, Any]] = httpx.get(
+    found: list[dict[str, Any]] = loopback.get(
         f"{server.url}/api/v1/events?category=PasswordChanged&document={user}",
         headers={"X-Api-Key": server.api_key},
         timeout=30,

@@ -29,6 +29,7 @@ from conveyor.domain import webhook_targets as targets
 from conveyor.engine.senders import SendRefused, post_webhook
 from conveyor.services.core import bootstrap
 from conveyor.settings import Settings
+from tests import loopback
 from tests.e2e.conftest import (  # noqa: F401  (fixtures)
     CONVEYOR,
     Server,
@@ -120,7 +121,7 @@ def api(
     to: Server, method: str, path: str, api_key: str | None = None, **kwargs: Any
 ) -> httpx.Response:
     headers = {"X-Api-Key": api_key or to.api_key}
-    return httpx.request(method, f"{to.url}/api/v1{path}", headers=headers, timeout=30, **kwargs)
+    return loopback.request(method, f"{to.url}/api/v1{path}", headers=headers, timeout=30, **kwargs)
 
 
 @pytest.fixture(scope="module")
