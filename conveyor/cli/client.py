@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -41,6 +42,14 @@ def server_url(given: str | None) -> str:
     return base.removesuffix(API_PATH).rstrip("/")
 
 
+def _tls_for(server: str) -> ssl.SSLContext | bool:
+    """A plain-HTTP server needs no CA bundle: loading it is 20 ms of every command's start.
+    Such a client gets a context that trusts no certificate, so any TLS it meets fails shut."""
+    if server.startswith("https://"):
+        return True
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 class Client:
     def __init__(self, server: str | None, api_key: str | None, timeout: float = 60.0) -> None:
         self.server = server_url(server)
@@ -48,7 +57,12 @@ class Client:
         headers = {"User-Agent": "conveyor-cli"}
         if self.api_key:
             headers["X-Api-Key"] = self.api_key
-        self.http = httpx.Client(base_url=self.server + API_PATH, headers=headers, timeout=timeout)
+        self.http = httpx.Client(
+            base_url=self.server + API_PATH,
+            headers=headers,
+            timeout=timeout,
+            verify=_tls_for(self.server),
+        )
 
     def __enter__(self) -> Client:
         return self

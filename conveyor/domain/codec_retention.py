@@ -54,9 +54,11 @@ def encode_policy(policy: RetentionPolicy | None) -> dict[str, Any] | None:
 
 
 def describe(policy: RetentionPolicy | None, noun: str = "items") -> str:
-    """``"the last 2 releases"``, ``"30 days"``, ``"forever"``."""
+    """``"the last 2 releases"``, ``"the last release"``, ``"30 days"``, ``"forever"``."""
     if policy is None:
         return "forever"
     if policy.unit == RetentionUnit.DAYS:
         return f"{policy.keep} day{'s' if policy.keep != 1 else ''}"
+    if policy.keep == 1:
+        return f"the last {noun.removesuffix('s')}"
     return f"the last {policy.keep} {noun}"

@@ -295,7 +295,7 @@ def test_a_channel_with_its_own_lifecycle_follows_that_lifecycle() -> None:
     # the main line 2, 4, 6, 8 keeps its last 3.
     assert sorted(r.id for r in p.releases) == [1, 2, 3]
     reason = next(r.reason for r in p.releases if r.id == 3)
-    assert reason == "Development keeps the last 1 releases in channel Hotfix"
+    assert reason == "Development keeps the last release in channel Hotfix"
 
 
 def test_what_each_channels_dashboard_line_shows_stays_under_a_days_policy() -> None:
