@@ -77,6 +77,9 @@ def violations(page: Page, name: str) -> list[Violation]:
     """Every serious or critical violation axe finds in the page as it is now. The script is
     evaluated through the DevTools protocol, which the page's Content-Security-Policy (no inline
     script) does not apply to, so the page is checked with its real headers."""
+    # Its stylesheet applied: the text a test waited for is in the DOM before the CSS is, and
+    # axe measures what is laid out (touch targets, contrast). Seen under load after a redirect.
+    page.wait_for_load_state("load")
     if not page.evaluate("() => typeof window.axe === 'object'"):
         page.evaluate(axe_source())
     found: list[dict[str, Any]] = page.evaluate(
