@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import StrEnum
 from typing import Any, NoReturn
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 from conveyor.domain import errors
 
@@ -29,9 +30,40 @@ EXIT_CODES: dict[str, int] = {
 }
 
 
-class _Out(Console):
+# To a pipe or a file (no terminal, no COLUMNS), a table row is one line however long, as ps
+# and kubectl print: a row found with grep is whole, and no cell wraps mid-word at 80 columns.
+PIPE_WIDTH = 4096
+
+
+def _columns_given() -> bool:
+    """COLUMNS as Rich reads it: a number, or not given."""
+    return os.environ.get("COLUMNS", "").isdigit()
+
+
+class _Console(Console):
+    """A console that reads its width (COLUMNS, the terminal's) when it prints, not when this
+    module is imported: a process forked after the import (tests/e2e/preloaded.py) has its
+    own environment and streams."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._width = None
+
+
+class _Out(_Console):
     """Standard output. A table that must not be cut (``remote.CopyableTable``, wider than the
     terminal when its ids need it) is printed whole, not cropped at the terminal's width."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        found = Console.size.fget(self)  # type: ignore[attr-defined]
+        if self._width is None and not self.is_terminal and not _columns_given():
+            return ConsoleDimensions(PIPE_WIDTH, found.height)
+        return found  # type: ignore[no-any-return]
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
 
     def print(self, *objects: Any, **kwargs: Any) -> None:
         if any(getattr(o, "never_cropped", False) for o in objects):
@@ -40,7 +72,7 @@ class _Out(Console):
 
 
 out = _Out()
-err = Console(stderr=True)
+err = _Console(stderr=True)
 
 
 class Format(StrEnum):

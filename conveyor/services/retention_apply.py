@@ -374,6 +374,15 @@ async def _packages_still_unpinned(tx: Tx, ids: list[int]) -> list[Any]:
     ]
 
 
+# Singular and plural, as the audit message counts them.
+_NOUNS = {
+    "releases": ("release", "releases"),
+    "deployments": ("deployment", "deployments"),
+    "task_logs": ("task log", "task logs"),
+    "packages": ("package version", "package versions"),
+}
+
+
 async def _audit(tx: Tx, lease: Lease, done: dict[str, list[int]]) -> None:
     counts = {kind: len(ids) for kind, ids in done.items()}
     named = {
@@ -382,7 +391,7 @@ async def _audit(tx: Tx, lease: Lease, done: dict[str, list[int]]) -> None:
         "task_logs": [public_id("tasks", i) for i in done["task_logs"]],
         "packages": [public_id("packages", i) for i in done["packages"]],
     }
-    said = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in counts.items() if n)
+    said = ", ".join(f"{n} {_NOUNS[kind][n != 1]}" for kind, n in counts.items() if n)
     await tx.audit(
         Category.RETENTION_APPLIED,
         f"Retention deleted {said}",

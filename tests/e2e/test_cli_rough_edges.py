@@ -75,6 +75,22 @@ def narrow(server: Server, *args: str) -> str:
     return result.stdout
 
 
+def test_to_a_pipe_without_a_width_each_row_is_one_line(edges: Server) -> None:
+    """`conveyor audit list | grep …` finds whole rows: with no terminal and no COLUMNS, a
+    table is as wide as its rows (Rich's 80 columns wrapped each message over several lines)."""
+    result = edges.cli("audit", "list", "--project", "Storefront", env={"COLUMNS": ""})
+    assert result.returncode == 0, describe(result)
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert lines[0].split()[:3] == ["id", "occurred", "category"], result.stdout
+    assert all(line.startswith("Events-") for line in lines[1:]), result.stdout
+    events = edges.get("/events?project=Storefront").json()["events"]
+    assert len(lines) == 1 + len(events)
+    for line, event in zip(lines[1:], events, strict=True):
+        assert line.startswith(event["id"]) and event["message"] in line, line
+    # A width given is still a width: the 60 columns of the test above wrap again.
+    assert len(narrow(edges, "audit", "list", "--project", "Storefront").splitlines()) > len(lines)
+
+
 def test_watch_paths_are_relative_to_the_repo_folder_and_the_notes_agree(
     edges: Server, tmp_path: Path
 ) -> None:

@@ -207,6 +207,9 @@ async def test_a_tight_policy_keeps_the_database_and_the_feed_from_growing(
     assert recorded and all(e["actor"] == "admin" for e in recorded)
     total = sum(e["details"]["counts"]["releases"] for e in recorded)
     assert total == 2  # 1.0.1 and 1.0.2
+    said = " / ".join(e["message"] for e in recorded)
+    assert "1 releases" not in said and "1 deployments" not in said, said
+    assert "1 release" in said, said
 
 
 async def test_one_node_at_a_time_with_fencing_and_the_periodic_job(
