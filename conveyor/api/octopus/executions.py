@@ -104,6 +104,14 @@ async def releases(
     return octopus.collection("Release", items, skip, take, f"{shapes.PREFIX}/releases")
 
 
+def _releases_matching(
+    found: list[octopus_reads.ReleaseFacts], search: str | None
+) -> list[dict[str, Any]]:
+    """``searchByVersion``: the releases whose version contains it, any case."""
+    wanted = (search or "").lower()
+    return [shapes.release(r) for r in found if wanted in r.view.version.lower()]
+
+
 @router.get("/api/{space}/projects/{project}/releases", summary="A project's releases")
 async def project_releases(
     space: Space,
@@ -116,9 +124,7 @@ async def project_releases(
 ) -> dict[str, Any]:
     project_id = require_public_id("projects", project, "project", bare=False)
     found = await octopus_reads.releases(services, caller, project_id)
-    items = [
-        shapes.release(r) for r in found if not search or search.lower() in r.view.version.lower()
-    ]
+    items = _releases_matching(found, search)
     path = f"{shapes.PREFIX}/projects/{project}/releases"
     return octopus.collection("Release", items, skip, take, path)
 
@@ -134,9 +140,7 @@ async def channel_releases(
     take: int | None = None,
 ) -> dict[str, Any]:
     found = await octopus_reads.channel_releases(services, caller, ref)
-    items = [
-        shapes.release(r) for r in found if not search or search.lower() in r.view.version.lower()
-    ]
+    items = _releases_matching(found, search)
     path = f"{shapes.PREFIX}/channels/{ref}/releases"
     return octopus.collection("Release", items, skip, take, path)
 
