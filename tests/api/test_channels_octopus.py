@@ -71,6 +71,14 @@ async def test_each_channel_has_its_id_and_its_lifecycle_in_the_octopus_api(
         assert other["ChannelId"] == main
         of_hotfix = (await octo.get(f"/api/Spaces-1/channels/{hotfix}/releases")).json()
         assert [r["Version"] for r in of_hotfix["Items"]] == ["1.0.1"]
+        # searchByVersion (what the Octopus clients send to find a release): any case, a part.
+        of_web = f"/api/Spaces-1/projects/{web['Id']}/releases"
+        found = (await octo.get(of_web, params={"searchByVersion": ".0.1"})).json()
+        assert [r["Version"] for r in found["Items"]] == ["1.0.1"]
+        both = (await octo.get(of_web, params={"searchByVersion": "1.0"})).json()
+        assert sorted(r["Version"] for r in both["Items"]) == ["1.0.0", "1.0.1"]
+        none = await octo.get(f"/api/Spaces-1/channels/{main}/releases?searchByVersion=1.0.1")
+        assert none.json()["Items"] == []
         conflict = await octo.post(
             create,
             json={
