@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -109,18 +110,29 @@ def _sync_engine(url: str) -> Engine:
     return engine
 
 
-def upgrade(url: str) -> None:
-    """Create the schema or bring it to the newest migration (idempotent)."""
+def upgrade(url: str, revision: str = "head") -> None:
+    """Create the schema or bring it to the newest migration (idempotent), or to ``revision``."""
     if (path := sqlite_file(url)) is not None:
         make_private(path, create=True)
     from alembic import command
 
+    _migrate(url, lambda cfg: command.upgrade(cfg, revision))
+
+
+def downgrade(url: str, revision: str) -> None:
+    """Back to ``revision``: for the tests of a migration's own upgrade."""
+    from alembic import command
+
+    _migrate(url, lambda cfg: command.downgrade(cfg, revision))
+
+
+def _migrate(url: str, step: Callable[[Config], None]) -> None:
     engine = _sync_engine(url)
     try:
         with engine.begin() as connection:
             cfg = _alembic_config(url)
             cfg.attributes["connection"] = connection
-            command.upgrade(cfg, "head")
+            step(cfg)
     finally:
         engine.dispose()
 

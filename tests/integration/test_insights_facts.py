@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from alembic import command
 from sqlalchemy import select
 
 from conveyor.domain.insights import NO_TEAM
@@ -24,7 +23,7 @@ from conveyor.services.core import Caller, Services
 from conveyor.settings import Settings
 from conveyor.store import facts
 from conveyor.store import tables as t
-from conveyor.store.db import _alembic_config, _sync_engine
+from conveyor.store.db import downgrade, upgrade
 from tests.integration.test_insights_sql import put_history
 from tests.unit.test_insights import SINCE, UNTIL
 
@@ -169,25 +168,10 @@ async def test_an_upgrade_fills_the_facts_of_ended_deployments(
 ) -> None:
     """A database at 0019 with a history of ended deployments, upgraded: the report shows the
     numbers of that history (tests/integration/test_insights_sql.py's)."""
-    url = settings.database_url
-    engine = _sync_engine(url)
-    try:
-        with engine.begin() as connection:
-            cfg = _alembic_config(url)
-            cfg.attributes["connection"] = connection
-            command.downgrade(cfg, "0019")
-    finally:
-        engine.dispose()
+    downgrade(settings.database_url, "0019")
     # The history written as a server at 0019 would have left it: no facts.
     await put_history(services, admin, with_facts=False)
-    engine = _sync_engine(url)
-    try:
-        with engine.begin() as connection:
-            cfg = _alembic_config(url)
-            cfg.attributes["connection"] = connection
-            command.upgrade(cfg, "head")
-    finally:
-        engine.dispose()
+    upgrade(settings.database_url)
     found = await insights.report(
         services, admin, insights.Filters("web", environment="prod", since=SINCE, until=UNTIL)
     )
