@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from conveyor.domain import channels as ch
 from conveyor.domain.documents import Project, key
@@ -16,7 +16,7 @@ from conveyor.services.core import Caller, Services
 from conveyor.services.deployment_views import Board, BoardCell, board
 from conveyor.store import tables as t
 
-D, R = t.deployments.c, t.releases.c
+C = t.dashboard_channels.c  # keyed by the channel's key (documents.key)
 
 
 @dataclass(frozen=True)
@@ -61,47 +61,21 @@ async def lines(services: Services, found: Board) -> list[ChannelLine]:
     if not several:
         return []
     envs = {loaded.id_of("environments", e): e for e in found.environments}
-    latest = (
-        select(func.max(D.id))
-        .select_from(t.deployments.join(t.releases, R.id == D.release_id))
-        .where(D.project_id.in_(list(several)))
-        .group_by(D.project_id, D.environment_id, R.channel)
-    )
-    query = (
-        select(
-            D.id,
-            D.project_id,
-            D.environment_id,
-            D.state,
-            D.task_id,
-            D.completed_at,
-            R.version,
-            R.channel,
-        )
-        .select_from(t.deployments.join(t.releases, R.id == D.release_id))
-        .where(D.id.in_(latest.scalar_subquery()))
-    )
-    # The release of the channel that last succeeded in each environment: the line's "current"
-    # (what its promote and redeploy moves start from).
-    succeeded = (
-        select(D.project_id, D.environment_id, R.channel, R.version)
-        .select_from(t.deployments.join(t.releases, R.id == D.release_id))
-        .where(
-            D.id.in_(
-                select(func.max(D.id))
-                .select_from(t.deployments.join(t.releases, R.id == D.release_id))
-                .where(D.project_id.in_(list(several)), D.state == "success")
-                .group_by(D.project_id, D.environment_id, R.channel)
-                .scalar_subquery()
-            )
-        )
-    )
+    # The projection (store/runs.py keeps it as deployments change): a few rows per project,
+    # however long its history.
+    query = select(
+        C.project_id,
+        C.environment_id,
+        C.channel,
+        C.deployment_id,
+        C.release_version,
+        C.state,
+        C.task_id,
+        C.completed_at,
+        C.success_version,
+    ).where(C.project_id.in_(list(several)))
     async with services.read() as session:
         rows = (await session.execute(query)).all()
-        current = {
-            (r.project_id, key(r.channel), r.environment_id): r.version
-            for r in (await session.execute(succeeded)).all()
-        }
     cells: dict[tuple[int, str, str], BoardCell] = {}
     for r in rows:
         env = envs.get(r.environment_id)
@@ -111,9 +85,10 @@ async def lines(services: Services, found: Board) -> list[ChannelLine]:
         completed = r.completed_at
         if completed is not None and completed.tzinfo is None:  # SQLite: naive UTC
             completed = completed.replace(tzinfo=UTC)
-        success = current.get((r.project_id, key(r.channel), r.environment_id))
-        cells[(r.project_id, key(r.channel), env)] = BoardCell(
-            r.version, r.state, r.task_id, r.id, completed, success
+        # The line's "current" is its last success (what its promote and redeploy moves start
+        # from).
+        cells[(r.project_id, r.channel, env)] = BoardCell(
+            r.release_version, r.state, r.task_id, r.deployment_id, completed, r.success_version
         )
     out = []
     for project_id, project in several.items():

@@ -361,7 +361,7 @@ async def _tasks_of(tx: Tx, deployment_ids: list[int]) -> dict[int, int | None]:
 
 async def _delete_deployments(tx: Tx, deployments: dict[int, int | None]) -> None:
     # The run store writes the runtime tables (tests/integration/test_run_writer.py).
-    await runs.forget(tx.session, deployments)
+    await runs.forget(tx.session, deployments, tx.now)
 
 
 async def _packages_still_unpinned(tx: Tx, ids: list[int]) -> list[Any]:

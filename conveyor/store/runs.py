@@ -15,15 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conveyor.domain import runtime as rt
+from conveyor.domain.documents import key
 from conveyor.domain.insights import ENDED_STATES
 from conveyor.domain.runtime import Lease, StepRun, StepState, TaskRun, TaskState, WaitingOn
-from conveyor.store import facts
+from conveyor.store import channel_board, facts
 from conveyor.store import tables as t
 from conveyor.store.logs import insert_lines
 from conveyor.store.run_records import (
@@ -168,21 +169,47 @@ async def project(
     new: bool = False,
     sqlite: bool,
 ) -> None:
-    """Keep the (project, environment) cell in the same transaction as the change."""
-    where = (t.dashboard.c.project_id == project_id, t.dashboard.c.environment_id == environment_id)
+    """Keep the (project, environment) cell, and the cell of the release's channel in that
+    environment (the dashboard's line per channel), in the same transaction as the change."""
+    pair = {"project_id": project_id, "environment_id": environment_id}
+    await _keep(session, now, t.dashboard, pair, change, new=new, sqlite=sqlite)
+    # Every project's, whatever its channels now: it may list several later. By the release's
+    # primary key; locked after the dashboard row, as every writer does, so two deployments
+    # never wait for each other's row (PostgreSQL).
+    channel = (
+        await session.execute(
+            select(t.releases.c.channel).where(t.releases.c.id == change.release_id)
+        )
+    ).scalar_one()
+    line = pair | {"channel": key(channel)}
+    await _keep(session, now, t.dashboard_channels, line, change, new=new, sqlite=sqlite)
+
+
+async def _keep(
+    session: AsyncSession,
+    now: datetime,
+    table: Table,
+    at: Mapping[str, Any],
+    change: rt.DeploymentState,
+    *,
+    new: bool,
+    sqlite: bool,
+) -> None:
+    """One cell of a projection table after the change (``rt.project``)."""
+    where = [table.c[name] == value for name, value in at.items()]
     # The row stays locked to the end of the transaction: concurrent deployments of one project
     # to one environment then update it one after the other, each seeing the one before.
-    locked = select(t.dashboard).where(*where).with_for_update()
+    locked = select(table).where(*where).with_for_update()
     row = (await session.execute(locked)).first()
     if row is None:
         # Two first deployments at once both find no row: the second one's insert does nothing
         # (instead of failing on the primary key) and it updates the row the first one made.
         fresh = rt.project(None, change, new=True)
         first = (
-            (sqlite_insert if sqlite else pg_insert)(t.dashboard)
-            .values(project_id=project_id, environment_id=environment_id, **_cell(fresh, now))
+            (sqlite_insert if sqlite else pg_insert)(table)
+            .values(**at, **_cell(fresh, now))
             .on_conflict_do_nothing()
-            .returning(t.dashboard.c.project_id)
+            .returning(table.c.project_id)
         )
         if (await session.execute(first)).first() is not None:
             return
@@ -201,7 +228,7 @@ async def project(
     values = _cell(after, now)
     if after.deployment_id == before.deployment_id and after.state == before.state:
         values.pop("completed_at")  # an older deployment ending: the current one's time stays
-    await session.execute(update(t.dashboard).where(*where).values(values))
+    await session.execute(update(table).where(*where).values(values))
 
 
 def _cell(cell: rt.Cell, now: datetime) -> dict[str, Any]:
@@ -330,11 +357,12 @@ async def _roll_up(session: AsyncSession, parent_task_id: int, child_state: Task
     )
     # A rolled-up state is never a success, so the projection rule shows it only where the
     # parent is the cell's current deployment.
-    await session.execute(
-        update(t.dashboard)
-        .where(t.dashboard.c.deployment_id == parent.deployment_id)
-        .values(state=change.state.value)
-    )
+    for table in (t.dashboard, t.dashboard_channels):  # in the order `project` locks them
+        await session.execute(
+            update(table)
+            .where(table.c.deployment_id == parent.deployment_id)
+            .values(state=change.state.value)
+        )
     woke = change.wake
     if parent.parent_task_id is not None:
         woke = await _roll_up(session, parent.parent_task_id, change.state) or woke
@@ -879,7 +907,9 @@ async def unstarted_in_pair(
 # ---------------------------------------------------------------- retention
 
 
-async def forget(session: AsyncSession, deployments: Mapping[int, int | None]) -> None:
+async def forget(
+    session: AsyncSession, deployments: Mapping[int, int | None], now: datetime
+) -> None:
     """Retention: finished deployments (id -> task id) with their tasks and everything of the
     tasks (steps, questions, agent jobs, logs) and their insights' facts; the logs first:
     they are most of the rows. The caller has checked that none of them runs or waits."""
@@ -895,6 +925,20 @@ async def forget(session: AsyncSession, deployments: Mapping[int, int | None]) -
         await session.execute(
             delete(t.deployments).where(t.deployments.c.id.in_(list(deployments)))
         )
+        # Retention's plan keeps what every channel's line shows (domain/retention.py), but its
+        # batches check again only the project's cells: a channel's cell that still pointed at
+        # one of these is written anew from what is left, or goes with the channel's last
+        # deployment there (never a line pointing at a deployment that is gone).
+        c = t.dashboard_channels.c
+        gone = list(deployments)
+        stale = await session.execute(
+            select(c.project_id, c.environment_id, c.channel).where(
+                or_(c.deployment_id.in_(gone), c.previous_deployment_id.in_(gone))
+            )
+        )
+        cells = [(int(r.project_id), int(r.environment_id), str(r.channel)) for r in stale]
+        if cells:
+            await channel_board.rewrite(session, now, cells)
 
 
 async def forget_logs(session: AsyncSession, tasks: Sequence[int], now: datetime) -> None:

@@ -488,6 +488,31 @@ dashboard = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+# The same projection per channel: (project, environment, channel key) -> the latest deployment
+# of that channel's releases, the one before it and the channel's last success, for the
+# dashboard's line per channel (services/channels.py). Kept by the same rule in the same
+# transaction as the dashboard row (store/runs.py ``project``), for every project.
+dashboard_channels = Table(
+    "dashboard_channels",
+    metadata,
+    Column("project_id", Id, ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "environment_id", Id, ForeignKey("environments.id", ondelete="CASCADE"), primary_key=True
+    ),
+    # ``documents.key`` of the release's channel (releases.channel): names match as keys do.
+    Column("channel", String(100), primary_key=True),
+    Column("deployment_id", Id, nullable=False),
+    Column("release_id", Id, nullable=False),
+    Column("release_version", String(100), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("task_id", Id, nullable=True),
+    Column("completed_at", DateTime(timezone=True), nullable=True),
+    Column("previous_deployment_id", Id, nullable=True),
+    Column("success_release_id", Id, nullable=True),
+    Column("success_version", String(100), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 ID_PREFIXES.update(
     {
         "packages": "Packages",
