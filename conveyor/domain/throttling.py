@@ -44,6 +44,19 @@ def counters(name_key: str, address: str | None) -> tuple[Counter, ...]:
     )
 
 
+# Refusals of anonymous callers that the audit log records per address in a window: sign-ins
+# refused unchecked (throttled), CI token exchanges and webhook deliveries refused. Past it the
+# caller is still answered, but not recorded again until the window moves: a flood of refusals
+# must not flood the audit log, nor hold its hash chain's lock for every other writer.
+MAX_RECORDED_REFUSALS = 20
+
+
+def refusals(kind: str, address: str | None) -> tuple[Counter, ...]:
+    """The counter of the recorded refusals of ``kind`` from ``address``."""
+    subject = f"refused-{kind}:{address or UNKNOWN_ADDRESS}"[:SUBJECT_MAX]
+    return (Counter(subject, MAX_RECORDED_REFUSALS),)
+
+
 def wait_seconds(counter: Counter, recent: list[datetime], now: datetime) -> int:
     """Seconds until ``counter`` allows another attempt (0: now), given the times of its
     attempts inside the window, newest first (at most ``counter.most`` are needed)."""

@@ -23,13 +23,13 @@ from urllib.parse import parse_qs
 
 from sqlalchemy.exc import IntegrityError
 
-from conveyor.domain import hooks
+from conveyor.domain import hooks, throttling
 from conveyor.domain import permissions as perms
 from conveyor.domain.audit import Category
 from conveyor.domain.changes import matching
 from conveyor.domain.documents import Project
 from conveyor.domain.errors import Conflict, ConveyorError, Unauthenticated, ValidationFailed
-from conveyor.services import buildinfo, deployments
+from conveyor.services import buildinfo, deployments, throttle
 from conveyor.services.access import caller_for_user, find_user
 from conveyor.services.config import load
 from conveyor.services.core import Caller, Services
@@ -64,11 +64,16 @@ def sender(provider: str, ip: str | None, user_agent: str | None) -> Caller:
 async def _refuse(
     services: Services, who: Caller, provider: str, reason: str, details: dict[str, Any]
 ) -> None:
+    recorded = await throttle.recording(
+        services, throttling.refusals("webhook", who.ip_address), services.clock()
+    )
+    if not recorded.record:
+        return
     async with services.tx(who) as tx:
         await tx.audit(
             Category.WEBHOOK_REFUSED,
             f"a {provider} webhook from {who.ip_address or 'an unknown address'} was refused: "
-            f"{reason}",
+            f"{reason}{throttle.unrecorded_note(recorded)}",
             details={"provider": provider, "reason": reason, **details},
         )
 

@@ -15,11 +15,11 @@ from typing import Any
 
 from sqlalchemy import delete, insert
 
-from conveyor.domain import oidc
+from conveyor.domain import oidc, throttling
 from conveyor.domain.audit import Category
 from conveyor.domain.documents import key
 from conveyor.domain.errors import PermissionDenied, Unauthenticated
-from conveyor.services import model_cache
+from conveyor.services import model_cache, throttle
 from conveyor.services.access import caller_for_user, find_user
 from conveyor.services.auth import anonymous
 from conveyor.services.config import public_id
@@ -159,10 +159,16 @@ async def _refused(
     ip_address: str | None,
     user_agent: str | None,
 ) -> None:
+    recorded = await throttle.recording(
+        services, throttling.refusals("oidc-token", ip_address), services.clock()
+    )
+    if not recorded.record:
+        return
     where = f" from {ip_address}" if ip_address else ""
     async with services.tx(anonymous(ip_address, user_agent)) as tx:
         await tx.audit(
             Category.LOGIN_FAILED,
-            f"An OIDC token exchange was refused{where}: {refusal.message}",
+            f"An OIDC token exchange was refused{where}: {refusal.message}"
+            + throttle.unrecorded_note(recorded),
             details=facts | {"reason": refusal.reason},
         )

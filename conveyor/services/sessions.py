@@ -127,11 +127,18 @@ async def _audit_throttled(
     user_agent: str | None,
     wait: int,
 ) -> None:
+    recorded = await throttle.recording(
+        services, throttling.refusals("sign-in", ip_address), services.clock()
+    )
+    if not recorded.record:
+        return
     async with services.tx(auth.anonymous(ip_address, user_agent)) as tx:
         await tx.audit(
             Category.LOGIN_FAILED,
             f"A sign-in as {username[:100]!r} was refused without checking the password: "
-            "too many failed attempts" + (f" from {ip_address}" if ip_address else ""),
+            "too many failed attempts"
+            + (f" from {ip_address}" if ip_address else "")
+            + throttle.unrecorded_note(recorded),
             details={"username": username[:100], "reason": "throttled", "retry_after": wait},
         )
 

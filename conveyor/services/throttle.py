@@ -72,6 +72,37 @@ async def charge(
     return Attempt(0, counters, ids)
 
 
+@dataclass(frozen=True)
+class Recording:
+    """Whether the audit log records a refusal, and whether it is the last one it records from
+    that address in the window (its message then says so)."""
+
+    record: bool
+    last: bool = False
+
+
+async def recording(
+    services: Services, counters: tuple[throttling.Counter, ...], now: datetime
+) -> Recording:
+    """Charge a refusal to ``counters`` (``throttling.refusals``) unless they are spent."""
+    attempt = await charge(services, counters, now)
+    if attempt.wait:
+        return Recording(False)
+    async with services.read() as session:
+        counts = [len(await _recent(session, c, now)) >= c.most for c in counters]
+    return Recording(True, last=any(counts))
+
+
+def unrecorded_note(recorded: Recording) -> str:
+    """What the last recorded refusal adds to its message."""
+    if not recorded.last:
+        return ""
+    return (
+        "; further refusals from this address are not recorded for "
+        f"{throttling.in_words(int(throttling.WINDOW.total_seconds()))}"
+    )
+
+
 async def _recent(session: Any, counter: throttling.Counter, now: datetime) -> list[datetime]:
     rows = await session.execute(
         select(t.sign_in_failures.c.at)

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from conveyor.domain.hooks import sign_generic
+from conveyor.domain.throttling import MAX_RECORDED_REFUSALS
 from conveyor.services.configfile import apply_text
 from conveyor.services.core import Services, system_caller
 from conveyor.services.users import add_user
@@ -225,6 +226,26 @@ async def test_replays_and_bad_signatures_are_refused_and_audited(
     assert all(r.actor == "webhook:github" for r in refused)
     assert "does not match" in reasons[0] and "no X-Hub-Signature-256" in reasons[1]
     assert "replay" in reasons[3]
+    assert len(await events(services, "WebhookReceived")) == 1
+
+
+async def test_a_flood_of_forged_deliveries_is_refused_but_recorded_only_so_often(
+    client: httpx.AsyncClient, anonymous: httpx.AsyncClient, services: Services, shop: GitRepo
+) -> None:
+    """Every forged delivery is a 401, but one address's refusals are recorded at most
+    MAX_RECORDED_REFUSALS times in five minutes (the last one says so); the real sender, from
+    that same address (GitHub's are shared by everyone), is still received."""
+    await add_source(client, shop)
+    body = push_body("0" * 40, shop.git("rev-parse", "HEAD"))
+    for n in range(MAX_RECORDED_REFUSALS + 10):
+        forged = github_headers(body, f"f-{n}", secret="not-the-secret-at-all")
+        answer = await anonymous.post("/hooks/github", content=body, headers=forged)
+        assert_problem(answer, 401, "unauthenticated")
+    refused = await events(services, "WebhookRefused")
+    assert len(refused) == MAX_RECORDED_REFUSALS
+    assert "further refusals from this address are not recorded" in refused[-1].message
+    real = await anonymous.post("/hooks/github", content=body, headers=github_headers(body, "r-1"))
+    assert real.status_code == 200, real.text
     assert len(await events(services, "WebhookReceived")) == 1
 
 

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from conveyor.domain.errors import ValidationFailed
+from conveyor.domain.throttling import MAX_RECORDED_REFUSALS
 from conveyor.services import documents as docs
 from conveyor.services.core import Services, system_caller
 from conveyor.store import tables as t
@@ -197,3 +198,27 @@ async def test_a_trust_that_would_let_anyone_in_is_refused(
             {"username": "ci", "service_account": True, "oidc_trust": [trust]},
         )
     assert words in str(refused.value.problems)
+
+
+async def test_a_flood_of_bad_tokens_is_answered_but_recorded_only_so_often(
+    services: Services, client_for: ClientFor, issuer: Issuer
+) -> None:
+    """Each refusal is still a 401 with its reason, but one address's refusals are recorded at
+    most MAX_RECORDED_REFUSALS times in five minutes, the last saying so: a flood must not fill
+    the audit log or hold its chain's lock. A good token from there still works."""
+    await trusting_account(services, issuer)
+    anonymous = client_for(None)
+    flood = MAX_RECORDED_REFUSALS + 15
+    for n in range(flood):
+        answer = await anonymous.post("/oidc/token", json={"token": f"not.a.jwt{n}"})
+        assert answer.status_code == 401, answer.text
+        assert "not a well-formed signed JWT" in answer.json()["message"]
+    audited = await refusals(services)
+    assert len(audited) == MAX_RECORDED_REFUSALS
+    assert (
+        "further refusals from this address are not recorded for 5 minutes"
+        in (audited[-1]["message"])
+    )
+    assert not any("not recorded" in e["message"] for e in audited[:-1])
+    good = await anonymous.post("/oidc/token", json={"token": issuer.mint(**ci_claims())})
+    assert good.status_code == 200, good.text

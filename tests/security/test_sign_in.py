@@ -19,7 +19,8 @@ import pytest
 from conveyor.domain import throttling
 from conveyor.domain.errors import Unauthenticated
 from conveyor.domain.forwarding import client_address, trusted_networks
-from conveyor.services import sessions
+from conveyor.services import audit, sessions
+from conveyor.services.audit import Filters
 from conveyor.services.core import Services, system_caller
 from conveyor.services.users import add_user
 from tests import loopback
@@ -252,6 +253,26 @@ async def test_guessing_one_name_from_many_addresses_is_capped(services: Service
             assert not isinstance(refused.value, sessions.SignInThrottled)
     with pytest.raises(sessions.SignInThrottled):
         await sessions.sign_in(services, "target", PASSWORD, "10.99.0.1")
+
+
+async def test_a_throttled_guesser_is_recorded_only_so_often(services: Services) -> None:
+    """Every sign-in refused unchecked is answered (throttled), but one address's are recorded
+    at most MAX_RECORDED_REFUSALS times in the window, the last one saying so: hammering the
+    form must not fill the audit log."""
+    await add_user(services, system_caller(), "target", password=PASSWORD)
+    for _ in range(throttling.MAX_PER_NAME_FROM_ADDRESS):
+        with pytest.raises(Unauthenticated):
+            await sessions.sign_in(services, "target", "guess", "10.7.0.1")
+    for _ in range(throttling.MAX_RECORDED_REFUSALS + 10):
+        with pytest.raises(sessions.SignInThrottled):
+            await sessions.sign_in(services, "target", "guess", "10.7.0.1")
+    page = await audit.list_events(
+        services, system_caller(), Filters(categories=("LoginFailed",)), limit=500
+    )
+    unchecked = [e for e in page["events"] if e["details"].get("reason") == "throttled"]
+    assert len(unchecked) == throttling.MAX_RECORDED_REFUSALS
+    newest = unchecked[0]["message"]  # the list is newest first
+    assert "further refusals from this address are not recorded for 5 minutes" in newest
 
 
 def test_the_client_is_the_right_most_untrusted_hop() -> None:
