@@ -30,7 +30,7 @@ demo: $(STAMP) sandbox
 	$(BIN)/conveyor demo --port $${CONVEYOR_DEMO_PORT:-8080}
 
 # Three workers on two cores: a tenth of the time the tests wait on real processes (leases
-# expiring, sshd, browsers, servers starting); a third worker fills it (7:56 against ~9 min).
+# expiring, sshd, browsers, servers starting); a third worker fills it (7:29 against ~9 min).
 test: $(STAMP) sandbox
 	$(BIN)/ruff check conveyor tests bench
 	$(BIN)/ruff format --check conveyor tests bench
