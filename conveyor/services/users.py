@@ -310,10 +310,17 @@ def with_member(model: Model, team: Team, username: str, member: bool) -> Team:
     return replace(team, members=(*others, user.username) if member else others)
 
 
-def with_role(team: Team, index: int | None, role: ScopedRole | None, was: str = "") -> Team:
+def with_role(
+    model: Model, team: Team, index: int | None, role: ScopedRole | None, was: str = ""
+) -> Team:
     """``team`` with its ``index``-th role replaced by ``role`` (removed when ``None``), or
     ``role`` added when ``index`` is ``None``. ``was`` is the role the editor saw there: if
-    someone changed the roles meanwhile, the edit is refused rather than applied to another."""
+    someone changed the roles meanwhile, the edit is refused rather than applied to another.
+    An unknown role is refused by its name (not as a path into the team's document)."""
+    if role is not None and model.get("user_roles", role.role) is None:
+        raise ValidationFailed(
+            f'the user role "{role.role}" does not exist: choose one of the roles listed'
+        )
     roles = list(team.roles)
     if index is None:
         assert role is not None

@@ -245,6 +245,9 @@ async def test_the_scope_of_a_teams_roles(app: FastAPI, services: Services, shop
         assert stale.status_code == 409 and "changed meanwhile" in stale.text
         unknown = await post(admin, csrf, "/people/teams/qa/roles", role="Nope")
         assert unknown.status_code == 422 and "Traceback" not in unknown.text
+        # Named as the person chose it, not as a path into the team's document.
+        assert "user role &#34;Nope&#34; does not exist" in unknown.text, unknown.text
+        assert "roles[" not in unknown.text, unknown.text
         removed = await post(
             admin, csrf, "/people/teams/qa/roles/2", role="Project Deployer", remove="1"
         )

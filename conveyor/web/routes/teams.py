@@ -119,7 +119,7 @@ async def add_role(
     form = await request.form()
 
     def change(model: Model, found: Team) -> Team:
-        return users.with_role(found, None, _scoped(form, form_text(form, "role")))
+        return users.with_role(model, found, None, _scoped(form, form_text(form, "role")))
 
     return await _change(services, caller, ref, change, "role-added")
 
@@ -134,6 +134,6 @@ async def save_scope(
 
     def change(model: Model, found: Team) -> Team:
         scoped = None if remove else _scoped(form, role)
-        return users.with_role(found, _index(index), scoped, was=role)
+        return users.with_role(model, found, _index(index), scoped, was=role)
 
     return await _change(services, caller, ref, change, "role-removed" if remove else "scope")
