@@ -281,6 +281,9 @@ PAGES = [
     ("admin", "/projects/shop/process/history?from=1&to=2", "process-history-diff"),
     ("admin", "/projects/shop/variables", "variables-edit"),
     ("auditor", "/projects/shop/variables", "variables-read"),
+    # The pages of issue 16: the charts with their tables, and what retention would delete.
+    ("auditor", "/insights", "insights"),
+    ("admin", "/retention", "retention"),
 ]
 
 

@@ -145,6 +145,9 @@ def test_every_page_fits_a_phone_and_an_opened_step_stays_open(demo: Demo) -> No
         "/tasks?project=Database&state=success",
         "/people/teams/developer",
         "/people/users/dev",
+        # The pages of issue 16: the insights' charts and tables, retention's plan.
+        "/insights",
+        "/retention",
     ]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
