@@ -51,17 +51,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 from bench_dashboard import BATCH, p95
+from seeded import seeded
 from sqlalchemy import create_engine, func, insert, select, text
 from throwaway_db import pg_database
 
 from conveyor.api.app import create_app, settle_heap
 from conveyor.domain import runtime as rt
 from conveyor.domain.documents import key
-from conveyor.services.access import caller_for_user, get_user
 from conveyor.services.config import load
-from conveyor.services.configfile import apply_text
 from conveyor.services.core import Services, bootstrap, system_caller
-from conveyor.services.users import create_api_key, initialise
+from conveyor.services.users import create_api_key
 from conveyor.settings import Settings
 from conveyor.store import runs
 from conveyor.store import tables as t
@@ -289,9 +288,9 @@ async def measure(
     )
     async with services.read() as session:
         last = (await session.execute(select(D).order_by(D.id.desc()).limit(1))).one()
-        version = (
-            await session.execute(select(R.version).where(R.id == last.release_id))
-        ).scalar_one()
+        version, channel = (
+            await session.execute(select(R.version, R.channel).where(R.id == last.release_id))
+        ).one()
 
     async def dashboard() -> None:
         response = await api.get("/dashboard")
@@ -309,6 +308,7 @@ async def measure(
                 tx.now,
                 last.project_id,
                 last.environment_id,
+                channel,
                 change,
                 sqlite=services.is_sqlite,
             )
@@ -346,18 +346,12 @@ async def one_size(url: str, count: int, runs_: int) -> tuple[float, dict[str, l
         )
         services = bootstrap(settings)
         try:
-            await initialise(services)
-            async with services.read() as session:
-                admin = await caller_for_user(session, await get_user(session, "admin"))
-            await apply_text(services, admin, config())
-            async with services.read() as session:
-                projects = list((await session.execute(select(t.projects.c.id))).scalars())
-                environments = list((await session.execute(select(t.environments.c.id))).scalars())
-            fill(url, count, sorted(projects), sorted(environments))
+            _, projects, environments = await seeded(services, config())
+            fill(url, count, projects, environments)
             started = time.perf_counter()
             upgrade(url)  # 0021: the backfill from the history just written
             backfill = time.perf_counter() - started
-            return backfill, await measure(services, settings, sorted(projects), runs_)
+            return backfill, await measure(services, settings, projects, runs_)
         finally:
             await services.close()
     finally:

@@ -691,6 +691,7 @@ async def queue_directly(services: Services, projects: int, environments: list[s
         runs.NewRun(
             release_id=r.id,
             release_version="1.0.0",
+            release_channel="Default",
             project_id=r.project_id,
             environment_id=env_ids[e],
             description=f"Deploy {r.name} 1.0.0 to {e}",

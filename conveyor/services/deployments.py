@@ -190,6 +190,7 @@ async def queue_deployment(
     new = runs.NewRun(
         release_id=target.release.id,
         release_version=target.release.version,
+        release_channel=target.release.channel,
         project_id=target.project_id,
         environment_id=target.environment_id,
         description=deploy_description(label, env.name),

@@ -106,6 +106,7 @@ class Run:
             self.environment_id,
             self.release.id,
             self.release.version,
+            self.release.channel,
             self.parent_task_id,
         )
 

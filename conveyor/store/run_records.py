@@ -44,6 +44,7 @@ class ReleaseRecord:
     version: str
     notes: str
     created_by: str
+    channel: str
     snapshot: Mapping[str, Any]
     packages: Mapping[str, str]
     children: tuple[Mapping[str, Any], ...]
@@ -187,6 +188,7 @@ async def release(session: AsyncSession, release_id: int) -> ReleaseRecord:
         version=row.version,
         notes=row.notes or "",
         created_by=row.created_by,
+        channel=row.channel,
         snapshot=row.snapshot,
         packages=dict(row.packages or {}),
         children=tuple(row.children or ()),

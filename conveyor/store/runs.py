@@ -68,6 +68,7 @@ class NewRun:
 
     release_id: int
     release_version: str
+    release_channel: str  # its channel's name (the dashboard's line per channel)
     project_id: int
     environment_id: int
     description: str
@@ -152,7 +153,16 @@ async def queue(
     change = rt.DeploymentState(
         deployment_id, new.release_id, new.release_version, task_id, TaskState.QUEUED
     )
-    await project(session, now, new.project_id, new.environment_id, change, new=True, sqlite=sqlite)
+    await project(
+        session,
+        now,
+        new.project_id,
+        new.environment_id,
+        new.release_channel,
+        change,
+        new=True,
+        sqlite=sqlite,
+    )
     return deployment_id, task_id
 
 
@@ -164,6 +174,7 @@ async def project(
     now: datetime,
     project_id: int,
     environment_id: int,
+    channel: str,
     change: rt.DeploymentState,
     *,
     new: bool = False,
@@ -173,14 +184,8 @@ async def project(
     environment (the dashboard's line per channel), in the same transaction as the change."""
     pair = {"project_id": project_id, "environment_id": environment_id}
     await _keep(session, now, t.dashboard, pair, change, new=new, sqlite=sqlite)
-    # Every project's, whatever its channels now: it may list several later. By the release's
-    # primary key; locked after the dashboard row, as every writer does, so two deployments
-    # never wait for each other's row (PostgreSQL).
-    channel = (
-        await session.execute(
-            select(t.releases.c.channel).where(t.releases.c.id == change.release_id)
-        )
-    ).scalar_one()
+    # Every project's, whatever its channels now: it may list several later. Locked after the
+    # dashboard row, as every writer does, so two deployments never wait for each other's row.
     line = pair | {"channel": key(channel)}
     await _keep(session, now, t.dashboard_channels, line, change, new=new, sqlite=sqlite)
 
@@ -285,6 +290,7 @@ class RunKey:
     environment_id: int
     release_id: int
     release_version: str
+    release_channel: str
     parent_task_id: int | None
 
 
@@ -318,7 +324,9 @@ async def write_task(
     change = rt.DeploymentState(
         key.deployment_id, key.release_id, key.release_version, key.task_id, state
     )
-    await project(session, now, key.project_id, key.environment_id, change, sqlite=sqlite)
+    await project(
+        session, now, key.project_id, key.environment_id, key.release_channel, change, sqlite=sqlite
+    )
     if state.value in ENDED_STATES:  # a canceled deployment changed nothing: no facts
         await facts.record(
             session,
@@ -879,6 +887,7 @@ async def withdraw(
         dep.environment_id,
         dep.release_id,
         rel.version,
+        rel.channel,
         task_row.parent_task_id,
     )
     return await write_task(session, now, key, ended, sqlite=sqlite)

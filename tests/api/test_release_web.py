@@ -17,19 +17,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from conveyor.domain.runtime import DeploymentState, TaskState
+from conveyor.domain.runtime import TaskState
 from conveyor.services import deployments, releases
 from conveyor.services.configfile import apply_text
 from conveyor.services.core import Caller, Services
 from conveyor.services.packages import push_package
 from conveyor.services.users import set_password
-from conveyor.store import runs
 from conveyor.store import tables as t
 from tests.api.test_packages_api import zip_bytes
 from tests.api.test_web import PASSWORD, browser, form_token, sign_in
 from tests.conftest import EXAMPLE
+from tests.ended import end
 
 COMPONENTS = {
     "Database": "OctoPetShop.Database",
@@ -76,27 +76,7 @@ async def ended(
     """Deploy and end the deployment with ``state``, through the projection's own rule; the
     task's public id."""
     queued = await deployments.deploy(services, admin, project, version, env)
-    async with services.tx(admin) as tx:
-        row = (
-            await tx.session.execute(
-                select(t.deployments).where(t.deployments.c.id == queued.deployment_id)
-            )
-        ).one()
-        await tx.session.execute(
-            update(t.deployments).where(t.deployments.c.id == row.id).values(state=state.value)
-        )
-        await tx.session.execute(
-            update(t.tasks).where(t.tasks.c.id == queued.task_id).values(state=state.value)
-        )
-        change = DeploymentState(row.id, row.release_id, version, queued.task_id, state)
-        await runs.project(
-            tx.session,
-            tx.now,
-            row.project_id,
-            row.environment_id,
-            change,
-            sqlite=services.is_sqlite,
-        )
+    await end(services, admin, queued, version, state)
     return str(queued.as_dict()["task"]).rsplit("-", 1)[-1]
 
 

@@ -8,17 +8,14 @@ import time
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
 
 from conveyor.domain.errors import PermissionDenied
-from conveyor.domain.runtime import DeploymentState, TaskState
 from conveyor.services import deployments, evidence, releases
 from conveyor.services.approval_preview import preview
 from conveyor.services.configfile import apply_text
 from conveyor.services.core import Caller, Services
-from conveyor.store import runs
-from conveyor.store import tables as t
 from tests.conftest import caller_of
+from tests.ended import end
 
 OLD_SECRET, NEW_SECRET = "old-secret-0451", "new-secret-8872"
 COMPONENTS = ("Database", "Cart", "Products", "Website")
@@ -120,24 +117,7 @@ async def succeeded(services: Services, admin: Caller, project: str, version: st
     """Deploy to Staging and record the deployment as successful through the dashboard's own
     projection rule (running the engine is tested elsewhere; here only "current" matters)."""
     queued = await deployments.deploy(services, admin, project, version, "Staging")
-    async with services.tx(admin) as tx:
-        row = (
-            await tx.session.execute(
-                select(t.deployments).where(t.deployments.c.id == queued.deployment_id)
-            )
-        ).one()
-        await tx.session.execute(
-            update(t.deployments).where(t.deployments.c.id == row.id).values(state="success")
-        )
-        change = DeploymentState(row.id, row.release_id, version, queued.task_id, TaskState.SUCCESS)
-        await runs.project(
-            tx.session,
-            tx.now,
-            row.project_id,
-            row.environment_id,
-            change,
-            sqlite=services.is_sqlite,
-        )
+    await end(services, admin, queued, version)
 
 
 @pytest.fixture

@@ -7,11 +7,9 @@ project's progress has a Patch column, and the access report has a Patch row."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select, update
 
 from conveyor.domain.errors import ValidationFailed
 from conveyor.domain.release_moves import MoveKind
-from conveyor.domain.runtime import DeploymentState, TaskState
 from conveyor.services import (
     access_report,
     approvals,
@@ -24,8 +22,7 @@ from conveyor.services import (
 from conveyor.services.config import public_id
 from conveyor.services.configfile import apply_text
 from conveyor.services.core import Caller, Services
-from conveyor.store import runs
-from conveyor.store import tables as t
+from tests.ended import end
 
 CONFIG = """
 environments:
@@ -73,24 +70,7 @@ async def succeed(services: Services, admin: Caller, version: str, environment: 
     """Deploy and record the deployment as successful through the dashboard's own projection
     (running the engine is tested elsewhere); its public id."""
     queued = await deployments.deploy(services, admin, "Web", version, environment)
-    async with services.tx(admin) as tx:
-        row = (
-            await tx.session.execute(
-                select(t.deployments).where(t.deployments.c.id == queued.deployment_id)
-            )
-        ).one()
-        await tx.session.execute(
-            update(t.deployments).where(t.deployments.c.id == row.id).values(state="success")
-        )
-        change = DeploymentState(row.id, row.release_id, version, queued.task_id, TaskState.SUCCESS)
-        await runs.project(
-            tx.session,
-            tx.now,
-            row.project_id,
-            row.environment_id,
-            change,
-            sqlite=services.is_sqlite,
-        )
+    await end(services, admin, queued, version)
     return public_id("deployments", queued.deployment_id)
 
 

@@ -7,17 +7,16 @@ audit chain still verifies)."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from conveyor.domain.audit import Category
-from conveyor.domain.runtime import DeploymentState, TaskState
 from conveyor.services import audit, deployments, releases, retention
 from conveyor.services import retention_apply as job
 from conveyor.services.audit import Filters
 from conveyor.services.configfile import apply_text
 from conveyor.services.core import Caller, Services
-from conveyor.store import runs
 from conveyor.store import tables as t
+from tests.ended import end
 
 CONFIG = """
 environments:
@@ -73,26 +72,7 @@ async def succeed(
     """Deploy and record the deployment as successful through the dashboard's projection
     (running the engine is tested elsewhere)."""
     queued = await deployments.deploy(services, admin, project, version, environment)
-    async with services.tx(admin) as tx:
-        d = t.deployments.c
-        row = (
-            await tx.session.execute(select(t.deployments).where(d.id == queued.deployment_id))
-        ).one()
-        await tx.session.execute(
-            update(t.deployments).where(d.id == row.id).values(state="success")
-        )
-        await tx.session.execute(
-            update(t.tasks).where(t.tasks.c.id == queued.task_id).values(state="success")
-        )
-        change = DeploymentState(row.id, row.release_id, version, queued.task_id, TaskState.SUCCESS)
-        await runs.project(
-            tx.session,
-            tx.now,
-            row.project_id,
-            row.environment_id,
-            change,
-            sqlite=services.is_sqlite,
-        )
+    await end(services, admin, queued, version)
 
 
 async def versions(services: Services, project: str) -> set[str]:
