@@ -6,6 +6,8 @@ so names are unique without case), and the document body as JSON in the shape of
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -466,6 +468,25 @@ interruptions = Table(
     Index("ix_interruptions_deployment_id", "deployment_id"),
 )
 
+
+def _cell_columns() -> list[Column[Any]]:
+    """A dashboard cell: the latest deployment, the one before it and the last success (the rule
+    is ``conveyor.domain.runtime.project``); new objects for each table that has them."""
+    return [
+        Column("deployment_id", Id, nullable=False),
+        Column("release_id", Id, nullable=False),
+        Column("release_version", String(100), nullable=False),
+        Column("state", String(16), nullable=False),
+        Column("task_id", Id, nullable=True),
+        Column("completed_at", DateTime(timezone=True), nullable=True),
+        Column("previous_deployment_id", Id, nullable=True),
+        # The release last deployed successfully: "current" for deploy_release conditions.
+        Column("success_release_id", Id, nullable=True),
+        Column("success_version", String(100), nullable=True),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+    ]
+
+
 # The dashboard projection: (project, environment) -> current and previous deployment. Kept in
 # the same transaction as deployment state changes, so the dashboard never scans history.
 dashboard = Table(
@@ -475,17 +496,7 @@ dashboard = Table(
     Column(
         "environment_id", Id, ForeignKey("environments.id", ondelete="CASCADE"), primary_key=True
     ),
-    Column("deployment_id", Id, nullable=False),
-    Column("release_id", Id, nullable=False),
-    Column("release_version", String(100), nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("task_id", Id, nullable=True),
-    Column("completed_at", DateTime(timezone=True), nullable=True),
-    Column("previous_deployment_id", Id, nullable=True),
-    # The release last deployed successfully: what "current" means for deploy_release conditions.
-    Column("success_release_id", Id, nullable=True),
-    Column("success_version", String(100), nullable=True),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    *_cell_columns(),
 )
 
 # The same projection per channel: (project, environment, channel key) -> the latest deployment
@@ -501,16 +512,7 @@ dashboard_channels = Table(
     ),
     # ``documents.key`` of the release's channel (releases.channel): names match as keys do.
     Column("channel", String(100), primary_key=True),
-    Column("deployment_id", Id, nullable=False),
-    Column("release_id", Id, nullable=False),
-    Column("release_version", String(100), nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("task_id", Id, nullable=True),
-    Column("completed_at", DateTime(timezone=True), nullable=True),
-    Column("previous_deployment_id", Id, nullable=True),
-    Column("success_release_id", Id, nullable=True),
-    Column("success_version", String(100), nullable=True),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    *_cell_columns(),
 )
 
 ID_PREFIXES.update(
