@@ -4,7 +4,6 @@ release line per channel for the projects that have several (conveyor/domain/cha
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC
 from typing import Any
 
 from sqlalchemy import select
@@ -12,7 +11,7 @@ from sqlalchemy import select
 from conveyor.domain import channels as ch
 from conveyor.domain.documents import Project, key
 from conveyor.services.config import load, public_id
-from conveyor.services.core import Caller, Services
+from conveyor.services.core import Caller, Services, aware
 from conveyor.services.deployment_views import Board, BoardCell, board
 from conveyor.store import tables as t
 
@@ -82,9 +81,7 @@ async def lines(services: Services, found: Board) -> list[ChannelLine]:
         project = several[r.project_id]
         if env is None or (project.name, env) not in found.cells:
             continue
-        completed = r.completed_at
-        if completed is not None and completed.tzinfo is None:  # SQLite: naive UTC
-            completed = completed.replace(tzinfo=UTC)
+        completed = aware(r.completed_at) if r.completed_at is not None else None
         # The line's "current" is its last success (what its promote and redeploy moves start
         # from).
         cells[(r.project_id, r.channel, env)] = BoardCell(

@@ -207,7 +207,8 @@ class Tx:
         self.outboxed = self.outboxed or bool(queued)
 
 
-def _aware(value: datetime) -> datetime:
+def aware(value: datetime) -> datetime:
+    """A time read back from the database: SQLite gives it without its zone, and it is UTC."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
@@ -317,7 +318,7 @@ async def _append_many(
     prev = last.last_hash or GENESIS
     # Never earlier than the event before: time then grows with the id, so that a time range
     # is an id range (the audit filters rely on it).
-    occurred = max(now, _aware(last.last_occurred_at)) if last.last_occurred_at else now
+    occurred = max(now, aware(last.last_occurred_at)) if last.last_occurred_at else now
     records: list[EventRecord] = []
     for offset, record in enumerate(pending):
         placed = replace(record, id=last.last_id + 1 + offset, occurred_at=occurred)

@@ -67,11 +67,6 @@ def require_read(caller: Caller) -> None:
         )
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes for what was stored in UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _same(value: datetime) -> datetime:
     return value
 
