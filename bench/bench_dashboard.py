@@ -39,15 +39,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
+from seeded import seeded
 from sqlalchemy import create_engine, insert, select, text
 from throwaway_db import pg_database
 
 from conveyor.api.app import create_app, settle_heap
-from conveyor.services.access import caller_for_user, get_user
 from conveyor.services.config import load
-from conveyor.services.configfile import apply_text
 from conveyor.services.core import Services, bootstrap, system_caller
-from conveyor.services.users import create_api_key, initialise, set_password
+from conveyor.services.users import create_api_key, set_password
 from conveyor.settings import Settings
 from conveyor.store import tables as t
 from conveyor.store.db import sync_url, upgrade
@@ -254,25 +253,7 @@ async def one_size(url: str, count: int, runs: int) -> dict[str, list[float]]:
         )
         services = bootstrap(settings)
         try:
-            await initialise(services)
-            async with services.read() as session:
-                admin = await caller_for_user(session, await get_user(session, "admin"))
-            await apply_text(services, admin, config())
-            async with services.read() as session:
-                projects = list(
-                    (await session.execute(select(t.projects.c.id).order_by(t.projects.c.id)))
-                    .scalars()
-                    .all()
-                )
-                environments = list(
-                    (
-                        await session.execute(
-                            select(t.environments.c.id).order_by(t.environments.c.id)
-                        )
-                    )
-                    .scalars()
-                    .all()
-                )
+            _, projects, environments = await seeded(services, config())
             started = time.perf_counter()
             fill(url, count, projects, environments)
             print(f"filled {count:,} deployments in {time.perf_counter() - started:.0f} s")
